@@ -1,0 +1,332 @@
+"""The loss expression tree: the one currency between engines and the evaluator.
+
+Text syntax: the primitive names of :mod:`symloss.primitives` as function calls
+(``div(f, y)``, ``log(f)``), infix ``+``, ``-``, ``*`` with the usual precedence, unary
+minus (``-x`` is ``mul(-1, x)``), the variables ``y`` (target) and ``f`` (prediction)
+and numeric constants. ``str(expr)`` writes this syntax and ``Expression.parse``
+reads it back to an identical tree.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import sympy
+
+from symloss.primitives import INFIX, PREDICTION, PRIMITIVES, TARGET, VARIABLES
+
+_SYMBOLS = {name: sympy.Symbol(name, real=True) for name in VARIABLES}
+_TOKEN = re.compile(r"\s*(?:(\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|([A-Za-z_]\w*)|(.))")
+_SIMPLIFY_MAX_SIZE = 40
+_PREC_SUM, _PREC_PRODUCT, _PREC_UNARY, _PREC_ATOM = 1, 2, 3, 4
+
+
+@dataclass(frozen=True)
+class Expression:
+    """An immutable loss expression tree.
+
+    A node is a primitive (``op`` in :data:`symloss.primitives.PRIMITIVES`, with
+    ``args``), a variable (``op`` is ``"y"`` or ``"f"``) or a constant (``op`` is
+    ``"const"`` and ``value`` holds the number).
+
+    Examples
+    --------
+    >>> e = Expression.parse("-(y * log(f))")
+    >>> str(e)
+    '-(y * log(f))'
+    >>> e.size, e.height
+    (6, 3)
+    """
+
+    op: str
+    args: tuple[Expression, ...] = ()
+    value: float = 0.0
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.op, self.args, self.value)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    # -- construction -------------------------------------------------------------------
+    @staticmethod
+    def var(name: str) -> Expression:
+        """A variable leaf, ``"y"`` or ``"f"``."""
+        if name not in VARIABLES:
+            raise ValueError(f"unknown variable {name!r}; the variables are {VARIABLES}")
+        return Expression(name)
+
+    @staticmethod
+    def const(value: float) -> Expression:
+        """A constant leaf."""
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"constants must be finite, got {value}")
+        return Expression("const", value=value + 0.0)
+
+    @staticmethod
+    def call(op: str, *args: Expression) -> Expression:
+        """A primitive applied to arguments, e.g. ``Expression.call("log", f)``."""
+        primitive = PRIMITIVES.get(op)
+        if primitive is None:
+            raise ValueError(f"unknown function {op!r}; the functions are {sorted(PRIMITIVES)}")
+        if len(args) != primitive.arity:
+            raise ValueError(f"{op} takes {primitive.arity} argument(s), got {len(args)}")
+        return Expression(op, tuple(args))
+
+    @classmethod
+    def parse(cls, text: str | Expression) -> Expression:
+        """Read an expression from text.
+
+        Raises
+        ------
+        ValueError
+            If the text is not a valid expression; the message names the offending
+            token and lists the allowed names.
+        """
+        if isinstance(text, Expression):
+            return text
+        if not isinstance(text, str):
+            raise TypeError(f"expected expression text, got {type(text).__name__}")
+        return _Parser(text).parse()
+
+    # -- structure ----------------------------------------------------------------------
+    @property
+    def is_leaf(self) -> bool:
+        """True for variables and constants."""
+        return not self.args
+
+    @property
+    def size(self) -> int:
+        """Number of nodes."""
+        return 1 + sum(a.size for a in self.args)
+
+    @property
+    def height(self) -> int:
+        """Edges on the longest root-to-leaf path (a leaf has height 0)."""
+        return 1 + max(a.height for a in self.args) if self.args else 0
+
+    @property
+    def variables(self) -> frozenset[str]:
+        """The variables (``"y"``, ``"f"``) the expression uses."""
+        if self.op in VARIABLES:
+            return frozenset((self.op,))
+        return frozenset().union(*(a.variables for a in self.args))
+
+    def nodes(self) -> Iterator[Expression]:
+        """All nodes in prefix (root first) order."""
+        yield self
+        for a in self.args:
+            yield from a.nodes()
+
+    # -- rendering ----------------------------------------------------------------------
+    def __str__(self) -> str:
+        return _text(self)[0]
+
+    def __repr__(self) -> str:
+        return f"Expression.parse({str(self)!r})"
+
+    def sympy(self) -> sympy.Expr:
+        """The SymPy form (protected operators written as their mathematical meaning)."""
+        return _sympy(self)
+
+    def latex(self, simplify: bool = True) -> str:
+        """LaTeX of the expression.
+
+        ``simplify=True`` renders the simplified SymPy form; ``simplify=False`` renders
+        the tree as it is, with the primitive table's LaTeX templates.
+        """
+        if simplify:
+            return sympy.latex(readable(self.sympy()))
+        return _latex(self)[0]
+
+    def key(self) -> str:
+        """Canonical key: expressions that SymPy proves equal share a key.
+
+        Small trees are simplified by :func:`sympy.simplify`; large ones use SymPy's
+        automatic canonical form (commutative reordering, collected terms), which is
+        cheaper and still merges the common rewrites.
+        """
+        return str(_simplified(self))
+
+
+def readable(form: sympy.Expr) -> sympy.Expr:
+    """The simpler of ``form`` and its :func:`sympy.simplify` result, by operation count.
+
+    ``simplify`` sometimes rewrites ``sign`` or ``Max`` into long piecewise forms that
+    are correct but harder to read than the input.
+    """
+    simpler = sympy.simplify(form)
+    return simpler if sympy.count_ops(simpler) <= sympy.count_ops(form) else form
+
+
+def _number_text(value: float) -> str:
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+
+
+def _is_negation(e: Expression) -> bool:
+    return (
+        e.op == "mul" and e.args[0].op == "const" and e.args[0].value == -1.0
+        and e.args[1].op != "const"
+    )
+
+
+def _text(e: Expression) -> tuple[str, int]:
+    if e.op in VARIABLES:
+        return e.op, _PREC_ATOM
+    if e.op == "const":
+        text = _number_text(e.value)
+        return text, _PREC_UNARY if text.startswith("-") else _PREC_ATOM
+    if _is_negation(e):
+        inner, prec = _text(e.args[1])
+        return "-" + (inner if prec >= _PREC_UNARY else f"({inner})"), _PREC_UNARY
+    primitive = PRIMITIVES[e.op]
+    if primitive.infix:
+        own = _PREC_PRODUCT if primitive.infix == "*" else _PREC_SUM
+        (left, lp), (right, rp) = _text(e.args[0]), _text(e.args[1])
+        left = left if lp >= own else f"({left})"
+        right = right if rp > own else f"({right})"
+        return f"{left} {primitive.infix} {right}", own
+    return f"{e.op}({', '.join(_text(a)[0] for a in e.args)})", _PREC_ATOM
+
+
+def _latex(e: Expression) -> tuple[str, int]:
+    if e.op in VARIABLES:
+        return e.op, _PREC_ATOM
+    if e.op == "const":
+        text = _number_text(e.value)
+        return text, _PREC_UNARY if text.startswith("-") else _PREC_ATOM
+    if _is_negation(e):
+        inner, prec = _latex(e.args[1])
+        return "-" + (inner if prec >= _PREC_UNARY else rf"\left({inner}\right)"), _PREC_UNARY
+    primitive = PRIMITIVES[e.op]
+    parts = [_latex(a) for a in e.args]
+    if primitive.infix:
+        own = _PREC_PRODUCT if primitive.infix == "*" else _PREC_SUM
+        (left, lp), (right, rp) = parts
+        left = left if lp >= own else rf"\left({left}\right)"
+        right = right if rp > own else rf"\left({right}\right)"
+        return primitive.latex.format(left, right), own
+    return primitive.latex.format(*(p[0] for p in parts)), _PREC_ATOM
+
+
+def _sympy(e: Expression) -> sympy.Expr:
+    if e.op in VARIABLES:
+        return _SYMBOLS[e.op]
+    if e.op == "const":
+        return sympy.Integer(int(e.value)) if e.value.is_integer() else sympy.Float(e.value)
+    return PRIMITIVES[e.op].sympy(*(_sympy(a) for a in e.args))
+
+
+@functools.lru_cache(maxsize=65536)
+def _simplified(e: Expression) -> sympy.Expr:
+    form = _sympy(e)
+    if e.size <= _SIMPLIFY_MAX_SIZE:
+        form = sympy.simplify(form)
+    return form
+
+
+class _Parser:
+    """Recursive-descent parser for the expression syntax."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens: list[tuple[str, str, int]] = []
+        for m in _TOKEN.finditer(text):
+            number, name, other = m.groups()
+            if number is not None:
+                self.tokens.append(("num", number, m.start(1)))
+            elif name is not None:
+                self.tokens.append(("name", name, m.start(2)))
+            elif other is not None:
+                self.tokens.append(("op", other, m.start(3)))
+        self.pos = 0
+
+    def _error(self, what: str) -> ValueError:
+        allowed = ", ".join([*VARIABLES, *sorted(PRIMITIVES)])
+        return ValueError(
+            f"cannot parse {self.text!r}: {what}; allowed names are {allowed}, "
+            "with infix +, -, *, unary -, parentheses and numbers "
+            "(division is the function div(a, b) = a / sqrt(1 + b^2))"
+        )
+
+    def _peek(self) -> tuple[str, str, int] | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def _take(self) -> tuple[str, str, int]:
+        token = self._peek()
+        if token is None:
+            raise self._error("unexpected end of text")
+        self.pos += 1
+        return token
+
+    def _expect(self, symbol: str) -> None:
+        kind, text, at = self._take()
+        if (kind, text) != ("op", symbol):
+            raise self._error(f"expected {symbol!r} but found token {text!r} at position {at}")
+
+    def parse(self) -> Expression:
+        if not self.tokens:
+            raise self._error("the text is empty")
+        e = self._sum()
+        token = self._peek()
+        if token is not None:
+            raise self._error(f"unexpected token {token[1]!r} at position {token[2]}")
+        return e
+
+    def _sum(self) -> Expression:
+        e = self._product()
+        while (token := self._peek()) and token[0] == "op" and token[1] in "+-":
+            self.pos += 1
+            e = Expression(INFIX[token[1]], (e, self._product()))
+        return e
+
+    def _product(self) -> Expression:
+        e = self._unary()
+        while (token := self._peek()) and token[0] == "op" and token[1] == "*":
+            self.pos += 1
+            e = Expression("mul", (e, self._unary()))
+        return e
+
+    def _unary(self) -> Expression:
+        token = self._peek()
+        if token and token[0] == "op" and token[1] == "-":
+            self.pos += 1
+            nxt = self._peek()
+            if nxt and nxt[0] == "num":
+                self.pos += 1
+                return Expression.const(-float(nxt[1]))
+            return Expression("mul", (Expression.const(-1.0), self._unary()))
+        return self._atom()
+
+    def _atom(self) -> Expression:
+        kind, text, at = self._take()
+        if kind == "num":
+            return Expression.const(float(text))
+        if kind == "op" and text == "(":
+            e = self._sum()
+            self._expect(")")
+            return e
+        if kind == "name" and text in VARIABLES:
+            return Expression(text)
+        if kind == "name" and text in PRIMITIVES:
+            self._expect("(")
+            args = [self._sum()]
+            while (token := self._peek()) and token[:2] == ("op", ","):
+                self.pos += 1
+                args.append(self._sum())
+            self._expect(")")
+            arity = PRIMITIVES[text].arity
+            if len(args) != arity:
+                raise self._error(f"{text} takes {arity} argument(s) but got {len(args)}")
+            return Expression(text, tuple(args))
+        raise self._error(f"unexpected token {text!r} at position {at}")
+
+
+TARGET_VAR = Expression.var(TARGET)
+PREDICTION_VAR = Expression.var(PREDICTION)

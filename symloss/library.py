@@ -1,0 +1,56 @@
+"""Well-known losses written in the primitive set.
+
+The baselines (cross-entropy, squared error) and a small library of established losses
+seed the search's initial population (see DESIGN.md, "Outer loop"), so even a small
+budget can never return a loss worse on validation than the baseline.
+"""
+
+from __future__ import annotations
+
+from symloss.expression import Expression
+
+TASK_KINDS = ("classification", "regression")
+
+BASELINES: dict[str, str] = {
+    "classification": "-(y * log(f))",
+    "regression": "square(f - y)",
+}
+"""Cross-entropy (on softmax outputs and one-hot targets) and squared error."""
+
+KNOWN_LOSSES: dict[str, dict[str, str]] = {
+    "classification": {
+        "cross-entropy": BASELINES["classification"],
+        "squared error (Brier)": "square(f - y)",
+        "absolute error": "abs(f - y)",
+        "focal-like": "-(y * square(1 - f) * log(f))",
+        "hinge-like": "max(0, 1 - y * f)",
+        "log-cosh-like": "log(1 + square(f - y))",
+        "sqrt-probability": "-(y * sqrt(f))",
+    },
+    "regression": {
+        "squared error": BASELINES["regression"],
+        "absolute error": "abs(f - y)",
+        "Cauchy": "log(1 + square(f - y))",
+        "saturated squared error": "tanh(square(f - y))",
+        "pseudo-Huber-like": "sqrt(1 + square(f - y)) - 1",
+        "square-root error": "sqrt(f - y)",
+    },
+}
+"""Per task kind: name -> expression text of a loss expressible in the primitive set."""
+
+
+def check_task_kind(kind: str) -> str:
+    """Return ``kind`` if it is a known task kind, else raise a ValueError."""
+    if kind not in TASK_KINDS:
+        raise ValueError(f"task must be one of {TASK_KINDS}, got {kind!r}")
+    return kind
+
+
+def baseline(kind: str) -> Expression:
+    """The baseline loss expression of a task kind."""
+    return Expression.parse(BASELINES[check_task_kind(kind)])
+
+
+def known_losses(kind: str) -> list[Expression]:
+    """The library of well-known losses for a task kind, baseline first."""
+    return [Expression.parse(text) for text in KNOWN_LOSSES[check_task_kind(kind)].values()]
