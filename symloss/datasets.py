@@ -567,7 +567,5 @@ def load_dataset(name: str, *, path: str | os.PathLike | None = None, seed: int 
     """
     key = name.strip().lower().replace("-", "_")
     if key not in _LOADERS:
-        raise ValueError(
-            f"unknown dataset {name!r}; available: {', '.join(dataset_names())}"
-        )
+        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(dataset_names())}")
     return _LOADERS[key](int(seed), path)

@@ -145,6 +145,10 @@ class Expression:
             return sympy.latex(readable(self.sympy()))
         return _latex(self)[0]
 
+    def simplified(self) -> sympy.Expr:
+        """The canonical SymPy form behind :meth:`key` (cached)."""
+        return _simplified(self)
+
     def key(self) -> str:
         """Canonical key: expressions that SymPy proves equal share a key.
 

@@ -82,7 +82,7 @@ class MLP(nn.Module):
         super().__init__()
         widths = [in_features, *hidden]
         layers: list[nn.Module] = [nn.Flatten()]
-        for a, b in zip(widths[:-1], widths[1:]):
+        for a, b in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Linear(a, b), nn.ReLU()]
         layers.append(nn.Linear(widths[-1], n_outputs))
         self.layers = nn.Sequential(*layers)

@@ -1,0 +1,138 @@
+"""Search settings: one frozen dataclass and its presets.
+
+``"paper"`` reproduces the EvoMAL reference settings; ``"quick"`` is sized to finish on
+two CPU cores in a few minutes. Any field can be overridden by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of a loss search.
+
+    Outer loop (genetic programming) fields follow DESIGN.md, "Outer loop"; inner-loop
+    fields follow "Inner loop"; ``metatest_*`` fields the meta-testing protocol.
+    """
+
+    # outer loop
+    population_size: int = 25
+    generations: int = 50
+    init_min_height: int = 2
+    init_max_height: int = 4
+    tournament_size: int = 4
+    crossover_prob: float = 0.7
+    mutation_prob: float = 0.25
+    mutation_max_height: int = 2
+    height_limit: int = 10
+    elitism: int = 1
+    seed_population: bool = True
+    # inner loop: rejection protocols
+    poor_training_examples: int = 100
+    poor_training_steps: int = 200
+    poor_training_lr: float = 0.01
+    fingerprint_size: int = 64
+    fingerprint_rtol: float = 1e-5
+    # inner loop: local search
+    local_search: bool = True
+    meta_steps: int = 250
+    meta_lr: float = 1e-3
+    unroll_steps: int = 1
+    meta_batch_size: int = 128
+    weight_init_std: float = 1e-3
+    # inner loop: fitness training (also the local search's inner SGD step)
+    fitness_steps: int = 500
+    lr: float = 0.01
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    # meta-testing
+    metatest_steps: int = 10_000
+    metatest_seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+    def __post_init__(self) -> None:
+        positive = (
+            "population_size", "generations", "tournament_size", "height_limit",
+            "poor_training_examples", "fingerprint_size", "meta_batch_size", "fitness_steps",
+            "batch_size", "metatest_steps", "unroll_steps",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("meta_steps", "poor_training_steps", "elitism", "mutation_max_height"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
+        for name in ("crossover_prob", "mutation_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.crossover_prob + self.mutation_prob > 1.0:
+            raise ValueError(
+                f"crossover_prob + mutation_prob must be at most 1, got "
+                f"{self.crossover_prob} + {self.mutation_prob}"
+            )
+        if not 1 <= self.init_min_height <= self.init_max_height <= self.height_limit:
+            raise ValueError(
+                "need 1 <= init_min_height <= init_max_height <= height_limit, got "
+                f"{self.init_min_height}, {self.init_max_height}, {self.height_limit}"
+            )
+        if self.elitism >= self.population_size:
+            raise ValueError(
+                f"elitism ({self.elitism}) must be smaller than population_size "
+                f"({self.population_size})"
+            )
+        for name in ("lr", "meta_lr", "poor_training_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.metatest_seeds:
+            raise ValueError("metatest_seeds must name at least one seed")
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (unknown names raise a ValueError)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(
+                f"unknown setting(s) {sorted(unknown)}; valid settings are "
+                f"{sorted(f.name for f in dataclasses.fields(self))}"
+            )
+        if "metatest_seeds" in changes:
+            changes["metatest_seeds"] = tuple(int(s) for s in changes["metatest_seeds"])
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        data = dataclasses.asdict(self)
+        data["metatest_seeds"] = list(self.metatest_seeds)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Settings:
+        """Inverse of :meth:`to_dict`."""
+        return cls().replace(**data)
+
+
+PRESETS: dict[str, Settings] = {
+    "paper": Settings(),
+    "quick": Settings(
+        population_size=12,
+        generations=6,
+        meta_steps=40,
+        unroll_steps=5,
+        meta_lr=1e-2,
+        fitness_steps=300,
+        poor_training_steps=100,
+        metatest_steps=2000,
+    ),
+}
+"""Named settings: ``"paper"`` (EvoMAL reference) and ``"quick"`` (a few CPU minutes)."""
+
+
+def preset(name: str, **overrides: Any) -> Settings:
+    """The named preset with some fields overridden."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name].replace(**overrides)

@@ -1,0 +1,96 @@
+"""The small interface every search engine implements.
+
+An engine proposes :class:`~symloss.expression.Expression` candidates and receives
+:class:`~symloss.records.Evaluation` records; it knows nothing about torch or data.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from symloss.config import Settings
+from symloss.expression import Expression
+from symloss.records import CACHED, REJECTED, Evaluation, GenerationStats
+
+EvaluateMany = Callable[[Sequence[Expression]], list[Evaluation]]
+
+
+@dataclass
+class SearchContext:
+    """What an engine is given to run one search.
+
+    Attributes
+    ----------
+    kind : {"classification", "regression"}
+        The task kind (chooses the baseline and library seeds).
+    settings : Settings
+        Search settings.
+    seed : int
+        Random seed of the search.
+    seeds : list of Expression
+        Expressions the initial population starts with (baseline, known losses, user
+        seeds), in order of priority.
+    evaluate : callable
+        ``evaluate(expressions) -> evaluations``, a whole generation at once, in order.
+    load_state : callable
+        Returns the engine's last checkpointed state (a JSON-serialisable dict) or None.
+    save_state : callable
+        Saves the engine's state after a generation (JSON-serialisable dict).
+    on_generation : callable
+        Called with each generation's :class:`GenerationStats`.
+    """
+
+    kind: str
+    settings: Settings
+    seed: int
+    seeds: list[Expression]
+    evaluate: EvaluateMany
+    load_state: Callable[[], dict[str, Any] | None] = lambda: None
+    save_state: Callable[[dict[str, Any]], None] = lambda state: None
+    on_generation: Callable[[GenerationStats], None] = lambda stats: None
+    history: list[GenerationStats] = field(default_factory=list)
+
+
+class Engine(ABC):
+    """An outer loop that proposes loss expressions."""
+
+    name: str = ""
+
+    @abstractmethod
+    def check_available(self) -> None:
+        """Raise an ImportError/RuntimeError saying what to install if unusable here."""
+
+    @abstractmethod
+    def search(self, context: SearchContext) -> list[GenerationStats]:
+        """Run the search; return the statistics of every generation."""
+
+
+def rejection_category(reason: str) -> str:
+    """The category of a rejection reason: the text before its first colon."""
+    return reason.split(":", 1)[0].strip()
+
+
+def generation_stats(
+    generation: int, evaluations: Sequence[Evaluation], started: float
+) -> GenerationStats:
+    """Summarise one generation's evaluations."""
+    fitnesses = [e.fitness for e in evaluations]
+    best = min(evaluations, key=lambda e: e.fitness)
+    return GenerationStats(
+        generation=generation,
+        best_fitness=best.fitness,
+        median_fitness=statistics.median(fitnesses) if fitnesses else float("inf"),
+        best_expression=best.expression,
+        evaluated=len(evaluations),
+        cached=sum(e.status == CACHED for e in evaluations),
+        rejected=dict(
+            Counter(rejection_category(e.reason) for e in evaluations if e.status == REJECTED)
+        ),
+        seconds=time.perf_counter() - started,
+    )

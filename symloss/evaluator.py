@@ -1,0 +1,203 @@
+"""One candidate loss through every check, cheapest first, to an :class:`Evaluation`.
+
+Order (DESIGN.md, "Inner loop"): canonical-key cache, structural rejection, gradient
+fingerprint (non-finite / flat rejection and gradient equivalence), poor-training
+rejection, then the expensive part -- local search and fitness training -- which is the
+only part handed to the executor. The fingerprint runs before the poor-training check
+because it costs one backward pass instead of hundreds of optimiser steps; a candidate
+with the same gradient as an earlier one inherits that one's result, rejection included.
+
+Every decision depends only on the candidates seen before, in order, so results are
+the same whether the expensive part runs in this process or in a pool.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+from symloss.config import Settings
+from symloss.executors import Executor, InProcessExecutor
+from symloss.expression import Expression
+from symloss.filters import (
+    NON_FINITE,
+    fingerprint,
+    fingerprint_reason,
+    poor_training_reason,
+    probe,
+    same_gradient,
+    structural_reason,
+)
+from symloss.local_search import local_search
+from symloss.network import LearnedLoss
+from symloss.records import CACHED, OK, REJECTED, Evaluation
+from symloss.task import Task
+from symloss.training import SGDSettings, train
+
+
+def sgd_settings(settings: Settings) -> SGDSettings:
+    """The fitness-training optimiser settings of a search."""
+    return SGDSettings(
+        lr=settings.lr,
+        momentum=settings.momentum,
+        nesterov=settings.nesterov,
+        weight_decay=settings.weight_decay,
+        batch_size=settings.batch_size,
+    )
+
+
+def score(payload: tuple[Task, Settings, int], text: str) -> dict[str, Any]:
+    """The expensive stage: local search (if enabled) then fitness training.
+
+    Module-level so that process pools and Ray can run it. Returns the fields of an
+    :class:`Evaluation` that this stage decides.
+    """
+    task, settings, seed = payload
+    expression = Expression.parse(text)
+    timings: dict[str, float] = {}
+    weights: tuple[float, ...] = ()
+    if settings.local_search:
+        started = time.perf_counter()
+        weights = local_search(task, expression, settings, seed + 1).weights
+        timings["local_search"] = time.perf_counter() - started
+    started = time.perf_counter()
+    loss = LearnedLoss(expression, task.kind, weights or None)
+    result = train(task, loss, settings.fitness_steps, sgd_settings(settings), seed)
+    fitness = math.inf if result.diverged else task.metric(result.model, task.val)
+    timings["fitness"] = time.perf_counter() - started
+    if result.diverged:
+        reason = f"{NON_FINITE}: training loss became NaN/inf by step {result.steps}"
+    elif not math.isfinite(fitness):
+        reason = f"{NON_FINITE}: validation metric is {fitness}"
+    else:
+        return {"status": OK, "fitness": fitness, "weights": weights, "timings": timings}
+    return {"status": REJECTED, "fitness": math.inf, "reason": reason, "weights": weights,
+            "timings": timings}
+
+
+class Evaluator:
+    """Scores candidate losses on a task.
+
+    Parameters
+    ----------
+    task : Task
+        The problem (see :func:`symloss.task.make_task`).
+    settings : Settings
+        Search settings (inner-loop fields are used).
+    seed : int
+        Seed of every training run; all candidates see the same initialisations and
+        batches, so their fitnesses are directly comparable.
+    executor : Executor, optional
+        Where the expensive stage runs; in this process by default. It must have been
+        built with :func:`score` and the payload ``(task, settings, seed)``.
+    known : iterable of Evaluation, optional
+        Earlier records of this search (a resumed run): a candidate found there is not
+        trained again.
+
+    Attributes
+    ----------
+    n_trained : int
+        Candidates that reached the expensive stage in this session.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        settings: Settings,
+        seed: int = 0,
+        executor: Executor | None = None,
+        known: Iterable[Evaluation] = (),
+    ) -> None:
+        self.task, self.settings, self.seed = task, settings, seed
+        self.executor = executor or InProcessExecutor(score, (task, settings, seed))
+        self.n_trained = 0
+        self._results: dict[str, Evaluation] = {}
+        self._fingerprints: list[tuple[torch.Tensor, str]] = []
+        self._probe = probe(task, settings, seed)
+        self._memo = {e.key: e for e in known if e.status != CACHED}
+
+    def evaluate(self, expression: Expression | str) -> Evaluation:
+        """Evaluate one candidate."""
+        return self.evaluate_many([expression])[0]
+
+    def evaluate_many(self, expressions: Sequence[Expression | str]) -> list[Evaluation]:
+        """Evaluate a whole generation, in order; the expensive stage runs in parallel."""
+        results: list[Evaluation | None] = [None] * len(expressions)
+        pending: dict[str, tuple[int, Expression, dict[str, float], torch.Tensor]] = {}
+        followers: list[tuple[int, Expression, str, str, dict[str, float]]] = []
+        for i, item in enumerate(expressions):
+            expression = Expression.parse(item)
+            timings: dict[str, float] = {}
+            started = time.perf_counter()
+            key = expression.key()
+            timings["key"] = time.perf_counter() - started
+            if key in self._results or key in pending:
+                followers.append((i, expression, key, "same expression as", timings))
+                continue
+            started = time.perf_counter()
+            reason = structural_reason(expression)
+            timings["structural"] = time.perf_counter() - started
+            if reason:
+                results[i] = self._register(Evaluation(str(expression), key, REJECTED,
+                                                       reason=reason, timings=timings), None)
+                continue
+            started = time.perf_counter()
+            grad = fingerprint(expression, self.task, self._probe)
+            reason = fingerprint_reason(grad)
+            match = None if reason else self._equivalent(grad, pending)
+            timings["fingerprint"] = time.perf_counter() - started
+            if reason:
+                results[i] = self._register(Evaluation(str(expression), key, REJECTED,
+                                                       reason=reason, timings=timings), None)
+            elif match is not None:
+                followers.append((i, expression, match, "same gradient as", timings))
+            elif key in self._memo:
+                results[i] = self._register(self._memo[key], grad)
+            else:
+                started = time.perf_counter()
+                reason = poor_training_reason(expression, self.task, self.settings, self.seed)
+                timings["poor_training"] = time.perf_counter() - started
+                if reason:
+                    results[i] = self._register(Evaluation(str(expression), key, REJECTED,
+                                                           reason=reason, timings=timings), grad)
+                else:
+                    pending[key] = (i, expression, timings, grad)
+
+        scored = self.executor.map([str(e) for _, e, _, _ in pending.values()])
+        self.n_trained += len(scored)
+        for (key, (i, expression, timings, grad)), fields in zip(
+            pending.items(), scored, strict=True
+        ):
+            fields = dict(fields)
+            fields["timings"] = {**timings, **fields["timings"]}
+            results[i] = self._register(Evaluation(str(expression), key, **fields), grad)
+
+        for i, expression, source_key, relation, timings in followers:
+            source = self._results[source_key]
+            results[i] = Evaluation(
+                str(expression), expression.key(), CACHED, fitness=source.fitness,
+                reason=f"{relation} {source.expression}", weights=source.weights,
+                timings=timings,
+            )
+        return results  # type: ignore[return-value]
+
+    def _register(self, evaluation: Evaluation, grad: torch.Tensor | None) -> Evaluation:
+        self._results[evaluation.key] = evaluation
+        if grad is not None:
+            self._fingerprints.append((grad, evaluation.key))
+        return evaluation
+
+    def _equivalent(self, grad: torch.Tensor, pending: dict) -> str | None:
+        """Key of an earlier candidate (registered or pending) with the same gradient."""
+        rtol = self.settings.fingerprint_rtol
+        for other, key in self._fingerprints:
+            if same_gradient(grad, other, rtol):
+                return key
+        for key, (_, _, _, other) in pending.items():
+            if same_gradient(grad, other, rtol):
+                return key
+        return None

@@ -1,0 +1,112 @@
+"""Where candidate scoring runs: in this process, a local process pool, or Ray.
+
+An executor maps a module-level function ``fn(payload, item)`` over items, in order. The
+payload (task, settings, seed) is shipped to each worker once, not per item.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import torch
+
+EXECUTORS = ("auto", "process", "ray")
+_WORKER_STATE: dict[str, Any] = {}
+
+
+class Executor(ABC):
+    """Runs ``fn(payload, item)`` for many items, returning results in order."""
+
+    def __init__(self, fn: Callable[[Any, Any], Any], payload: Any) -> None:
+        self.fn = fn
+        self.payload = payload
+
+    @abstractmethod
+    def map(self, items: Sequence[Any]) -> list[Any]:
+        """Results of ``fn(payload, item)`` for every item, in order."""
+
+    def close(self) -> None:
+        """Release workers."""
+
+
+class InProcessExecutor(Executor):
+    """Runs items one after another in this process."""
+
+    def map(self, items: Sequence[Any]) -> list[Any]:
+        return [self.fn(self.payload, item) for item in items]
+
+
+def _init_worker(fn: Callable[[Any, Any], Any], payload: Any) -> None:
+    # One intra-op thread per worker: the pool already keeps every core busy.
+    torch.set_num_threads(1)
+    _WORKER_STATE["fn"], _WORKER_STATE["payload"] = fn, payload
+
+
+def _run_in_worker(item: Any) -> Any:
+    return _WORKER_STATE["fn"](_WORKER_STATE["payload"], item)
+
+
+class ProcessExecutor(Executor):
+    """A pool of ``n_jobs`` local worker processes (forked where the platform allows)."""
+
+    def __init__(self, fn: Callable[[Any, Any], Any], payload: Any, n_jobs: int) -> None:
+        super().__init__(fn, payload)
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        self._pool = ProcessPoolExecutor(
+            max_workers=n_jobs, mp_context=context, initializer=_init_worker,
+            initargs=(fn, payload),
+        )
+
+    def map(self, items: Sequence[Any]) -> list[Any]:
+        return list(self._pool.map(_run_in_worker, items))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayExecutor(Executor):
+    """Runs items as Ray tasks on the cluster ``ray.init`` connects to."""
+
+    def __init__(self, fn: Callable[[Any, Any], Any], payload: Any) -> None:
+        super().__init__(fn, payload)
+        try:
+            import ray
+        except ImportError as error:
+            raise ImportError(
+                "executor='ray' needs Ray: pip install 'symloss[ray]', then connect with "
+                "ray.init(address=...) before fit (or let symloss start a local Ray)"
+            ) from error
+        if not ray.is_initialized():
+            ray.init()
+        self._ray = ray
+        self._payload_ref = ray.put(payload)
+        self._remote = ray.remote(fn)
+
+    def map(self, items: Sequence[Any]) -> list[Any]:
+        refs = [self._remote.remote(self._payload_ref, item) for item in items]
+        return self._ray.get(refs)
+
+
+def make_executor(
+    kind: str, n_jobs: int, fn: Callable[[Any, Any], Any], payload: Any
+) -> Executor:
+    """An executor for ``kind`` ("auto", "process" or "ray") and ``n_jobs``.
+
+    ``n_jobs=1`` runs in process; ``-1`` means one worker per CPU core.
+    """
+    if kind not in EXECUTORS:
+        raise ValueError(f"unknown executor {kind!r}; choose one of {EXECUTORS}")
+    if n_jobs == 0 or n_jobs < -1:
+        raise ValueError(f"n_jobs must be a positive number of workers or -1, got {n_jobs}")
+    if kind == "ray":
+        return RayExecutor(fn, payload)
+    workers = os.cpu_count() or 1 if n_jobs == -1 else n_jobs
+    if workers == 1:
+        return InProcessExecutor(fn, payload)
+    return ProcessExecutor(fn, payload, workers)

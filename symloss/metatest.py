@@ -1,0 +1,188 @@
+"""Meta-testing: is a learned loss really better than the usual one?
+
+Trains fresh models with the learned loss and with the baseline (cross-entropy / MSE)
+under the same settings and seeds -- seeds that differ from the search seed -- and
+reports the test metric of each, per seed, with mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from symloss.network import LearnedLoss
+from symloss.task import ModelSpec, Task, make_task, resolve_data
+from symloss.training import SGDSettings, train
+
+
+@dataclass(frozen=True)
+class LossResult:
+    """Test metrics of one loss over the meta-test seeds."""
+
+    name: str
+    metrics: tuple[float, ...]
+    diverged: tuple[bool, ...]
+    curves: tuple[tuple[tuple[int, float], ...], ...] = ()
+
+    @property
+    def mean(self) -> float:
+        """Mean test metric."""
+        return statistics.fmean(self.metrics)
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation (0 for a single seed)."""
+        return statistics.stdev(self.metrics) if len(self.metrics) > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class MetaTestResult:
+    """Learned loss vs baseline on the test split.
+
+    ``print(result)`` shows a table: one row per seed, then mean and std.
+    """
+
+    metric: str
+    seeds: tuple[int, ...]
+    steps: int
+    learned: LossResult
+    baseline: LossResult | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def table(self) -> str:
+        """The side-by-side table as text."""
+        results = [self.learned] + ([self.baseline] if self.baseline else [])
+        width = max(12, *(len(r.name) for r in results))
+        lines = [f"test {self.metric} after {self.steps} steps, per seed"]
+        lines.append("seed".ljust(8) + "".join(r.name.rjust(width + 2) for r in results))
+        for i, seed in enumerate(self.seeds):
+            cells = "".join(
+                (f"{r.metrics[i]:.4f}" + ("*" if r.diverged[i] else "")).rjust(width + 2)
+                for r in results
+            )
+            lines.append(str(seed).ljust(8) + cells)
+        lines.append("mean".ljust(8) + "".join(f"{r.mean:.4f}".rjust(width + 2) for r in results))
+        lines.append("std".ljust(8) + "".join(f"{r.std:.4f}".rjust(width + 2) for r in results))
+        if any(any(r.diverged) for r in results):
+            lines.append("* training diverged (NaN/inf loss) and stopped early")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        def one(r: LossResult) -> dict[str, Any]:
+            return {"name": r.name, "metrics": list(r.metrics), "diverged": list(r.diverged),
+                    "mean": r.mean, "std": r.std}
+
+        return {
+            "metric": self.metric, "seeds": list(self.seeds), "steps": self.steps,
+            "learned": one(self.learned),
+            "baseline": one(self.baseline) if self.baseline else None,
+        }
+
+
+def _run(
+    task: Task, loss: LearnedLoss, name: str, seeds: Sequence[int], steps: int,
+    sgd: SGDSettings, curve_points: int,
+) -> LossResult:
+    metrics, diverged, curves = [], [], []
+    for seed in seeds:
+        result = train(task, loss, steps, sgd, seed, curve_split=task.test,
+                       curve_points=curve_points)
+        metrics.append(float("inf") if result.diverged else task.metric(result.model, task.test))
+        diverged.append(result.diverged)
+        curves.append(tuple(result.curve))
+    return LossResult(name, tuple(metrics), tuple(diverged), tuple(curves))
+
+
+def meta_test(
+    loss: LearnedLoss,
+    task: Task,
+    *,
+    steps: int = 10_000,
+    seeds: Sequence[int] = (1, 2, 3, 4, 5),
+    baseline: bool = True,
+    sgd: SGDSettings | None = None,
+    curve_points: int = 0,
+) -> MetaTestResult:
+    """Meta-test ``loss`` on an existing :class:`Task` (see :func:`evaluate`)."""
+    if loss.task != task.kind:
+        raise ValueError(
+            f"the loss is a {loss.task} loss but the data is a {task.kind} task"
+        )
+    if not seeds:
+        raise ValueError("seeds must name at least one seed")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    sgd = sgd or SGDSettings()
+    seeds = tuple(int(s) for s in seeds)
+    learned = _run(task, loss, "learned", seeds, steps, sgd, curve_points)
+    base = None
+    if baseline:
+        reference = LearnedLoss(task.baseline, task.kind)
+        name = "cross-entropy" if task.kind == "classification" else "MSE"
+        base = _run(task, reference, name, seeds, steps, sgd, curve_points)
+    metric = "error rate" if task.kind == "classification" else "MSE"
+    return MetaTestResult(metric, seeds, steps, learned, base)
+
+
+def evaluate(
+    loss: LearnedLoss,
+    dataset: Any,
+    model: ModelSpec,
+    *,
+    steps: int = 10_000,
+    seeds: Sequence[int] = (1, 2, 3, 4, 5),
+    baseline: bool = True,
+    lr: float = 0.01,
+    batch_size: int = 128,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    split_seed: int = 0,
+    device: str = "cpu",
+) -> MetaTestResult:
+    """Train fresh models with ``loss`` (and the baseline) and compare test metrics.
+
+    Parameters
+    ----------
+    loss : LearnedLoss
+        The loss to test (e.g. ``search.best_loss_`` or ``symloss.load(path)``).
+    dataset, model
+        As for :func:`symloss.fit`; the test split is never used for training.
+    steps : int
+        SGD steps per training run.
+    seeds : sequence of int
+        Model-initialisation and batch seeds; use seeds other than the search seed.
+    baseline : bool
+        Also train with cross-entropy / MSE under the same seeds.
+    lr, batch_size, momentum, weight_decay : optimiser settings.
+    split_seed : int
+        Seed of the train/validation/test split.
+    device : str
+        Where to train.
+
+    Returns
+    -------
+    MetaTestResult
+        Per-seed test metrics, mean and std; ``print`` it for a table.
+
+    Examples
+    --------
+    >>> import symloss
+    >>> from symloss.datasets import load_dataset
+    >>> data = load_dataset("sine")
+    >>> loss = symloss.LearnedLoss("square(f - y)", task="regression")
+    >>> result = symloss.evaluate(loss, {"train": data.train, "test": data.test},
+    ...                           symloss.models.build_model("mlp", (1,), 1),
+    ...                           steps=50, seeds=(1, 2))
+    >>> result.learned.mean == result.baseline.mean
+    True
+    """
+    data, kind = resolve_data(dataset)
+    task = make_task(data, model, task=kind or loss.task, seed=split_seed, device=device)
+    sgd = SGDSettings(lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size)
+    return meta_test(loss, task, steps=steps, seeds=seeds, baseline=baseline, sgd=sgd)

@@ -1,0 +1,107 @@
+"""Records that flow between engine, evaluator and run directory.
+
+Small frozen dataclasses that serialise to JSON without pickle. They hold no torch
+objects, so engines can use them without knowing torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+OK = "ok"
+REJECTED = "rejected"
+CACHED = "cached"
+STATUSES = (OK, REJECTED, CACHED)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The outcome of evaluating one candidate loss.
+
+    Attributes
+    ----------
+    expression : str
+        The candidate's expression text.
+    key : str
+        Its canonical key (see :meth:`symloss.Expression.key`).
+    status : {"ok", "rejected", "cached"}
+        ``ok``: trained and scored. ``rejected``: failed a check, see ``reason``.
+        ``cached``: equal (symbolically or by gradient) to an earlier candidate whose
+        result it reuses; ``reason`` names it.
+    fitness : float
+        Validation metric (error rate / MSE) of a model trained with the loss; lower is
+        better; ``inf`` when rejected.
+    reason : str
+        Why the candidate was rejected or which result it reuses ("" when ok).
+    weights : tuple of float
+        Edge weights after the local search (empty when not searched).
+    timings : dict
+        Seconds spent in each stage.
+    """
+
+    expression: str
+    key: str
+    status: str
+    fitness: float = math.inf
+    reason: str = ""
+    weights: tuple[float, ...] = ()
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when the candidate has a finite fitness (trained or reused)."""
+        return self.status != REJECTED and math.isfinite(self.fitness)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (``inf`` fitness is written as ``null``)."""
+        data = dataclasses.asdict(self)
+        data["fitness"] = self.fitness if math.isfinite(self.fitness) else None
+        data["weights"] = list(self.weights)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evaluation:
+        """Inverse of :meth:`to_dict`."""
+        fitness = data.get("fitness")
+        return cls(
+            expression=data["expression"],
+            key=data["key"],
+            status=data["status"],
+            fitness=math.inf if fitness is None else float(fitness),
+            reason=data.get("reason", ""),
+            weights=tuple(float(w) for w in data.get("weights", ())),
+            timings={k: float(v) for k, v in data.get("timings", {}).items()},
+        )
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """Summary of one generation of the search."""
+
+    generation: int
+    best_fitness: float
+    median_fitness: float
+    best_expression: str
+    evaluated: int
+    cached: int
+    rejected: dict[str, int]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (``inf`` written as ``null``)."""
+        data = dataclasses.asdict(self)
+        for name in ("best_fitness", "median_fitness"):
+            if not math.isfinite(data[name]):
+                data[name] = None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationStats:
+        """Inverse of :meth:`to_dict`."""
+        values = dict(data)
+        for name in ("best_fitness", "median_fitness"):
+            values[name] = math.inf if values[name] is None else float(values[name])
+        return cls(**values)

@@ -1,0 +1,416 @@
+"""User data and model -> a :class:`Task`: splits, fresh models, output transform, metric.
+
+Everything the evaluator needs to know about the user's problem lives here, and every
+check on the user's input runs here, before any training starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.model_selection import train_test_split
+from torch import nn
+
+from symloss.expression import Expression
+from symloss.library import baseline, check_task_kind
+from symloss.network import prepare_outputs
+
+ModelSpec = nn.Module | Callable[[], nn.Module] | str
+_EVAL_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class Split:
+    """Inputs and targets of one split, as tensors on the task's device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random batch (sampled with replacement) drawn with ``generator``."""
+        index = torch.randint(0, len(self), (size,), generator=generator)
+        index = index.to(self.x.device)
+        return self.x[index], self.y[index]
+
+    def head(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` examples."""
+        return self.x[:n], self.y[:n]
+
+
+class Task:
+    """A learning problem ready for loss search.
+
+    Build one with :func:`make_task`. Holds non-overlapping ``train``, ``val`` and
+    ``test`` splits, the task ``kind``, and creates freshly initialised models.
+
+    Attributes
+    ----------
+    kind : {"classification", "regression"}
+    n_classes : int or None
+        Number of classes (classification only).
+    train, val, test : Split
+    device : torch.device
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        train: Split,
+        val: Split,
+        test: Split,
+        model: ModelSpec,
+        n_classes: int | None,
+        device: torch.device,
+    ) -> None:
+        self.kind = kind
+        self.train, self.val, self.test = train, val, test
+        self.n_classes = n_classes
+        self.device = device
+        self._model = model
+
+    @property
+    def baseline(self) -> Expression:
+        """The baseline loss expression (cross-entropy or squared error)."""
+        return baseline(self.kind)
+
+    def new_model(self, seed: int) -> nn.Module:
+        """A freshly initialised model, deterministic for ``seed``, on the task's device.
+
+        A model given as an instance is deep-copied and re-initialised with each
+        submodule's own ``reset_parameters``; a factory is called. The global torch RNG
+        is left as it was.
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if isinstance(self._model, nn.Module):
+                model = copy.deepcopy(self._model)
+                for module in model.modules():
+                    reset = getattr(module, "reset_parameters", None)
+                    if callable(reset):
+                        reset()
+            else:
+                model = self._model()
+        return model.to(self.device).train()
+
+    def base_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The differentiable baseline objective used by the local search."""
+        if self.kind == "classification":
+            if outputs.shape[1] == 1:
+                return F.binary_cross_entropy_with_logits(
+                    outputs.reshape(-1), targets.reshape(-1).to(outputs.dtype)
+                )
+            return F.cross_entropy(outputs, targets)
+        f, y = prepare_outputs(outputs, targets, "regression")
+        return F.mse_loss(f, y)
+
+    def metric_from_outputs(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+        """Error rate (classification) or mean squared error (regression)."""
+        if self.kind == "classification":
+            if outputs.shape[1] == 1:
+                predicted = (outputs.reshape(-1) > 0).long()
+            else:
+                predicted = outputs.argmax(dim=1)
+            return float((predicted != targets.reshape(-1)).double().mean())
+        f, y = prepare_outputs(outputs, targets, "regression")
+        return float(F.mse_loss(f.double(), y.double()))
+
+    @torch.no_grad()
+    def outputs(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Model outputs on ``x``, in evaluation mode and in chunks."""
+        was_training = model.training
+        model.eval()
+        try:
+            return torch.cat([model(x[i : i + _EVAL_BATCH]) for i in range(0, len(x), _EVAL_BATCH)])
+        finally:
+            model.train(was_training)
+
+    def metric(self, model: nn.Module, split: Split) -> float:
+        """The task metric of ``model`` on a whole split (lower is better)."""
+        return self.metric_from_outputs(self.outputs(model, split.x), split.y)
+
+    def describe(self) -> str:
+        """One line: kind, classes and split sizes."""
+        classes = f", {self.n_classes} classes" if self.n_classes else ""
+        return (
+            f"{self.kind}{classes}: {len(self.train)} train / {len(self.val)} validation / "
+            f"{len(self.test)} test examples"
+        )
+
+
+def resolve_data(data: Any, seed: int = 0) -> tuple[Any, str | None]:
+    """User data or a built-in dataset name -> (data :func:`make_task` takes, task kind).
+
+    A string names a built-in dataset (see :mod:`symloss.datasets`); a loaded
+    :class:`symloss.datasets.Dataset` is used with its own train/test split.
+    """
+    from symloss.datasets import Dataset, load_dataset
+
+    if isinstance(data, str):
+        data = load_dataset(data, seed=seed)
+    if isinstance(data, Dataset):
+        parts = {"train": data.train}
+        if data.test is not None:
+            parts["test"] = data.test
+        return parts, data.task
+    return data, None
+
+
+def _to_arrays(data: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) arrays from a pair of arrays/tensors or a Dataset yielding (x, y)."""
+    if isinstance(data, tuple | list) and len(data) == 2:
+        x, y = data
+        return _as_array(x, f"{name} inputs"), _as_array(y, f"{name} targets")
+    if isinstance(data, torch.utils.data.Dataset):
+        try:
+            n = len(data)  # type: ignore[arg-type]
+        except TypeError as error:
+            raise ValueError(f"{name}: datasets must have a length (map-style)") from error
+        if n == 0:
+            raise ValueError(f"{name} split is empty")
+        xs, ys = [], []
+        for i in range(n):
+            item = data[i]
+            if not isinstance(item, tuple | list) or len(item) != 2:
+                raise ValueError(f"{name}: dataset items must be (x, y) pairs, got {type(item)}")
+            xs.append(_as_array(item[0], f"{name} inputs"))
+            ys.append(_as_array(item[1], f"{name} targets"))
+        return np.stack(xs), np.stack(ys)
+    raise ValueError(
+        f"{name}: expected an (X, y) pair of arrays/tensors or a torch Dataset yielding (x, y), "
+        f"got {type(data).__name__}"
+    )
+
+
+def _as_array(value: Any, name: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    try:
+        return np.asarray(value)
+    except Exception as error:
+        raise ValueError(f"{name}: cannot convert {type(value).__name__} to an array") from error
+
+
+def _check_finite(array: np.ndarray, name: str) -> None:
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise ValueError(f"{name} contain {bad} NaN/inf values; clean or impute them first")
+
+
+def _infer_kind(y: np.ndarray, task: str | None) -> str:
+    if task is not None:
+        return check_task_kind(task)
+    if y.dtype.kind in "iub":
+        return "classification"
+    if y.dtype.kind == "f":
+        return "regression"
+    raise ValueError(
+        f"cannot infer the task from targets of dtype {y.dtype}; pass task='classification' "
+        "or task='regression'"
+    )
+
+
+def _split(
+    x: np.ndarray, y: np.ndarray, fraction: float, stratify: bool, seed: int, name: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Split off ``fraction`` of (x, y); stratified when asked and possible."""
+    labels = y if stratify else None
+    try:
+        a_x, b_x, a_y, b_y = train_test_split(
+            x, y, test_size=fraction, random_state=seed, stratify=labels
+        )
+    except ValueError as error:
+        if labels is None:
+            raise ValueError(f"cannot split off a {name} split: {error}") from error
+        warnings.warn(
+            f"stratified {name} split impossible ({error}); splitting without stratification",
+            stacklevel=3,
+        )
+        a_x, b_x, a_y, b_y = train_test_split(x, y, test_size=fraction, random_state=seed)
+    return a_x, a_y, b_x, b_y
+
+
+def make_task(
+    data: Any,
+    model: ModelSpec,
+    *,
+    task: str | None = None,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> Task:
+    """Turn user data and a model into a :class:`Task`.
+
+    Parameters
+    ----------
+    data : (X, y) pair, Dataset, or dict
+        Arrays/tensors ``(X, y)``; a map-style torch ``Dataset`` yielding ``(x, y)``; or a
+        dict with ``"train"``, optional ``"val"`` and optional ``"test"`` entries, each
+        one of those. Splits that are not given are split off (train first gives up the
+        test split, then the validation split), stratified for classification.
+    model : nn.Module or callable
+        A module instance (re-initialised for every run through its submodules'
+        ``reset_parameters``) or a zero-argument callable returning a fresh module.
+    task : {"classification", "regression"}, optional
+        Overrides the inference (integer targets: classification; float: regression).
+    val_fraction, test_fraction : float
+        Fractions split off when a split is not given.
+    seed : int
+        Seed of the splits.
+    device : str or torch.device
+        Where data and models live.
+
+    Raises
+    ------
+    ValueError
+        For inconsistent or unusable input, before any training.
+    """
+    for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"{name} must be in (0, 1), got {fraction}")
+    device = torch.device(device)
+    if isinstance(data, Mapping):
+        unknown = set(data) - {"train", "val", "test"}
+        if unknown or "train" not in data:
+            raise ValueError(
+                f"a data dict needs a 'train' entry and may have 'val' and 'test'; got keys "
+                f"{sorted(data)}"
+            )
+        parts = {name: _to_arrays(value, name) for name, value in data.items() if value is not None}
+    else:
+        parts = {"train": _to_arrays(data, "data")}
+
+    for name, (x, y) in parts.items():
+        if len(x) != len(y):
+            raise ValueError(f"{name}: {len(x)} inputs but {len(y)} targets; they must match")
+        if len(x) == 0:
+            raise ValueError(f"{name} split is empty")
+        _check_finite(x, f"{name} inputs")
+        _check_finite(y, f"{name} targets")
+
+    kind = _infer_kind(parts["train"][1], task)
+    if kind == "classification":
+        for name, (_, y) in parts.items():
+            if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
+                raise ValueError(
+                    f"{name} targets are not integer class labels; pass task='regression' or "
+                    "encode the classes as 0..C-1"
+                )
+            if y.ndim != 1:
+                raise ValueError(f"{name}: class labels must be one-dimensional, got {y.shape}")
+            if y.min() < 0:
+                raise ValueError(f"{name}: class labels must be 0..C-1, found {y.min()}")
+        parts = {k: (x, y.astype(np.int64)) for k, (x, y) in parts.items()}
+    stratify = kind == "classification"
+    x, y = parts["train"]
+    if "test" not in parts:
+        x, y, test_x, test_y = _split(x, y, test_fraction, stratify, seed, "test")
+        parts["test"] = (test_x, test_y)
+    if "val" not in parts:
+        x, y, val_x, val_y = _split(x, y, val_fraction, stratify, seed + 1, "validation")
+        parts["val"] = (val_x, val_y)
+    parts["train"] = (x, y)
+
+    n_classes = None
+    if kind == "classification":
+        n_classes = int(max(int(y.max()) for _, y in parts.values())) + 1
+        if len(np.unique(parts["train"][1])) < 2:
+            raise ValueError(
+                "the training split has fewer than 2 classes; classification needs at least 2"
+            )
+
+    def tensors(name: str) -> Split:
+        x, y = parts[name]
+        x_t = torch.as_tensor(x)
+        x_t = x_t.float() if x_t.is_floating_point() else x_t.long()
+        y_t = torch.as_tensor(y)
+        y_t = y_t.long() if kind == "classification" else y_t.float()
+        return Split(x_t.to(device), y_t.to(device))
+
+    if isinstance(model, str):
+        model = _named_model(model, parts, kind, n_classes)
+    result = Task(
+        kind, tensors("train"), tensors("val"), tensors("test"), model, n_classes, device
+    )
+    _check_model(result, model)
+    return result
+
+
+def _named_model(
+    name: str, parts: dict[str, tuple[np.ndarray, np.ndarray]], kind: str, n_classes: int | None
+) -> Callable[[], nn.Module]:
+    """A built-in model sized to the data: input shape, outputs, vocabulary of tokens."""
+    from symloss.models import build_model
+
+    x, y = parts["train"]
+    if kind == "classification":
+        n_outputs = int(n_classes or 0)
+    else:
+        n_outputs = int(np.prod(y.shape[1:])) if y.ndim > 1 else 1
+    vocab = None
+    if x.dtype.kind in "iu":
+        vocab = int(max(int(p[0].max()) for p in parts.values())) + 1
+    return build_model(name, tuple(x.shape[1:]), n_outputs, vocab_size=vocab)
+
+
+def _check_model(task: Task, model: ModelSpec) -> None:
+    """Fail early, with a clear message, when the model cannot serve the task."""
+    if not isinstance(model, nn.Module) and not callable(model):
+        raise ValueError(
+            f"model must be an nn.Module or a zero-argument callable returning one, got "
+            f"{type(model).__name__}"
+        )
+    if isinstance(model, nn.Module):
+        covered = {
+            id(p)
+            for m in model.modules()
+            if callable(getattr(m, "reset_parameters", None))
+            for p in m.parameters(recurse=False)
+        }
+        uncovered = [n for n, p in model.named_parameters() if id(p) not in covered]
+        if uncovered:
+            raise ValueError(
+                f"model parameters {uncovered[:3]} belong to no submodule with "
+                "reset_parameters(), so symloss cannot re-initialise the model between runs; "
+                "pass a zero-argument callable that builds a fresh model instead"
+            )
+    built = task.new_model(0)
+    if not isinstance(built, nn.Module):
+        raise ValueError(f"the model factory returned {type(built).__name__}, not an nn.Module")
+    x, y = task.train.head(2)
+    try:
+        out = task.outputs(built, x)
+    except Exception as error:
+        raise ValueError(
+            f"the model failed on a batch of inputs of shape {tuple(x.shape)} "
+            f"(dtype {x.dtype}): {error}"
+        ) from error
+    if task.kind == "classification":
+        c = task.n_classes
+        ok = out.dim() == 2 and (out.shape[1] == c or (c == 2 and out.shape[1] == 1))
+        if not ok:
+            width = out.shape[1] if out.dim() == 2 else f"shape {tuple(out.shape)}"
+            raise ValueError(
+                f"model output has {width} columns but the dataset has {c} classes; "
+                f"make the last layer output {c} logits"
+                + (" (or 1 logit for binary classification)" if c == 2 else "")
+            )
+    else:
+        per_example = int(np.prod(y.shape[1:])) if y.dim() > 1 else 1
+        got = int(np.prod(out.shape[1:])) if out.dim() > 1 else 1
+        if out.dim() == 0 or out.shape[0] != x.shape[0] or got != per_example:
+            raise ValueError(
+                f"model output has shape {tuple(out.shape)} for a batch of 2 but the targets "
+                f"have {per_example} value(s) per example; make the model output "
+                f"[batch, {per_example}]"
+            )

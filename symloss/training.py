@@ -1,0 +1,113 @@
+"""Training a model with a loss: the plain SGD loop and the functional unrolled step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from symloss.task import Split, Task
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+_CHECK_EVERY = 50  # steps between finiteness checks: a check forces a device sync
+
+
+@dataclass(frozen=True)
+class SGDSettings:
+    """Optimiser settings of a training run."""
+
+    lr: float = 0.01
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    batch_size: int = 128
+
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        """A torch SGD optimiser over the model's parameters."""
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=self.lr,
+            momentum=self.momentum,
+            nesterov=self.nesterov,
+            weight_decay=self.weight_decay,
+        )
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    ``diverged`` is True when the loss became NaN/inf; training stopped at ``steps``.
+    ``curve`` holds ``(step, metric)`` pairs when a curve was asked for.
+    """
+
+    model: nn.Module
+    steps: int
+    diverged: bool
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+def train(
+    task: Task,
+    loss_fn: LossFn,
+    steps: int,
+    sgd: SGDSettings,
+    seed: int,
+    *,
+    curve_split: Split | None = None,
+    curve_points: int = 0,
+) -> TrainResult:
+    """Train a fresh model (initialised from ``seed``) for ``steps`` SGD steps.
+
+    Each step draws a random training batch from a generator seeded with ``seed``. A loss
+    that becomes NaN/inf stops the run (``diverged=True``). With ``curve_split`` and
+    ``curve_points``, the task metric on that split is recorded at evenly spaced steps.
+    """
+    model = task.new_model(seed)
+    optimizer = sgd.optimizer(model)
+    generator = torch.Generator().manual_seed(seed)
+    record_at: set[int] = set()
+    curve: list[tuple[int, float]] = []
+    if curve_split is not None and curve_points > 0:
+        record_at = {round(steps * i / curve_points) for i in range(curve_points + 1)}
+        if 0 in record_at:
+            curve.append((0, task.metric(model, curve_split)))
+    bad = torch.zeros((), dtype=torch.bool, device=task.device)
+    for step in range(1, steps + 1):
+        x, y = task.train.batch(sgd.batch_size, generator)
+        loss = loss_fn(model(x), y)
+        bad |= ~torch.isfinite(loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if (step % _CHECK_EVERY == 0 or step == steps) and bool(bad):
+            return TrainResult(model, step, True, curve)
+        if step in record_at:
+            curve.append((step, task.metric(model, curve_split)))  # type: ignore[arg-type]
+    return TrainResult(model, steps, False, curve)
+
+
+def unrolled_sgd(
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    loss_fn: LossFn,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    lr: float,
+) -> dict[str, torch.Tensor]:
+    """Functional SGD steps, one per batch, returning new parameters.
+
+    Pure: nothing is mutated, so the result stays differentiable with respect to
+    anything ``loss_fn`` closes over (the loss weights of the local search).
+    """
+
+    def batch_loss(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return loss_fn(functional_call(model, (p, buffers), (x,)), y)
+
+    for x, y in batches:
+        grads = torch.func.grad(batch_loss)(params, x, y)
+        params = {name: p - lr * grads[name] for name, p in params.items()}
+    return params
