@@ -30,7 +30,7 @@ class Executor(ABC):
     def map(self, items: Sequence[Any]) -> list[Any]:
         """Results of ``fn(payload, item)`` for every item, in order."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 -- optional hook, nothing to release by default
         """Release workers."""
 
 

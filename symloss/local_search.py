@@ -36,6 +36,27 @@ def initial_weights(n_edges: int, std: float, seed: int) -> torch.Tensor:
     return 1.0 + std * torch.randn(n_edges, generator=generator, dtype=torch.float64)
 
 
+def _meta_objective(
+    w: torch.Tensor,
+    loss: LearnedLoss,
+    task: Task,
+    model: torch.nn.Module,
+    params: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    validation: tuple[torch.Tensor, torch.Tensor],
+    lr: float,
+) -> torch.Tensor:
+    """Baseline objective on a validation batch after unrolled steps with weights ``w``."""
+
+    def candidate(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return loss(outputs, targets, w)
+
+    stepped = unrolled_sgd(model, params, buffers, candidate, batches, lr)
+    outputs = functional_call(model, (stepped, buffers), (validation[0],))
+    return task.base_loss(outputs, validation[1])
+
+
 def local_search(
     task: Task, expression: Expression | str, settings: Settings, seed: int
 ) -> LocalSearchResult:
@@ -62,15 +83,10 @@ def local_search(
         ]
         val_x, val_y = task.val.batch(settings.meta_batch_size, generator)
 
-        def objective(w: torch.Tensor) -> torch.Tensor:
-            def candidate(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-                return loss(outputs, targets, w)
-
-            stepped = unrolled_sgd(model, params, buffers, candidate, batches, settings.lr)
-            outputs = functional_call(model, (stepped, buffers), (val_x,))
-            return task.base_loss(outputs, val_y)
-
-        grad, value = torch.func.grad_and_value(objective)(weights.detach())
+        grad, value = torch.func.grad_and_value(_meta_objective)(
+            weights.detach(), loss, task, model, params, buffers, batches, (val_x, val_y),
+            settings.lr,
+        )
         if not (math.isfinite(float(value)) and bool(torch.isfinite(grad).all())):
             return LocalSearchResult(tuple(weights.detach().tolist()), tuple(history), True)
         history.append(float(value))

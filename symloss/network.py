@@ -250,7 +250,8 @@ class LearnedLoss(nn.Module):
                 v = v * sympy.Float(round(weights[i], digits))
             values.append(v)
         form = readable(values[-1])
-        return form.xreplace({n: sympy.Float(round(float(n), digits)) for n in form.atoms(sympy.Float)})
+        rounded = {n: sympy.Float(round(float(n), digits)) for n in form.atoms(sympy.Float)}
+        return form.xreplace(rounded)
 
     def latex(self, digits: int = 3) -> str:
         """LaTeX of the loss with learned weights folded in (rounded, simplified)."""
@@ -316,5 +317,7 @@ def load(path: str | os.PathLike[str]) -> LearnedLoss:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); is it a symloss loss file?") from error
+        raise ValueError(
+            f"{path} is not valid JSON ({error}); is it a symloss loss file?"
+        ) from error
     return LearnedLoss.from_dict(data, source=str(path))
