@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -124,9 +124,24 @@ class Evaluator:
         """Evaluate one candidate."""
         return self.evaluate_many([expression])[0]
 
-    def evaluate_many(self, expressions: Sequence[Expression | str]) -> list[Evaluation]:
-        """Evaluate a whole generation, in order; the expensive stage runs in parallel."""
+    def evaluate_many(
+        self,
+        expressions: Sequence[Expression | str],
+        on_evaluation: Callable[[int, Evaluation], None] | None = None,
+    ) -> list[Evaluation]:
+        """Evaluate a whole generation, in order; the expensive stage runs in parallel.
+
+        ``on_evaluation(index, evaluation)`` is called as soon as each result is final
+        (cheap rejections first, trained candidates as they finish), so a caller can
+        record progress that survives an interruption.
+        """
         results: list[Evaluation | None] = [None] * len(expressions)
+
+        def decide(i: int, evaluation: Evaluation) -> None:
+            results[i] = evaluation
+            if on_evaluation is not None:
+                on_evaluation(i, evaluation)
+
         pending: dict[str, tuple[int, Expression, dict[str, float], torch.Tensor]] = {}
         followers: list[tuple[int, Expression, str, str, dict[str, float]]] = []
         for i, item in enumerate(expressions):
@@ -142,8 +157,8 @@ class Evaluator:
             reason = structural_reason(expression)
             timings["structural"] = time.perf_counter() - started
             if reason:
-                results[i] = self._register(Evaluation(str(expression), key, REJECTED,
-                                                       reason=reason, timings=timings), None)
+                decide(i, self._register(Evaluation(str(expression), key, REJECTED,
+                                                    reason=reason, timings=timings), None))
                 continue
             started = time.perf_counter()
             grad = fingerprint(expression, self.task, self._probe)
@@ -151,39 +166,56 @@ class Evaluator:
             match = None if reason else self._equivalent(grad, pending)
             timings["fingerprint"] = time.perf_counter() - started
             if reason:
-                results[i] = self._register(Evaluation(str(expression), key, REJECTED,
-                                                       reason=reason, timings=timings), None)
+                decide(i, self._register(Evaluation(str(expression), key, REJECTED,
+                                                    reason=reason, timings=timings), None))
             elif match is not None:
                 followers.append((i, expression, match, "same gradient as", timings))
             elif key in self._memo:
-                results[i] = self._register(self._memo[key], grad)
+                decide(i, self._register(self._memo[key], grad))
             else:
                 started = time.perf_counter()
                 reason = poor_training_reason(expression, self.task, self.settings, self.seed)
                 timings["poor_training"] = time.perf_counter() - started
                 if reason:
-                    results[i] = self._register(Evaluation(str(expression), key, REJECTED,
-                                                           reason=reason, timings=timings), grad)
+                    decide(i, self._register(Evaluation(str(expression), key, REJECTED,
+                                                        reason=reason, timings=timings), grad))
                 else:
                     pending[key] = (i, expression, timings, grad)
 
         scored = self.executor.map([str(e) for _, e, _, _ in pending.values()])
-        self.n_trained += len(scored)
         for (key, (i, expression, timings, grad)), fields in zip(
             pending.items(), scored, strict=True
         ):
+            self.n_trained += 1
             fields = dict(fields)
             fields["timings"] = {**timings, **fields["timings"]}
-            results[i] = self._register(Evaluation(str(expression), key, **fields), grad)
+            decide(i, self._register(Evaluation(str(expression), key, **fields), grad))
 
         for i, expression, source_key, relation, timings in followers:
             source = self._results[source_key]
-            results[i] = Evaluation(
+            decide(i, Evaluation(
                 str(expression), expression.key(), CACHED, fitness=source.fitness,
                 reason=f"{relation} {source.expression}", weights=source.weights,
                 timings=timings,
-            )
+            ))
         return results  # type: ignore[return-value]
+
+    def restore(self, evaluations: Iterable[Evaluation]) -> None:
+        """Mark earlier results of a resumed search as already seen, in their order.
+
+        Rebuilds the caches exactly as the uninterrupted search had them, so later
+        candidates are merged with (``cached``) the same earlier results.
+        """
+        for evaluation in evaluations:
+            if evaluation.status == CACHED or evaluation.key in self._results:
+                continue
+            expression = Expression.parse(evaluation.expression)
+            grad = None
+            if structural_reason(expression) is None:
+                grad = fingerprint(expression, self.task, self._probe)
+                if fingerprint_reason(grad) is not None:
+                    grad = None
+            self._register(evaluation, grad)
 
     def _register(self, evaluation: Evaluation, grad: torch.Tensor | None) -> Evaluation:
         self._results[evaluation.key] = evaluation

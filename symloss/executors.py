@@ -9,7 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -27,8 +27,8 @@ class Executor(ABC):
         self.payload = payload
 
     @abstractmethod
-    def map(self, items: Sequence[Any]) -> list[Any]:
-        """Results of ``fn(payload, item)`` for every item, in order."""
+    def map(self, items: Sequence[Any]) -> Iterator[Any]:
+        """Results of ``fn(payload, item)`` for every item, in order, as they finish."""
 
     def close(self) -> None:  # noqa: B027 -- optional hook, nothing to release by default
         """Release workers."""
@@ -37,8 +37,8 @@ class Executor(ABC):
 class InProcessExecutor(Executor):
     """Runs items one after another in this process."""
 
-    def map(self, items: Sequence[Any]) -> list[Any]:
-        return [self.fn(self.payload, item) for item in items]
+    def map(self, items: Sequence[Any]) -> Iterator[Any]:
+        return (self.fn(self.payload, item) for item in items)
 
 
 def _init_worker(fn: Callable[[Any, Any], Any], payload: Any) -> None:
@@ -63,8 +63,8 @@ class ProcessExecutor(Executor):
             initargs=(fn, payload),
         )
 
-    def map(self, items: Sequence[Any]) -> list[Any]:
-        return list(self._pool.map(_run_in_worker, items))
+    def map(self, items: Sequence[Any]) -> Iterator[Any]:
+        return self._pool.map(_run_in_worker, items)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -88,9 +88,9 @@ class RayExecutor(Executor):
         self._payload_ref = ray.put(payload)
         self._remote = ray.remote(fn)
 
-    def map(self, items: Sequence[Any]) -> list[Any]:
+    def map(self, items: Sequence[Any]) -> Iterator[Any]:
         refs = [self._remote.remote(self._payload_ref, item) for item in items]
-        return self._ray.get(refs)
+        return (self._ray.get(ref) for ref in refs)
 
 
 def make_executor(

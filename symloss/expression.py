@@ -21,7 +21,7 @@ from symloss.primitives import INFIX, PREDICTION, PRIMITIVES, TARGET, VARIABLES
 
 _SYMBOLS = {name: sympy.Symbol(name, real=True) for name in VARIABLES}
 _NUMBER = r"\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?"
-_TOKEN = re.compile(rf"\s*(?:({_NUMBER})|([A-Za-z_]\w*)|(.))")
+_TOKEN = re.compile(rf"\s*(?:({_NUMBER})|([A-Za-z_]\w*)|(\S))")
 _SIMPLIFY_MAX_SIZE = 40
 _PREC_SUM, _PREC_PRODUCT, _PREC_UNARY, _PREC_ATOM = 1, 2, 3, 4
 

@@ -246,7 +246,7 @@ class LearnedLoss(nn.Module):
                 v = Expression.const(constant).sympy()
             else:
                 v = PRIMITIVES[op].sympy(*(values[c] for c in children))
-            if i < len(weights):
+            if i < len(weights) and round(weights[i], digits) != 1.0:
                 v = v * sympy.Float(round(weights[i], digits))
             values.append(v)
         form = readable(values[-1])

@@ -77,20 +77,22 @@ def rejection_category(reason: str) -> str:
 
 
 def generation_stats(
-    generation: int, evaluations: Sequence[Evaluation], started: float
+    generation: int,
+    population: Sequence[tuple[str, float]],
+    new: Sequence[Evaluation],
+    started: float,
 ) -> GenerationStats:
-    """Summarise one generation's evaluations."""
-    fitnesses = [e.fitness for e in evaluations]
-    best = min(evaluations, key=lambda e: e.fitness)
+    """Summarise a generation: fitness over the whole ``population`` of
+    ``(expression, fitness)`` pairs, counts over the ``new`` evaluations."""
+    fitnesses = [f for _, f in population]
+    best_expression, best_fitness = min(population, key=lambda p: p[1])
     return GenerationStats(
         generation=generation,
-        best_fitness=best.fitness,
+        best_fitness=best_fitness,
         median_fitness=statistics.median(fitnesses) if fitnesses else float("inf"),
-        best_expression=best.expression,
-        evaluated=len(evaluations),
-        cached=sum(e.status == CACHED for e in evaluations),
-        rejected=dict(
-            Counter(rejection_category(e.reason) for e in evaluations if e.status == REJECTED)
-        ),
+        best_expression=best_expression,
+        evaluated=len(new),
+        cached=sum(e.status == CACHED for e in new),
+        rejected=dict(Counter(rejection_category(e.reason) for e in new if e.status == REJECTED)),
         seconds=time.perf_counter() - started,
     )
