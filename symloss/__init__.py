@@ -1,0 +1,28 @@
+"""symloss: meta-learn symbolic loss functions for PyTorch models (EvoMAL).
+
+>>> import symloss
+>>> search = symloss.fit("sine", "mlp")                       # doctest: +SKIP
+>>> print(search.latex())                                     # doctest: +SKIP
+>>> search.best_loss_.save("loss.json")                       # doctest: +SKIP
+>>> loss = symloss.load("loss.json")   # loss(y_pred, y_true) in any training loop
+"""
+
+from symloss.config import Settings
+from symloss.estimator import NotFittedError, SymbolicLossSearch, fit
+from symloss.expression import Expression
+from symloss.metatest import MetaTestResult, evaluate
+from symloss.network import LearnedLoss, load
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Expression",
+    "LearnedLoss",
+    "MetaTestResult",
+    "NotFittedError",
+    "Settings",
+    "SymbolicLossSearch",
+    "evaluate",
+    "fit",
+    "load",
+]

@@ -302,8 +302,16 @@ class LearnedLoss(nn.Module):
         return path
 
 
-def load(path: str | os.PathLike[str]) -> LearnedLoss:
-    """Load a loss saved by :meth:`LearnedLoss.save`.
+LOSS_FORMATS: dict[str, type] = {FORMAT_NAME: LearnedLoss}
+"""Saved-loss format name -> class with ``from_dict(data, source)``; :func:`load` dispatches
+on it. The baselines (:mod:`symloss.baselines`) register their formats when imported."""
+
+
+def load(path: str | os.PathLike[str]) -> nn.Module:
+    """Load a loss saved by :meth:`LearnedLoss.save` (or a baseline loss's ``save``).
+
+    The file's ``"format"`` picks the class: :class:`LearnedLoss` for ``"symloss.loss"``,
+    the baselines' classes for theirs (see :data:`LOSS_FORMATS`).
 
     Raises
     ------
@@ -320,4 +328,8 @@ def load(path: str | os.PathLike[str]) -> LearnedLoss:
         raise ValueError(
             f"{path} is not valid JSON ({error}); is it a symloss loss file?"
         ) from error
-    return LearnedLoss.from_dict(data, source=str(path))
+    name = data.get("format") if isinstance(data, Mapping) else None
+    if isinstance(name, str) and name not in LOSS_FORMATS:
+        import symloss.baselines  # noqa: F401  (registers the baselines' formats)
+    cls = LOSS_FORMATS.get(name, LearnedLoss) if isinstance(name, str) else LearnedLoss
+    return cls.from_dict(data, source=str(path))

@@ -1,0 +1,413 @@
+"""SymbolicLossSearch: the scikit-learn-style estimator that discovers a loss."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sympy
+
+from symloss.config import Settings, preset
+from symloss.engines import SearchContext, get_engine
+from symloss.evaluator import Evaluator, score
+from symloss.executors import make_executor
+from symloss.expression import Expression
+from symloss.library import known_losses
+from symloss.network import LearnedLoss
+from symloss.records import OK, Evaluation, GenerationStats
+from symloss.runs import RunDirectory
+from symloss.task import ModelSpec, Task, make_task, resolve_data
+
+logger = logging.getLogger("symloss")
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when a fitted attribute is used before ``fit``."""
+
+
+@dataclass(frozen=True)
+class Equation:
+    """One row of the equations table: the best loss of one size."""
+
+    size: int
+    fitness: float
+    expression: str
+    weights: tuple[float, ...]
+    latex: str
+    chosen: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return {"size": self.size, "fitness": self.fitness, "expression": self.expression,
+                "weights": list(self.weights), "latex": self.latex, "chosen": self.chosen}
+
+
+def equations_table(rows: Sequence[Equation]) -> str:
+    """The equations table as text, the chosen row marked with ``>>>``."""
+    lines = ["     size   fitness   expression"]
+    for row in rows:
+        mark = ">>>" if row.chosen else "   "
+        lines.append(f"{mark} {row.size:5d}  {row.fitness:8.4f}   {row.expression}")
+    return "\n".join(lines)
+
+
+def _best_per_size(evaluations: Sequence[Evaluation], kind: str) -> list[Equation]:
+    scored = [e for e in evaluations if e.status == OK and math.isfinite(e.fitness)]
+    if not scored:
+        return []
+    order = {e.expression: i for i, e in reversed(list(enumerate(scored)))}
+
+    def rank(e: Evaluation) -> tuple[float, int, int]:
+        return (e.fitness, Expression.parse(e.expression).size, order[e.expression])
+
+    chosen = min(scored, key=rank)
+    best: dict[int, Evaluation] = {}
+    for e in sorted(scored, key=rank):
+        best.setdefault(Expression.parse(e.expression).size, e)
+    rows = []
+    for size in sorted(best):
+        e = best[size]
+        loss = LearnedLoss(e.expression, kind, e.weights or None)
+        rows.append(Equation(size, e.fitness, e.expression, e.weights, loss.latex(),
+                             e is chosen))
+    return rows
+
+
+def _data_fingerprint(task: Task) -> str:
+    digest = hashlib.sha256()
+    for split in (task.train, task.val, task.test):
+        for tensor in (split.x, split.y):
+            array = tensor.detach().cpu().numpy()
+            digest.update(str(array.shape).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+class SymbolicLossSearch:
+    """Meta-learn a symbolic loss function for a model and dataset (EvoMAL).
+
+    Parameters
+    ----------
+    preset : {"quick", "paper"}
+        Base settings (see :mod:`symloss.config`). ``"paper"`` reproduces the EvoMAL
+        reference budgets; ``"quick"`` finishes in minutes on a CPU.
+    population_size, generations : int, optional
+        Override the preset's genetic-programming budget.
+    local_search : bool
+        Refine each candidate's edge weights by unrolled differentiation (EvoMAL);
+        ``False`` gives GP-LFL, the ablation.
+    seed_expressions : sequence of str or Expression, optional
+        Losses to include in the initial population (after the baseline).
+    engine : {"deap", "pysr"}
+        The outer loop. ``"pysr"`` needs PySR and Julia.
+    n_jobs : int
+        Worker processes evaluating candidates (``-1``: all cores).
+    executor : {"auto", "process", "ray"}
+        Where candidates are evaluated; ``"ray"`` uses the cluster ``ray.init`` joined.
+    device : str
+        Torch device of every training run.
+    random_state : int, optional
+        Seed of the data split, the search and every training run (0 when None).
+    run_dir : path-like, optional
+        Where records go; an existing run directory of the same search is resumed.
+        Defaults to ``symloss_runs/<timestamp>``.
+    verbose : bool
+        Show a progress bar.
+    task : {"classification", "regression"}, optional
+        Override the task-kind inference.
+    settings : dict, optional
+        Further :class:`~symloss.config.Settings` overrides by name.
+    callback : callable, optional
+        Called with each generation's :class:`~symloss.records.GenerationStats`.
+
+    Attributes
+    ----------
+    best_loss_ : LearnedLoss
+        The loss with the best validation fitness.
+    equations_ : list of Equation
+        The best loss at each expression size; the chosen one has ``chosen=True``.
+    history_ : list of GenerationStats
+        Per generation: best/median fitness, counts, seconds.
+    evaluations_ : list of Evaluation
+        Every evaluation of the search, in order.
+    n_evaluations_ : int
+        Number of candidates evaluated (cached and rejected included).
+    run_dir_ : Path
+        The run directory.
+    settings_ : Settings
+        The settings used.
+    task_ : Task
+        The task the search ran on.
+
+    Examples
+    --------
+    >>> import symloss
+    >>> search = symloss.SymbolicLossSearch(population_size=4, generations=1,
+    ...     settings={"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10},
+    ...     random_state=0, verbose=False, run_dir=getfixture("tmp_path"))
+    >>> search = search.fit("sine", "mlp")
+    >>> search.best_loss_.task
+    'regression'
+
+    See Also
+    --------
+    symloss.fit : build and fit in one call.
+    symloss.evaluate : meta-test a learned loss against the baseline.
+    """
+
+    def __init__(
+        self,
+        preset: str = "quick",
+        population_size: int | None = None,
+        generations: int | None = None,
+        local_search: bool = True,
+        seed_expressions: Sequence[str | Expression] | None = None,
+        engine: str = "deap",
+        n_jobs: int = 1,
+        executor: str = "auto",
+        device: str = "cpu",
+        random_state: int | None = None,
+        run_dir: str | os.PathLike[str] | None = None,
+        verbose: bool = True,
+        task: str | None = None,
+        settings: dict[str, Any] | None = None,
+        callback: Callable[[GenerationStats], None] | None = None,
+    ) -> None:
+        self.preset = preset
+        self.population_size = population_size
+        self.generations = generations
+        self.local_search = local_search
+        self.seed_expressions = seed_expressions
+        self.engine = engine
+        self.n_jobs = n_jobs
+        self.executor = executor
+        self.device = device
+        self.random_state = random_state
+        self.run_dir = run_dir
+        self.verbose = verbose
+        self.task = task
+        self.settings = settings
+        self.callback = callback
+
+    # -- scikit-learn conventions --------------------------------------------------------
+    _PARAMS = (
+        "preset", "population_size", "generations", "local_search", "seed_expressions",
+        "engine", "n_jobs", "executor", "device", "random_state", "run_dir", "verbose", "task",
+        "settings", "callback",
+    )
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor arguments."""
+        return {name: getattr(self, name) for name in self._PARAMS}
+
+    def set_params(self, **params: Any) -> SymbolicLossSearch:
+        """Set constructor arguments; returns self."""
+        for name, value in params.items():
+            if name not in self._PARAMS:
+                raise ValueError(f"unknown parameter {name!r}; valid: {', '.join(self._PARAMS)}")
+            setattr(self, name, value)
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "best_loss_")
+
+    def _check_fitted(self) -> None:
+        if not self.__sklearn_is_fitted__():
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet; call fit(dataset, "
+                "model) first"
+            )
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self.get_params().items() if v != _DEFAULTS.get(k)}
+        args = ", ".join(f"{k}={v!r}" for k, v in changed.items())
+        head = f"{type(self).__name__}({args})"
+        if not self.__sklearn_is_fitted__():
+            return head
+        return f"{head}\n{equations_table(self.equations_)}"
+
+    # -- fitting -------------------------------------------------------------------------
+    def _settings(self) -> Settings:
+        overrides = dict(self.settings or {})
+        if self.population_size is not None:
+            overrides["population_size"] = self.population_size
+        if self.generations is not None:
+            overrides["generations"] = self.generations
+        overrides["local_search"] = bool(self.local_search)
+        return preset(self.preset, **overrides)
+
+    def fit(self, dataset: Any, model: ModelSpec) -> SymbolicLossSearch:
+        """Search for a loss on ``dataset`` with ``model``.
+
+        Parameters
+        ----------
+        dataset : str, (X, y), Dataset or dict
+            A built-in dataset name (``"sine"``, ``"diabetes"``, ``"digits"``, ...) or
+            anything :func:`symloss.task.make_task` accepts.
+        model : str, nn.Module or callable
+            A built-in model name (``"linear"``, ``"mlp"``, ...; sized to the data), a
+            module instance, or a zero-argument callable returning a fresh module.
+
+        Returns
+        -------
+        self
+        """
+        settings = self._settings()
+        seed = 0 if self.random_state is None else int(self.random_state)
+        engine = get_engine(self.engine)
+        engine.check_available()
+        data, kind = resolve_data(dataset, seed=seed)
+        task = make_task(data, model, task=self.task or kind, seed=seed, device=self.device)
+        seeds = self._seed_expressions(task.kind)
+
+        run = RunDirectory(self.run_dir or Path("symloss_runs") / time.strftime("%Y%m%d-%H%M%S"))
+        resumed = run.open({
+            "format": "symloss.run", "version": 1, "engine": self.engine, "seed": seed,
+            "kind": task.kind, "data": _data_fingerprint(task),
+            "settings": settings.to_dict(), "seeds": [str(e) for e in seeds],
+        })
+        checkpoint = run.load_checkpoint() if resumed else None
+        records = run.records() if resumed else []
+        done = checkpoint["generation"] if checkpoint else -1
+        if resumed:
+            logger.info("resuming %s after generation %d (%d records)", run.path, done,
+                        len(records))
+
+        executor = make_executor(self.executor, self.n_jobs, score, (task, settings, seed))
+        try:
+            evaluator = Evaluator(task, settings, seed, executor,
+                                  known=[r.evaluation for r in records])
+            evaluator.restore(r.evaluation for r in records if r.generation <= done)
+            kept = [r for r in records if r.generation <= done]
+            all_evaluations = [r.evaluation for r in kept]
+            recorded = {(r.generation, r.index) for r in records}
+            generation = [done + 1]
+
+            def evaluate(expressions: Sequence[Expression]) -> list[Evaluation]:
+                g = generation[0]
+
+                def record(index: int, evaluation: Evaluation) -> None:
+                    if (g, index) not in recorded:
+                        run.append(g, index, evaluation)
+
+                results = evaluator.evaluate_many(expressions, on_evaluation=record)
+                all_evaluations.extend(results)
+                generation[0] += 1
+                return results
+
+            progress = _Progress(settings.generations + 1, done + 1, self.verbose)
+
+            def on_generation(stats: GenerationStats) -> None:
+                progress.update(stats)
+                if self.callback is not None:
+                    self.callback(stats)
+
+            context = SearchContext(
+                kind=task.kind, settings=settings, seed=seed, seeds=seeds, evaluate=evaluate,
+                load_state=lambda: checkpoint, save_state=run.save_checkpoint,
+                on_generation=on_generation,
+            )
+            try:
+                history = engine.search(context)
+            finally:
+                progress.close()
+        finally:
+            executor.close()
+
+        equations = _best_per_size(all_evaluations, task.kind)
+        if not equations:
+            raise RuntimeError(
+                "no candidate loss could be trained successfully; check the model and data "
+                f"(records in {run.path})"
+            )
+        chosen = next(row for row in equations if row.chosen)
+        self.best_loss_ = LearnedLoss(
+            chosen.expression, task.kind, chosen.weights or None,
+            metadata={"fitness": chosen.fitness, "run_dir": str(run.path),
+                      "engine": self.engine, "seed": seed, "local_search": settings.local_search},
+        )
+        self.best_loss_.save(run.best_loss_path)
+        run.save_hall_of_fame([row.to_dict() for row in equations])
+        self.equations_ = equations
+        self.history_ = history
+        self.evaluations_ = all_evaluations
+        self.n_evaluations_ = len(all_evaluations)
+        self.run_dir_ = run.path
+        self.settings_ = settings
+        self.task_ = task
+        return self
+
+    def _seed_expressions(self, kind: str) -> list[Expression]:
+        user = [Expression.parse(e) for e in self.seed_expressions or ()]
+        library = known_losses(kind)
+        return [library[0], *user, *library[1:]]
+
+    # -- exports -------------------------------------------------------------------------
+    def latex(self) -> str:
+        """LaTeX of the chosen loss (learned weights folded in)."""
+        self._check_fitted()
+        return self.best_loss_.latex()
+
+    def sympy(self) -> sympy.Expr:
+        """SymPy form of the chosen loss (learned weights folded in)."""
+        self._check_fitted()
+        return self.best_loss_.sympy()
+
+    def pytorch(self) -> LearnedLoss:
+        """The chosen loss as a torch module (same as ``best_loss_``)."""
+        self._check_fitted()
+        return self.best_loss_
+
+
+_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(SymbolicLossSearch.__init__).parameters.items()
+    if name != "self"
+}
+
+
+class _Progress:
+    """A tqdm bar over generations (silent when not verbose)."""
+
+    def __init__(self, total: int, start: int, verbose: bool) -> None:
+        self._bar = None
+        if verbose:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, initial=start, unit="gen", desc="symloss",
+                             dynamic_ncols=True)
+
+    def update(self, stats: GenerationStats) -> None:
+        logger.info("generation %d: best %.4g %s", stats.generation, stats.best_fitness,
+                    stats.best_expression)
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"best {stats.best_fitness:.4g}: {stats.best_expression}")
+            self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def fit(dataset: Any, model: ModelSpec, **params: Any) -> SymbolicLossSearch:
+    """Build a :class:`SymbolicLossSearch` with ``params`` and fit it.
+
+    Examples
+    --------
+    >>> import symloss
+    >>> search = symloss.fit("sine", "mlp", population_size=4, generations=1,
+    ...     settings={"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10},
+    ...     verbose=False, run_dir=getfixture("tmp_path"))
+    >>> print(search.best_loss_.expression)  # doctest: +SKIP
+    square(f - y)
+    """
+    return SymbolicLossSearch(**params).fit(dataset, model)

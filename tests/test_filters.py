@@ -1,0 +1,116 @@
+"""The cheap checks: structural, poor training, gradient fingerprints (real expressions)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from symloss.expression import Expression
+from symloss.filters import (
+    FLAT,
+    NON_FINITE,
+    POOR_TRAINING,
+    STRUCTURAL,
+    fingerprint,
+    fingerprint_reason,
+    poor_training_reason,
+    probe,
+    same_gradient,
+    structural_reason,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.mark.parametrize("text, detail", [
+    ("y * y", "does not use f"),
+    ("square(f)", "does not use y"),
+    ("-f", "does not use y"),
+    ("f - f + y", "constant in f after simplification"),
+    ("y * (f - f)", "constant in f after simplification"),
+    ("div(y, square(f) - f * f)", "constant in f after simplification"),
+])
+def test_structural_rejections(text, detail):
+    reason = structural_reason(Expression.parse(text))
+    assert reason == f"{STRUCTURAL}: {detail}"
+
+
+@pytest.mark.parametrize("text", ["square(f - y)", "-(y * log(f))", "f * y", "sign(f - y)"])
+def test_structural_accepts_expressions_using_both(text):
+    assert structural_reason(Expression.parse(text)) is None
+
+
+@pytest.mark.parametrize("task_name", ["sine_task", "digits_task"])
+@pytest.mark.parametrize("text", ["f * y", "-square(f - y)", "div(1, f - y)"])
+def test_poor_training_rejects_losses_rewarding_wrong_answers(request, tiny_settings, task_name,
+                                                               text):
+    task = request.getfixturevalue(task_name)
+    reason = poor_training_reason(Expression.parse(text), task, tiny_settings, seed=0)
+    assert reason is not None and reason.startswith(f"{POOR_TRAINING}: metric ")
+    before, after = (float(v) for v in reason.split("metric ")[1].split(" on ")[0].split(" -> "))
+    assert after >= before
+
+
+def test_poor_training_rejects_a_numerically_flat_loss(sine_task, tiny_settings):
+    # symbolically uses f, numerically constant: the metric does not strictly improve
+    reason = poor_training_reason(Expression.parse("tanh(1e-30 * f) * y"), sine_task,
+                                  tiny_settings, seed=0)
+    assert reason is not None and reason.startswith(POOR_TRAINING)
+
+
+@pytest.mark.parametrize("task_name, text", [
+    ("sine_task", "square(f - y)"), ("sine_task", "abs(f - y)"),
+    ("digits_task", "-(y * log(f))"), ("digits_task", "square(f - y)"),
+])
+def test_poor_training_accepts_good_losses(request, tiny_settings, task_name, text):
+    task = request.getfixturevalue(task_name)
+    assert poor_training_reason(Expression.parse(text), task, tiny_settings, seed=0) is None
+
+
+def test_poor_training_rejects_an_exploding_loss(sine_task, tiny_settings):
+    reason = poor_training_reason(Expression.parse("square(1e30 * (f - y))"), sine_task,
+                                  tiny_settings, seed=0)
+    assert reason is not None and reason.startswith(f"{NON_FINITE}: loss is inf")
+
+
+@pytest.mark.parametrize("task_name", ["sine_task", "digits_task"])
+def test_probe_is_seeded_and_doubled(request, tiny_settings, task_name):
+    task = request.getfixturevalue(task_name)
+    outputs, targets = probe(task, tiny_settings, seed=0)
+    again = probe(task, tiny_settings, seed=0)
+    other = probe(task, tiny_settings, seed=1)
+    n = tiny_settings.fingerprint_size
+    assert outputs.shape[0] == targets.shape[0] == 2 * n
+    assert torch.equal(outputs, again[0]) and torch.equal(targets, again[1])
+    assert not torch.equal(outputs, other[0])
+    assert torch.equal(targets[:n], targets[n:])
+    assert outputs[n:].std() > outputs[:n].std()  # the spread half is wider
+
+
+def test_fingerprint_is_the_gradient_wrt_predictions(sine_task, tiny_settings):
+    outputs, targets = probe(sine_task, tiny_settings, seed=0)
+    grad = fingerprint(Expression.parse("square(f - y)"), sine_task, (outputs, targets))
+    expected = 2 * (outputs.reshape(-1) - targets) / outputs.shape[0]
+    torch.testing.assert_close(grad, expected)
+    assert fingerprint_reason(grad) is None
+
+
+def test_fingerprint_flat_and_non_finite(sine_task, tiny_settings):
+    data = probe(sine_task, tiny_settings, seed=0)
+    flat = fingerprint(Expression.parse("sign(f - y)"), sine_task, data)
+    assert fingerprint_reason(flat) == f"{FLAT}: zero gradient with respect to the predictions"
+    bad = fingerprint(Expression.parse("square(1e30 * (f - y))"), sine_task, data)
+    assert fingerprint_reason(bad) == f"{NON_FINITE}: gradient on the probe is NaN/inf"
+
+
+@pytest.mark.parametrize("task_name", ["sine_task", "digits_task"])
+def test_same_gradient_for_different_keys(request, tiny_settings, task_name):
+    task = request.getfixturevalue(task_name)
+    data = probe(task, tiny_settings, seed=0)
+    a, b = Expression.parse("square(f - y)"), Expression.parse("square(f - y) + y")
+    assert a.key() != b.key()
+    assert same_gradient(fingerprint(a, task, data), fingerprint(b, task, data), rtol=1e-5)
+    c = Expression.parse("square(f - y) * 1.01")
+    assert not same_gradient(fingerprint(a, task, data), fingerprint(c, task, data), rtol=1e-5)
+    d = Expression.parse("abs(f - y)")
+    assert not same_gradient(fingerprint(a, task, data), fingerprint(d, task, data), rtol=1e-5)
