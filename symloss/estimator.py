@@ -380,6 +380,7 @@ class _Progress:
 
     def __init__(self, total: int, start: int, verbose: bool) -> None:
         self._bar = None
+        self._evaluations = 0
         if verbose:
             from tqdm.auto import tqdm
 
@@ -389,8 +390,12 @@ class _Progress:
     def update(self, stats: GenerationStats) -> None:
         logger.info("generation %d: best %.4g %s", stats.generation, stats.best_fitness,
                     stats.best_expression)
+        self._evaluations += stats.evaluated
         if self._bar is not None:
-            self._bar.set_postfix_str(f"best {stats.best_fitness:.4g}: {stats.best_expression}")
+            self._bar.set_postfix_str(
+                f"{self._evaluations} evals, best {stats.best_fitness:.4g}: "
+                f"{stats.best_expression}"
+            )
             self._bar.update(1)
 
     def close(self) -> None:

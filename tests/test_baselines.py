@@ -6,6 +6,7 @@ import json
 import math
 import sys
 
+import numpy as np
 import pytest
 import sympy
 import torch
@@ -183,14 +184,12 @@ def test_corrupt_files_raise_value_errors(tmp_path, loss, field, value, message)
 
 def test_fit_ml3_learns_and_is_deterministic(digits_task, fitted_ml3):
     initial = ML3Loss(digits_task.kind, seed=3)
-    changed = [
-        not torch.equal(a, b) for a, b in zip(initial.parameters(), fitted_ml3.parameters())
-    ]
-    assert all(changed)
+    pairs = zip(initial.parameters(), fitted_ml3.parameters(), strict=True)
+    assert all(not torch.equal(a, b) for a, b in pairs)
     assert fitted_ml3.metadata["method"] == "ml3"
     assert len(fitted_ml3.metadata["meta_objective"]) == SETTINGS.meta_steps
     again = fit_ml3(digits_task, SETTINGS, seed=3)
-    for a, b in zip(fitted_ml3.parameters(), again.parameters()):
+    for a, b in zip(fitted_ml3.parameters(), again.parameters(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -205,10 +204,11 @@ def test_fit_taylorglo_is_deterministic_and_finite(digits_task, fitted_taylorglo
     assert len(theta) == 8 and all(math.isfinite(t) for t in theta)
     meta = fitted_taylorglo.metadata
     assert meta["evaluations"] == 10 and meta["fitness"] <= meta["start_fitness"]
-    state = torch.get_rng_state()
+    torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()
     again = fit_taylorglo(digits_task, SETTINGS, seed=3, evaluations=10)
     assert again.theta_values == theta
-    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert np.array_equal(np.random.get_state()[1], numpy_state[1])
 
 
 def test_fit_taylorglo_default_budget(sine_task):

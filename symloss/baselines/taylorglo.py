@@ -232,7 +232,9 @@ def fit_taylorglo(
 
     The search starts at :data:`SQUARED_ERROR_THETA` (evaluated first, so the result is
     never worse on validation than that start) with step size ``sigma``; each candidate
-    is scored by :func:`taylorglo_fitness` and the best candidate seen is returned.
+    is scored by :func:`taylorglo_fitness` and the best candidate seen is returned. The
+    search ends when the budget is spent or when CMA-ES's own termination criteria fire
+    (e.g. a generation of equal fitnesses); ``metadata["cma_stop"]`` names those.
 
     Parameters
     ----------

@@ -374,7 +374,8 @@ class _Objective:
 
     def __init__(self, context: SearchContext) -> None:
         self.context = context
-        self.fitness: dict[Expression | str, float] = {}
+        self.by_text: dict[str, float] = {}
+        self.by_expression: dict[Expression, float] = {}
         self.pending: list[Evaluation] = []
         self.history: list[GenerationStats] = []
         self.started = time.perf_counter()
@@ -385,24 +386,25 @@ class _Objective:
         if self.error is not None:
             raise RuntimeError("an earlier evaluation failed; stopping the PySR search")
         text = str(text)
-        if text in self.fitness:
-            return self.fitness[text]
+        if text not in self.by_text:
+            self.by_text[text] = self.score(text)
+        return self.by_text[text]
+
+    def score(self, text: str) -> float:
         try:
             expression = expression_from_pysr(text)
         except ValueError as exc:
             logger.warning("scoring an unreadable PySR equation as %g: %s", PENALTY, exc)
-            self.fitness[text] = PENALTY
             return PENALTY
-        if expression not in self.fitness:
+        if expression not in self.by_expression:
             try:
                 evaluation = self.context.evaluate([expression])[0]
             except BaseException as exc:
                 self.error = exc
                 raise
-            self.fitness[expression] = objective_value(evaluation)
+            self.by_expression[expression] = objective_value(evaluation)
             self.record(evaluation)
-        self.fitness[text] = self.fitness[expression]
-        return self.fitness[text]
+        return self.by_expression[expression]
 
     def record(self, evaluation: Evaluation) -> None:
         self.pending.append(evaluation)

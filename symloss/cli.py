@@ -1,0 +1,173 @@
+"""The ``symloss`` command: search, show, evaluate, list."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from symloss.config import PRESETS
+from symloss.datasets import DATASETS, load_dataset
+from symloss.estimator import Equation, SymbolicLossSearch, equations_table
+from symloss.metatest import meta_test
+from symloss.models import MODELS
+from symloss.network import load
+from symloss.runs import HALL_OF_FAME_FILE
+from symloss.task import make_task, resolve_data
+from symloss.training import SGDSettings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="symloss", description="Meta-learn symbolic loss functions (EvoMAL)."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    search = commands.add_parser("search", help="discover a loss for a built-in task")
+    search.add_argument("task", help=f"built-in dataset: {', '.join(DATASETS)}")
+    search.add_argument("--model", default="mlp", help=f"built-in model: {', '.join(MODELS)}")
+    search.add_argument("--preset", default="quick", choices=sorted(PRESETS))
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--run-dir", help="run directory (an existing one is resumed)")
+    search.add_argument("--jobs", type=int, default=1, help="worker processes (-1: all cores)")
+    search.add_argument("--population", type=int, help="override the population size")
+    search.add_argument("--generations", type=int, help="override the number of generations")
+    search.add_argument("--no-local-search", action="store_true", help="GP-LFL ablation")
+    search.add_argument("--engine", default="deap", choices=("deap", "pysr"))
+    search.add_argument("--device", default="cpu")
+    search.add_argument("--data-path", help="folder of local data files (mnist, cifar10, ...)")
+    search.add_argument("--metatest-steps", type=int, help="SGD steps of the meta-test")
+    search.add_argument("--output", help="also save the learned loss JSON here")
+    search.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override any setting, e.g. --set meta_steps=100")
+
+    show = commands.add_parser("show", help="print the equations table of a run")
+    show.add_argument("run_dir")
+
+    evaluate = commands.add_parser("evaluate", help="meta-test a saved loss on a task")
+    evaluate.add_argument("loss", help="loss JSON file")
+    evaluate.add_argument("task", help=f"built-in dataset: {', '.join(DATASETS)}")
+    evaluate.add_argument("--model", default="mlp")
+    evaluate.add_argument("--steps", type=int, default=2000)
+    evaluate.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    evaluate.add_argument("--lr", type=float, default=0.01)
+    evaluate.add_argument("--data-path")
+    evaluate.add_argument("--device", default="cpu")
+
+    commands.add_parser("list", help="list built-in datasets, models and presets")
+    return parser
+
+
+def _setting_overrides(pairs: Sequence[str]) -> dict[str, object]:
+    overrides: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects NAME=VALUE, got {pair!r}")
+        try:
+            overrides[name.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[name.strip()] = text
+    return overrides
+
+
+def _search(args: argparse.Namespace) -> None:
+    data = load_dataset(args.task, path=args.data_path, seed=args.seed)
+    settings = _setting_overrides(args.set)
+    if args.metatest_steps:
+        settings["metatest_steps"] = args.metatest_steps
+    run_dir = args.run_dir or str(Path("runs") / f"{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
+    search = SymbolicLossSearch(
+        preset=args.preset, population_size=args.population, generations=args.generations,
+        local_search=not args.no_local_search, engine=args.engine, n_jobs=args.jobs,
+        device=args.device, random_state=args.seed, run_dir=run_dir, settings=settings,
+    )
+    print(f"symloss: searching a loss for {args.task} ({data.description}) with model "
+          f"{args.model!r}, preset {args.preset!r}; records in {run_dir}")
+    try:
+        search.fit(data, args.model)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; resume with the same command and --run-dir {run_dir}")
+        raise SystemExit(130) from None
+    s = search.settings_
+    print()
+    print(equations_table(search.equations_))
+    print(f"\nbest loss ({search.n_evaluations_} evaluations, "
+          f"{sum(h.seconds for h in search.history_):.0f} s):")
+    print(f"  {search.best_loss_.expression}")
+    print(f"  LaTeX: {search.latex()}")
+    print(f"\nmeta-test: fresh models, seeds {list(s.metatest_seeds)} "
+          f"(the search used seed {args.seed})")
+    sgd = SGDSettings(lr=s.lr, momentum=s.momentum, nesterov=s.nesterov,
+                      weight_decay=s.weight_decay, batch_size=s.batch_size)
+    result = meta_test(search.best_loss_, search.task_, steps=s.metatest_steps,
+                       seeds=s.metatest_seeds, sgd=sgd)
+    print(result.table())
+    print(f"\nsaved the loss to {search.run_dir_ / 'best_loss.json'}")
+    if args.output:
+        print(f"and to {search.best_loss_.save(args.output)}")
+
+
+def _show(args: argparse.Namespace) -> None:
+    path = Path(args.run_dir) / HALL_OF_FAME_FILE
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found; is {args.run_dir} the run directory of a finished search?"
+        )
+    rows = [
+        Equation(r["size"], r["fitness"], r["expression"], tuple(r["weights"]), r["latex"],
+                 r["chosen"])
+        for r in json.loads(path.read_text())
+    ]
+    print(equations_table(rows))
+    chosen = next((r for r in rows if r.chosen), None)
+    if chosen is not None:
+        print(f"\nchosen: {chosen.expression}\nLaTeX: {chosen.latex}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    loss = load(args.loss)
+    data = load_dataset(args.task, path=args.data_path, seed=0)
+    parts, kind = resolve_data(data)
+    task = make_task(parts, args.model, task=kind, device=args.device)
+    print(f"meta-testing {loss.expression} on {args.task} with model {args.model!r}")
+    result = meta_test(loss, task, steps=args.steps, seeds=args.seeds,
+                       sgd=SGDSettings(lr=args.lr))
+    print(result.table())
+
+
+def _list() -> None:
+    print("datasets:")
+    for name, text in DATASETS.items():
+        print(f"  {name:14s} {text}")
+    print("models:")
+    for name, text in MODELS.items():
+        print(f"  {name:14s} {text}")
+    print("presets:", ", ".join(sorted(PRESETS)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``symloss`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    try:
+        if args.command == "search":
+            _search(args)
+        elif args.command == "show":
+            _show(args)
+        elif args.command == "evaluate":
+            _evaluate(args)
+        else:
+            _list()
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as error:
+        print(f"symloss: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

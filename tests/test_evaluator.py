@@ -1,0 +1,206 @@
+"""The Evaluator: every rejection reason, caching, reuse, determinism, executors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from symloss.evaluator import Evaluator, score, sgd_settings
+from symloss.executors import ProcessExecutor, make_executor
+from symloss.records import CACHED, OK, REJECTED, Evaluation
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+CHEAP = ("y * y", "f - f + y", "sign(f - y)")
+
+
+@pytest.fixture(scope="module")
+def settings(tiny_settings):
+    """Tiny budgets; lr high enough that 30 steps separate losses on the digits subset."""
+    return tiny_settings.replace(lr=0.3)
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_settings):
+    """Tiny budgets without local search, lr 0.01 (for the sine task)."""
+    return tiny_settings.replace(local_search=False)
+
+
+@pytest.fixture(scope="module")
+def digits_plain(settings):
+    """The digits budgets without local search."""
+    return settings.replace(local_search=False)
+
+
+def test_structural_missing_f(sine_task, plain):
+    ev = Evaluator(sine_task, plain)
+    result = ev.evaluate("y * y")
+    assert result.status == REJECTED and result.reason == "structural: does not use f"
+    assert result.fitness == math.inf and not result.ok
+
+
+def test_structural_constant_in_f(sine_task, plain):
+    result = Evaluator(sine_task, plain).evaluate("f - f + y")
+    assert result.status == REJECTED
+    assert result.reason == "structural: constant in f after simplification"
+
+
+def test_flat_gradient(sine_task, plain):
+    result = Evaluator(sine_task, plain).evaluate("sign(f - y)")
+    assert result.status == REJECTED and result.reason.startswith("flat:")
+
+
+@pytest.mark.parametrize("text", ["f * y", "-square(f - y)"])
+def test_poor_training_rejects_wrong_direction(sine_task, plain, text):
+    result = Evaluator(sine_task, plain).evaluate(text)
+    assert result.status == REJECTED and result.reason.startswith("poor training:")
+    assert "poor_training" in result.timings and "fitness" not in result.timings
+
+
+def test_cheap_rejections_cost_no_training(sine_task, settings):
+    ev = Evaluator(sine_task, settings)
+    for result in ev.evaluate_many([*CHEAP, "f * y"]):
+        assert result.status == REJECTED
+        assert "fitness" not in result.timings and "local_search" not in result.timings
+        assert result.weights == ()
+    assert ev.n_trained == 0
+
+
+def test_commuted_product_is_cached_with_the_same_fitness(digits_task, digits_plain):
+    ev = Evaluator(digits_task, digits_plain)
+    first, second = ev.evaluate_many(["-(f * y)", "-(y * f)"])
+    assert first.status == OK and math.isfinite(first.fitness)
+    assert second.status == CACHED and second.reason == "same expression as -(f * y)"
+    assert second.key == first.key and second.fitness == first.fitness and second.ok
+    assert ev.n_trained == 1
+    # across calls too, and for a rejected source
+    third = ev.evaluate("-(y * f)")
+    assert third.status == CACHED and third.fitness == first.fitness
+    rejected, follower = ev.evaluate_many(["f * y", "y * f"])
+    assert rejected.status == REJECTED and follower.status == CACHED
+    assert follower.fitness == rejected.fitness == math.inf and not follower.ok
+    assert ev.n_trained == 1
+
+
+def test_gradient_equivalence(sine_task, plain):
+    ev = Evaluator(sine_task, plain)
+    base, shifted, scaled = ev.evaluate_many(
+        ["square(f - y)", "square(f - y) + y", "square(f - y) * 2"]
+    )
+    assert base.status == OK and base.key != shifted.key
+    assert shifted.status == CACHED and shifted.reason == "same gradient as square(f - y)"
+    assert shifted.fitness == base.fitness
+    assert "fingerprint" in shifted.timings and "fitness" not in shifted.timings
+    assert scaled.status == OK  # a different gradient is trained
+    assert ev.n_trained == 2
+
+
+def test_exploding_loss_rejected_without_crash(sine_task, plain):
+    ev = Evaluator(sine_task, plain)
+    probe_inf, trained_inf, fine = ev.evaluate_many(
+        ["square(1e30 * (f - y))", "square(square(square(f - y)))", "log(f - y)"]
+    )
+    assert probe_inf.status == REJECTED and probe_inf.reason.startswith("non-finite:")
+    assert trained_inf.status == REJECTED
+    assert trained_inf.reason.startswith("non-finite: training loss became NaN/inf")
+    assert trained_inf.fitness == math.inf and "fitness" in trained_inf.timings
+    assert fine.status == OK and math.isfinite(fine.fitness)  # protected log
+
+
+def test_ok_record_has_weights_and_timings(digits_task, settings):
+    ev = Evaluator(digits_task, settings)
+    result = ev.evaluate("-(y * log(f))")
+    assert result.status == OK and 0.0 <= result.fitness < 0.9
+    assert len(result.weights) == 5 and all(math.isfinite(w) for w in result.weights)
+    stages = {"key", "structural", "fingerprint", "poor_training", "local_search", "fitness"}
+    assert set(result.timings) == stages
+    assert Evaluation.from_dict(result.to_dict()) == result
+
+
+def test_determinism_across_evaluators(digits_task, settings):
+    texts = ["-(y * log(f))", "square(f - y)", "abs(f - y)"]
+    a = Evaluator(digits_task, settings, seed=4).evaluate_many(texts)
+    b = Evaluator(digits_task, settings, seed=4).evaluate_many(texts)
+    assert [r.fitness for r in a] == [r.fitness for r in b]
+    assert [r.weights for r in a] == [r.weights for r in b]
+    assert all(r.status == OK for r in a)
+    c = Evaluator(digits_task, settings, seed=5).evaluate_many(texts[:1])
+    assert c[0].weights != a[0].weights
+
+
+def test_evaluate_many_returns_in_order(sine_task, plain):
+    texts = ["abs(f - y)", "y * y", "square(f - y)", "y * f", "f * y", "sign(f - y)",
+             "square(f - y) + y", "abs(y - f)"]
+    results = Evaluator(sine_task, plain).evaluate_many(texts)
+    assert [r.expression for r in results] == texts
+    assert [r.status for r in results] == [OK, REJECTED, OK, REJECTED, CACHED, REJECTED,
+                                           CACHED, CACHED]
+    assert results[4].reason == "same expression as y * f"
+    assert results[6].reason == "same gradient as square(f - y)"
+    assert results[7].fitness == results[0].fitness
+
+
+def test_known_records_are_reused_without_training(sine_task, plain):
+    texts = ["square(f - y)", "abs(f - y)", "f * y", "y * y", "square(f - y) + y"]
+    first = Evaluator(sine_task, plain).evaluate_many(texts)
+    resumed = Evaluator(sine_task, plain, known=first)
+    again = resumed.evaluate_many(texts)
+    assert resumed.n_trained == 0
+    assert [r.fitness for r in again] == [r.fitness for r in first]
+    assert [r.status for r in again] == [r.status for r in first]
+    # a record found by key under another spelling
+    other = resumed.evaluate("abs(y - f)")
+    assert other.fitness == first[1].fitness and resumed.n_trained == 0
+    # round-tripped through JSON (as a run directory stores them)
+    reloaded = Evaluator(sine_task, plain,
+                         known=[Evaluation.from_dict(r.to_dict()) for r in first])
+    assert [r.fitness for r in reloaded.evaluate_many(texts[:2])] == [
+        r.fitness for r in first[:2]]
+    assert reloaded.n_trained == 0
+
+
+def test_process_pool_matches_in_process(digits_task, settings):
+    texts = ["-(y * log(f))", "square(f - y)", "-(f * y)", "y * y", "abs(f - y)"]
+    local = Evaluator(digits_task, settings, seed=2).evaluate_many(texts)
+    executor = make_executor("process", 2, score, (digits_task, settings, 2))
+    try:
+        assert isinstance(executor, ProcessExecutor)
+        pooled_ev = Evaluator(digits_task, settings, seed=2, executor=executor)
+        pooled = pooled_ev.evaluate_many(texts)
+    finally:
+        executor.close()
+    assert pooled_ev.n_trained == 4
+    for a, b in zip(local, pooled, strict=True):
+        assert (a.status, a.fitness, a.weights, a.reason) == (b.status, b.fitness, b.weights,
+                                                               b.reason)
+
+
+def test_fitness_equals_a_plain_torch_loop(diabetes_task, tiny_settings):
+    settings = tiny_settings.replace(local_search=False, fitness_steps=40, lr=0.05, batch_size=32)
+    result = Evaluator(diabetes_task, settings, seed=7).evaluate("square(f - y)")
+    assert result.status == OK and result.weights == ()
+
+    task, seed = diabetes_task, 7
+    model = task.new_model(seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(40):
+        x, y = task.train.batch(32, generator)
+        loss = F.mse_loss(model(x).reshape(-1), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        mse = float(F.mse_loss(model(task.val.x).reshape(-1).double(), task.val.y.double()))
+    assert result.fitness == pytest.approx(mse, rel=1e-6, abs=1e-7)
+
+
+def test_score_directly(sine_task, plain):
+    fields = score((sine_task, plain, 0), "square(f - y)")
+    assert fields["status"] == OK and fields["weights"] == ()
+    assert set(fields["timings"]) == {"fitness"}
+    assert sgd_settings(plain).lr == plain.lr and sgd_settings(plain).batch_size == 64

@@ -1,0 +1,118 @@
+"""Local search: unrolled differentiation of the edge weights lowers the meta-objective."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from symloss.local_search import _meta_objective, initial_weights, local_search
+from symloss.network import LearnedLoss
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+MIS_SCALED = "square(f - y) * 0.01"  # gradients 100x too small: one SGD step barely moves
+
+
+@pytest.fixture(scope="module")
+def search_settings(tiny_settings):
+    return tiny_settings.replace(meta_steps=20, meta_lr=0.1, unroll_steps=5,
+                                 meta_batch_size=64, lr=0.01)
+
+
+def _averaged_objective(task, weights, unroll_steps, lr, seeds=(100, 101, 102, 103)):
+    """The meta-objective on the whole validation split, averaged over fixed seeds."""
+    loss = LearnedLoss(MIS_SCALED, task.kind)
+    w = torch.as_tensor(weights, dtype=torch.float64)
+    values = []
+    for seed in seeds:
+        model = task.new_model(seed)
+        params = {k: v.detach() for k, v in model.named_parameters()}
+        buffers = {k: v.detach() for k, v in model.named_buffers()}
+        generator = torch.Generator().manual_seed(seed)
+        batches = [task.train.batch(64, generator) for _ in range(unroll_steps)]
+        value = _meta_objective(w, loss, task, model, params, buffers, batches,
+                                (task.val.x, task.val.y), lr)
+        values.append(float(value))
+    return sum(values) / len(values)
+
+
+def test_initial_weights():
+    w = initial_weights(6, 1e-3, seed=0)
+    assert w.dtype == torch.float64 and w.shape == (6,)
+    assert torch.equal(w, initial_weights(6, 1e-3, seed=0))
+    assert not torch.equal(w, initial_weights(6, 1e-3, seed=1))
+    assert (w - 1).abs().max() < 5e-3 and (w != 1).all()
+    assert torch.equal(initial_weights(4, 0.0, seed=3), torch.ones(4, dtype=torch.float64))
+
+
+def test_local_search_lowers_the_meta_objective(diabetes_task, search_settings):
+    loss = LearnedLoss(MIS_SCALED, diabetes_task.kind)
+    start = initial_weights(loss.network.n_edges, search_settings.weight_init_std, 0)
+    result = local_search(diabetes_task, MIS_SCALED, search_settings, seed=0)
+    assert not result.stopped_early
+    assert len(result.objective) == 20 and all(math.isfinite(v) for v in result.objective)
+    assert len(result.weights) == loss.network.n_edges == 5
+    before = _averaged_objective(diabetes_task, start, 5, search_settings.lr)
+    after = _averaged_objective(diabetes_task, result.weights, 5, search_settings.lr)
+    assert after < 0.6 * before, (before, after)
+    # the search learned to take bigger steps: the loss's overall scale grew
+    scaled = LearnedLoss(MIS_SCALED, diabetes_task.kind, result.weights)
+    original = LearnedLoss(MIS_SCALED, diabetes_task.kind)
+    x, y = diabetes_task.train.head(32)
+    outputs = diabetes_task.outputs(diabetes_task.new_model(0), x)
+    assert float(scaled(outputs, y)) > 2 * float(original(outputs, y))
+
+
+def test_local_search_is_deterministic(diabetes_task, search_settings):
+    settings = search_settings.replace(meta_steps=4)
+    a = local_search(diabetes_task, MIS_SCALED, settings, seed=3)
+    b = local_search(diabetes_task, MIS_SCALED, settings, seed=3)
+    c = local_search(diabetes_task, MIS_SCALED, settings, seed=4)
+    assert a == b
+    assert a.weights != c.weights
+
+
+def test_zero_meta_steps_returns_initial_weights(diabetes_task, search_settings):
+    settings = search_settings.replace(meta_steps=0)
+    result = local_search(diabetes_task, MIS_SCALED, settings, seed=2)
+    expected = initial_weights(5, settings.weight_init_std, 2)
+    assert result.weights == tuple(expected.tolist())
+    assert result.objective == () and not result.stopped_early
+
+
+def test_local_search_on_classification(digits_task, tiny_settings):
+    settings = tiny_settings.replace(meta_steps=3, unroll_steps=1, lr=0.1)
+    result = local_search(digits_task, "-(y * log(f))", settings, seed=0)
+    assert len(result.weights) == 5 and len(result.objective) == 3
+    assert all(math.isfinite(w) for w in result.weights)
+    assert result.objective[0] == pytest.approx(math.log(10), rel=0.1)  # CE of a fresh model
+
+
+def test_meta_objective_matches_stepped_model(diabetes_task):
+    """With weights all ones, the meta-objective is the baseline after plain SGD steps."""
+    loss = LearnedLoss(MIS_SCALED, diabetes_task.kind)
+    model = diabetes_task.new_model(0)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    generator = torch.Generator().manual_seed(0)
+    batches = [diabetes_task.train.batch(32, generator) for _ in range(2)]
+    value = _meta_objective(torch.ones(5, dtype=torch.float64), loss, diabetes_task, model,
+                            params, {}, batches, (diabetes_task.val.x, diabetes_task.val.y), 0.5)
+
+    manual = diabetes_task.new_model(0)
+    optimizer = torch.optim.SGD(manual.parameters(), lr=0.5)
+    for x, y in batches:
+        optimizer.zero_grad()
+        loss(manual(x), y).backward()
+        optimizer.step()
+    expected = diabetes_task.base_loss(manual(diabetes_task.val.x), diabetes_task.val.y)
+    assert float(value) == pytest.approx(float(expected.detach()), rel=1e-5)
+
+
+def test_exploding_candidate_stops_early(sine_task, tiny_settings):
+    settings = tiny_settings.replace(meta_steps=5, unroll_steps=3, lr=0.5)
+    result = local_search(sine_task, "square(square(square(f - y))) * 1000", settings, seed=0)
+    assert result.stopped_early
+    assert all(math.isfinite(w) for w in result.weights)
+    assert len(result.objective) < 5
