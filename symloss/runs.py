@@ -99,21 +99,30 @@ class RunDirectory:
             os.fsync(handle.fileno())
 
     def records(self) -> list[Record]:
-        """All evaluation records, in the order written; a torn last line is skipped."""
+        """All evaluation records, in the order written.
+
+        A torn last line (the process was killed while writing it) is dropped from the
+        file, so that later appends start on a fresh line.
+        """
         path = self.path / EVALUATIONS_FILE
         if not path.exists():
             return []
+        text = path.read_text()
+        lines = text.splitlines()
         records = []
-        lines = path.read_text().splitlines()
         for number, line in enumerate(lines, 1):
             try:
                 data = json.loads(line)
                 generation, index = int(data.pop("generation")), int(data.pop("index"))
                 records.append(Record(generation, index, Evaluation.from_dict(data)))
             except (ValueError, KeyError, TypeError) as error:
-                if number == len(lines):
-                    break  # interrupted while writing the last line
-                raise ValueError(f"{path}:{number} is not a valid record: {error}") from error
+                if number < len(lines):
+                    raise ValueError(f"{path}:{number} is not a valid record: {error}") from error
+                lines.pop()
+        if text and (len(lines) < len(text.splitlines()) or not text.endswith("\n")):
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in lines))
+            os.replace(tmp, path)
         return records
 
     def load_checkpoint(self) -> dict[str, Any] | None:
