@@ -217,6 +217,20 @@ class SymbolicLossSearch:
             setattr(self, name, value)
         return self
 
+    _FITTED = (
+        "best_loss_", "equations_", "history_", "evaluations_", "n_evaluations_", "run_dir_",
+        "settings_", "task_",
+    )
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: a fitted attribute before fit.
+        if name in SymbolicLossSearch._FITTED:
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet ({name} is set by "
+                "fit); call fit(dataset, model) first"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "best_loss_")
 

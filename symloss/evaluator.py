@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from symloss.config import Settings
-from symloss.executors import Executor, InProcessExecutor
+from symloss.executors import Executor, InProcessExecutor, single_torch_thread
 from symloss.expression import Expression
 from symloss.filters import (
     NON_FINITE,
@@ -133,8 +133,17 @@ class Evaluator:
 
         ``on_evaluation(index, evaluation)`` is called as soon as each result is final
         (cheap rejections first, trained candidates as they finish), so a caller can
-        record progress that survives an interruption.
+        record progress that survives an interruption. Torch runs on one intra-op
+        thread meanwhile (see :func:`symloss.executors.single_torch_thread`).
         """
+        with single_torch_thread():
+            return self._evaluate_many(expressions, on_evaluation)
+
+    def _evaluate_many(
+        self,
+        expressions: Sequence[Expression | str],
+        on_evaluation: Callable[[int, Evaluation], None] | None,
+    ) -> list[Evaluation]:
         results: list[Evaluation | None] = [None] * len(expressions)
 
         def decide(i: int, evaluation: Evaluation) -> None:

@@ -54,7 +54,7 @@ def poor_training_reason(
     for _ in range(settings.poor_training_steps):
         value = loss(free, targets)
         if not torch.isfinite(value):
-            return f"{NON_FINITE}: loss is {float(value)} while optimising free outputs"
+            return f"{NON_FINITE}: loss is {value.item()} while optimising free outputs"
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         optimizer.step()

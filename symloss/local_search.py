@@ -9,6 +9,7 @@ back-propagates that score through the steps into the loss weights (Adam).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -36,41 +37,40 @@ def initial_weights(n_edges: int, std: float, seed: int) -> torch.Tensor:
     return 1.0 + std * torch.randn(n_edges, generator=generator, dtype=torch.float64)
 
 
-def _meta_objective(
-    w: torch.Tensor,
-    loss: LearnedLoss,
+def unrolled_objective(
     task: Task,
     model: torch.nn.Module,
     params: dict[str, torch.Tensor],
     buffers: dict[str, torch.Tensor],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     batches: list[tuple[torch.Tensor, torch.Tensor]],
     validation: tuple[torch.Tensor, torch.Tensor],
     lr: float,
 ) -> torch.Tensor:
-    """Baseline objective on a validation batch after unrolled steps with weights ``w``."""
-
-    def candidate(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return loss(outputs, targets, w)
-
-    stepped = unrolled_sgd(model, params, buffers, candidate, batches, lr)
+    """Baseline objective on ``validation`` after differentiable SGD steps with ``loss_fn``."""
+    stepped = unrolled_sgd(model, params, buffers, loss_fn, batches, lr)
     outputs = functional_call(model, (stepped, buffers), (validation[0],))
     return task.base_loss(outputs, validation[1])
 
 
-def local_search(
-    task: Task, expression: Expression | str, settings: Settings, seed: int
-) -> LocalSearchResult:
-    """Tune the edge weights of ``expression`` on ``task``.
+def meta_train(
+    task: Task,
+    settings: Settings,
+    seed: int,
+    leaves: dict[str, torch.Tensor],
+    candidate: Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]], torch.Tensor],
+) -> tuple[list[float], bool]:
+    """Train ``leaves`` (the loss's parameters) by unrolled differentiation, in place.
 
-    Deterministic for ``seed``. A meta-step whose objective or gradient is not finite
-    stops the search; the last finite weights are kept.
+    Each meta-step initialises the model afresh, takes ``settings.unroll_steps``
+    differentiable SGD steps with ``candidate(outputs, targets, leaves)`` on random
+    training batches, scores the stepped model with the baseline objective on a random
+    validation batch and updates ``leaves`` with Adam. Returns the objective at every
+    completed meta-step and whether a non-finite objective or gradient stopped it early
+    (the leaves then keep their last finite values).
     """
-    loss = LearnedLoss(expression, task.kind)
-    weights = initial_weights(loss.network.n_edges, settings.weight_init_std, seed)
-    weights.requires_grad_(True)
-    if settings.meta_steps == 0 or weights.numel() == 0:
-        return LocalSearchResult(tuple(weights.tolist()), (), False)
-    optimizer = torch.optim.Adam([weights], lr=settings.meta_lr)
+    tensors = list(leaves.values())
+    optimizer = torch.optim.Adam(tensors, lr=settings.meta_lr)
     generator = torch.Generator().manual_seed(seed)
     history: list[float] = []
     for step in range(settings.meta_steps):
@@ -81,16 +81,43 @@ def local_search(
             task.train.batch(settings.meta_batch_size, generator)
             for _ in range(settings.unroll_steps)
         ]
-        val_x, val_y = task.val.batch(settings.meta_batch_size, generator)
+        validation = task.val.batch(settings.meta_batch_size, generator)
 
-        grad, value = torch.func.grad_and_value(_meta_objective)(
-            weights.detach(), loss, task, model, params, buffers, batches, (val_x, val_y),
-            settings.lr,
+        def inner_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            return candidate(outputs, targets, leaves)
+
+        value = unrolled_objective(
+            task, model, params, buffers, inner_loss, batches, validation, settings.lr
         )
-        if not (math.isfinite(float(value)) and bool(torch.isfinite(grad).all())):
-            return LocalSearchResult(tuple(weights.detach().tolist()), tuple(history), True)
-        history.append(float(value))
-        optimizer.zero_grad(set_to_none=True)
-        weights.grad = grad
+        grads = torch.autograd.grad(value, tensors, allow_unused=True)
+        grads = tuple(
+            torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads, strict=True)
+        )
+        finite = math.isfinite(value.item()) and all(bool(torch.isfinite(g).all()) for g in grads)
+        if not finite:
+            return history, True
+        history.append(value.item())
+        for tensor, grad in zip(tensors, grads, strict=True):
+            tensor.grad = grad
         optimizer.step()
-    return LocalSearchResult(tuple(weights.detach().tolist()), tuple(history), False)
+    return history, False
+
+
+def local_search(
+    task: Task, expression: Expression | str, settings: Settings, seed: int
+) -> LocalSearchResult:
+    """Tune the edge weights of ``expression`` on ``task`` (see :func:`meta_train`).
+
+    Deterministic for ``seed``. A meta-step whose objective or gradient is not finite
+    stops the search; the last finite weights are kept.
+    """
+    loss = LearnedLoss(expression, task.kind)
+    weights = initial_weights(loss.network.n_edges, settings.weight_init_std, seed)
+    if settings.meta_steps == 0 or weights.numel() == 0:
+        return LocalSearchResult(tuple(weights.tolist()), (), False)
+    leaves = {"weights": weights.to(task.device).requires_grad_(True)}
+    history, stopped = meta_train(
+        task, settings, seed, leaves, lambda out, target, w: loss(out, target, w["weights"])
+    )
+    return LocalSearchResult(tuple(leaves["weights"].detach().cpu().tolist()), tuple(history),
+                             stopped)

@@ -7,6 +7,7 @@ reports the test metric of each, per seed, with mean and standard deviation.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,9 @@ class LossResult:
 
     @property
     def std(self) -> float:
-        """Sample standard deviation (0 for a single seed)."""
+        """Sample standard deviation (0 for a single seed, inf if a run diverged)."""
+        if not all(math.isfinite(m) for m in self.metrics):
+            return math.inf
         return statistics.stdev(self.metrics) if len(self.metrics) > 1 else 0.0
 
 

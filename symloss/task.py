@@ -100,6 +100,11 @@ class Task:
                         reset()
             else:
                 model = self._model()
+        if not isinstance(model, nn.Module):
+            raise ValueError(
+                f"the model factory returned {type(model).__name__}, not an nn.Module; it must "
+                "be a zero-argument callable returning a fresh torch module"
+            )
         return model.to(self.device).train()
 
     def base_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -385,8 +390,6 @@ def _check_model(task: Task, model: ModelSpec) -> None:
                 "pass a zero-argument callable that builds a fresh model instead"
             )
     built = task.new_model(0)
-    if not isinstance(built, nn.Module):
-        raise ValueError(f"the model factory returned {type(built).__name__}, not an nn.Module")
     x, y = task.train.head(2)
     try:
         out = task.outputs(built, x)

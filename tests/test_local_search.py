@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from symloss.local_search import _meta_objective, initial_weights, local_search
+from symloss.local_search import initial_weights, local_search, unrolled_objective
 from symloss.network import LearnedLoss
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -32,8 +32,9 @@ def _averaged_objective(task, weights, unroll_steps, lr, seeds=(100, 101, 102, 1
         buffers = {k: v.detach() for k, v in model.named_buffers()}
         generator = torch.Generator().manual_seed(seed)
         batches = [task.train.batch(64, generator) for _ in range(unroll_steps)]
-        value = _meta_objective(w, loss, task, model, params, buffers, batches,
-                                (task.val.x, task.val.y), lr)
+        value = unrolled_objective(task, model, params, buffers,
+                                   lambda out, target: loss(out, target, w), batches,
+                                   (task.val.x, task.val.y), lr)
         values.append(float(value))
     return sum(values) / len(values)
 
@@ -97,8 +98,10 @@ def test_meta_objective_matches_stepped_model(diabetes_task):
     params = {k: v.detach() for k, v in model.named_parameters()}
     generator = torch.Generator().manual_seed(0)
     batches = [diabetes_task.train.batch(32, generator) for _ in range(2)]
-    value = _meta_objective(torch.ones(5, dtype=torch.float64), loss, diabetes_task, model,
-                            params, {}, batches, (diabetes_task.val.x, diabetes_task.val.y), 0.5)
+    ones = torch.ones(5, dtype=torch.float64)
+    value = unrolled_objective(diabetes_task, model, params, {},
+                               lambda out, target: loss(out, target, ones), batches,
+                               (diabetes_task.val.x, diabetes_task.val.y), 0.5)
 
     manual = diabetes_task.new_model(0)
     optimizer = torch.optim.SGD(manual.parameters(), lr=0.5)

@@ -108,12 +108,6 @@ def test_diverged_marker_single_seed(sine_task):
     assert table.splitlines()[-1] == "* training diverged (NaN/inf loss) and stopped early"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="BUG metatest.py LossResult.std: statistics.stdev on metrics containing inf (a "
-    "diverged seed) raises AttributeError, so table()/print/to_dict crash with >= 2 seeds",
-)
 def test_diverged_marker_several_seeds(sine_task):
     result = meta_test(EXPLODING, sine_task, steps=60, seeds=(1, 2))
     assert result.learned.diverged == (True, True)

