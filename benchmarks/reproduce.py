@@ -565,7 +565,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     raw_argv = list(sys.argv[1:] if argv is None else argv)
     command = "python benchmarks/reproduce.py " + " ".join(shlex.quote(a) for a in raw_argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(max(1, args.threads))
+    try:
+        return _main(args, command)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _main(args: argparse.Namespace, command: str) -> dict[str, Any]:
     spec = BUDGETS[args.budget]
     seeds = tuple(args.seeds if args.seeds else spec["seeds"])
     n_meta = args.metatest_seeds or spec["metatest_seeds"]

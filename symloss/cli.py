@@ -13,6 +13,7 @@ from pathlib import Path
 from symloss.config import PRESETS
 from symloss.datasets import DATASETS, load_dataset
 from symloss.estimator import Equation, SymbolicLossSearch, equations_table
+from symloss.evaluator import sgd_settings
 from symloss.metatest import meta_test
 from symloss.models import MODELS
 from symloss.network import load
@@ -100,12 +101,15 @@ def _search(args: argparse.Namespace) -> None:
           f"{sum(h.seconds for h in search.history_):.0f} s):")
     print(f"  {search.best_loss_.expression}")
     print(f"  LaTeX: {search.latex()}")
-    print(f"\nmeta-test: fresh models, seeds {list(s.metatest_seeds)} "
-          f"(the search used seed {args.seed})")
-    sgd = SGDSettings(lr=s.lr, momentum=s.momentum, nesterov=s.nesterov,
-                      weight_decay=s.weight_decay, batch_size=s.batch_size)
-    result = meta_test(search.best_loss_, search.task_, steps=s.metatest_steps,
-                       seeds=s.metatest_seeds, sgd=sgd)
+    if search.selection_:
+        print(f"\nfinal selection: validation {search.task_.kind_metric} after {s.selection_steps}"
+              f" steps, mean of {s.selection_seeds} seeds")
+        for finalist in search.selection_:
+            print(f"  {finalist.mean:10.4f}   {finalist.evaluation.expression}")
+    seeds = s.metatest_seeds_for(args.seed)
+    print(f"\nmeta-test: fresh models, seeds {list(seeds)} (the search used seed {args.seed})")
+    result = meta_test(search.best_loss_, search.task_, steps=s.metatest_steps, seeds=seeds,
+                       sgd=sgd_settings(s))
     print(result.table())
     print(f"\nsaved the loss to {search.run_dir_ / 'best_loss.json'}")
     if args.output:

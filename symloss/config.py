@@ -17,6 +17,13 @@ class Settings:
 
     Outer loop (genetic programming) fields follow DESIGN.md, "Outer loop"; inner-loop
     fields follow "Inner loop"; ``metatest_*`` fields the meta-testing protocol.
+
+    ``selection_*`` is our addition: after the search, the ``selection_top_k`` best
+    distinct losses (and the baseline) are retrained for ``selection_steps`` steps on
+    ``selection_seeds`` seeds and the best mean validation metric wins. One short
+    training run per candidate favours losses that merely train fast (short-horizon
+    bias) or got a lucky seed; the longer, repeated runs counter both. ``0`` (the
+    ``paper`` preset) keeps the reference's choice: the best search fitness.
     """
 
     # outer loop
@@ -51,6 +58,10 @@ class Settings:
     nesterov: bool = False
     weight_decay: float = 0.0
     batch_size: int = 128
+    # final selection: the best few candidates retrained longer, on more seeds
+    selection_top_k: int = 0
+    selection_seeds: int = 3
+    selection_steps: int = 1000
     # meta-testing
     metatest_steps: int = 10_000
     metatest_seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -64,7 +75,8 @@ class Settings:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("meta_steps", "poor_training_steps", "elitism", "mutation_max_height"):
+        for name in ("meta_steps", "poor_training_steps", "elitism", "mutation_max_height",
+                     "selection_top_k", "selection_seeds", "selection_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         for name in ("crossover_prob", "mutation_prob"):
@@ -103,6 +115,22 @@ class Settings:
             changes["metatest_seeds"] = tuple(int(s) for s in changes["metatest_seeds"])
         return dataclasses.replace(self, **changes)
 
+    def metatest_seeds_for(self, search_seed: int) -> tuple[int, ...]:
+        """The meta-test seeds, with any equal to the search seed replaced by unused ones.
+
+        Meta-testing on the search's own seed would reuse the initialisation and batches
+        the loss was selected on (a bias of the reference code).
+        """
+        seeds: list[int] = []
+        candidate = max(self.metatest_seeds) + 1
+        for seed in self.metatest_seeds:
+            if seed == search_seed or seed in seeds:
+                while candidate == search_seed or candidate in self.metatest_seeds:
+                    candidate += 1
+                seed, candidate = candidate, candidate + 1
+            seeds.append(seed)
+        return tuple(seeds)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
         data = dataclasses.asdict(self)
@@ -125,6 +153,7 @@ PRESETS: dict[str, Settings] = {
         meta_lr=1e-2,
         fitness_steps=300,
         poor_training_steps=100,
+        selection_top_k=5,
         metatest_steps=2000,
     ),
 }

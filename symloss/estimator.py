@@ -25,6 +25,7 @@ from symloss.library import known_losses
 from symloss.network import LearnedLoss
 from symloss.records import OK, Evaluation, GenerationStats
 from symloss.runs import RunDirectory
+from symloss.selection import select
 from symloss.task import ModelSpec, Task, make_task, resolve_data
 
 logger = logging.getLogger("symloss")
@@ -60,19 +61,23 @@ def equations_table(rows: Sequence[Equation]) -> str:
     return "\n".join(lines)
 
 
-def _best_per_size(evaluations: Sequence[Evaluation], kind: str) -> list[Equation]:
+def _equations(
+    evaluations: Sequence[Evaluation], kind: str, chosen: Evaluation | None = None
+) -> list[Equation]:
+    """Best trained loss per expression size; ``chosen`` (default: the best overall)
+    takes the row of its size and is marked."""
     scored = [e for e in evaluations if e.status == OK and math.isfinite(e.fitness)]
     if not scored:
         return []
-    order = {e.expression: i for i, e in reversed(list(enumerate(scored)))}
 
-    def rank(e: Evaluation) -> tuple[float, int, int]:
-        return (e.fitness, Expression.parse(e.expression).size, order[e.expression])
+    def rank(e: Evaluation) -> tuple[float, int]:
+        return (e.fitness, Expression.parse(e.expression).size)
 
-    chosen = min(scored, key=rank)
+    chosen = chosen or min(scored, key=rank)
     best: dict[int, Evaluation] = {}
     for e in sorted(scored, key=rank):
         best.setdefault(Expression.parse(e.expression).size, e)
+    best[Expression.parse(chosen.expression).size] = chosen
     rows = []
     for size in sorted(best):
         e = best[size]
@@ -134,11 +139,16 @@ class SymbolicLossSearch:
     best_loss_ : LearnedLoss
         The loss with the best validation fitness.
     equations_ : list of Equation
-        The best loss at each expression size; the chosen one has ``chosen=True``.
+        The best loss at each expression size by search fitness; the chosen one (the
+        winner of the final selection, see :class:`~symloss.config.Settings`) takes the
+        row of its size and has ``chosen=True``.
     history_ : list of GenerationStats
         Per generation: best/median fitness, counts, seconds.
     evaluations_ : list of Evaluation
         Every evaluation of the search, in order.
+    selection_ : list of Selection
+        The finalists of the final selection, best first (empty when
+        ``selection_top_k`` is 0): each with its validation metrics of the longer runs.
     n_evaluations_ : int
         Number of candidates evaluated (cached and rejected included).
     run_dir_ : Path
@@ -219,7 +229,7 @@ class SymbolicLossSearch:
 
     _FITTED = (
         "best_loss_", "equations_", "history_", "evaluations_", "n_evaluations_", "run_dir_",
-        "settings_", "task_",
+        "settings_", "task_", "selection_",
     )
 
     def __getattr__(self, name: str) -> Any:
@@ -337,24 +347,33 @@ class SymbolicLossSearch:
         finally:
             executor.close()
 
-        equations = _best_per_size(all_evaluations, task.kind)
+        selection = []
+        if settings.selection_top_k > 0:
+            selection = select(task, settings, all_evaluations, seed)
+            run.save_selection([r.to_dict() for r in selection])
+        equations = _equations(all_evaluations, task.kind,
+                               selection[0].evaluation if selection else None)
         if not equations:
             raise RuntimeError(
                 "no candidate loss could be trained successfully; check the model and data "
                 f"(records in {run.path})"
             )
         chosen = next(row for row in equations if row.chosen)
-        self.best_loss_ = LearnedLoss(
-            chosen.expression, task.kind, chosen.weights or None,
-            metadata={"fitness": chosen.fitness, "run_dir": str(run.path),
-                      "engine": self.engine, "seed": seed, "local_search": settings.local_search},
-        )
+        metadata: dict[str, Any] = {
+            "fitness": chosen.fitness, "run_dir": str(run.path), "engine": self.engine,
+            "seed": seed, "local_search": settings.local_search,
+        }
+        if selection:
+            metadata["selection_metric"] = selection[0].mean
+        self.best_loss_ = LearnedLoss(chosen.expression, task.kind, chosen.weights or None,
+                                      metadata=metadata)
         self.best_loss_.save(run.best_loss_path)
         run.save_hall_of_fame([row.to_dict() for row in equations])
         self.equations_ = equations
         self.history_ = history
         self.evaluations_ = all_evaluations
         self.n_evaluations_ = len(all_evaluations)
+        self.selection_ = selection
         self.run_dir_ = run.path
         self.settings_ = settings
         self.task_ = task

@@ -129,8 +129,7 @@ def meta_test(
         reference = LearnedLoss(task.baseline, task.kind)
         name = "cross-entropy" if task.kind == "classification" else "MSE"
         base = _run(task, reference, name, seeds, steps, sgd, curve_points)
-    metric = "error rate" if task.kind == "classification" else "MSE"
-    return MetaTestResult(metric, seeds, steps, learned, base)
+    return MetaTestResult(task.kind_metric, seeds, steps, learned, base)
 
 
 def evaluate(

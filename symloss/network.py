@@ -79,6 +79,8 @@ class MetaLossNetwork(nn.Module):
                     f"{tensor.numel()} weights were given"
                 )
         self.weights = nn.Parameter(tensor)
+        self._scales: list[float | None] = []
+        self._scales_version: tuple[int, int] | None = None
 
     @property
     def n_edges(self) -> int:
@@ -92,7 +94,10 @@ class MetaLossNetwork(nn.Module):
 
         ``weights`` overrides the module's own (for functional use by the local search).
         """
-        w = self.weights if weights is None else weights
+        if weights is None and not self.weights.requires_grad:
+            scales: Sequence[Any] = self._frozen_scales()
+        else:
+            scales = (self.weights if weights is None else weights).unbind()
         values: list[Any] = []
         root = len(self._program) - 1
         for i, (op, children, constant) in enumerate(self._program):
@@ -101,14 +106,27 @@ class MetaLossNetwork(nn.Module):
             elif op == "y":
                 v = y
             elif op == "const":
-                v = torch.full_like(f, constant)
+                v = constant
             else:
-                v = PRIMITIVES[op].torch(*(values[c] for c in children))
-            values.append(v if i == root else v * w[i])
+                args = [values[c] for c in children]
+                if not any(isinstance(a, torch.Tensor) for a in args):
+                    args = [torch.tensor(a, dtype=torch.float64) for a in args]
+                v = PRIMITIVES[op].torch(*args)
+            scale = scales[i] if i != root else None
+            values.append(v if scale is None else v * scale)
         out = values[root]
-        if out.shape != f.shape:
-            out = out.expand_as(f)
+        if not isinstance(out, torch.Tensor) or out.shape != f.shape:
+            out = torch.as_tensor(out, dtype=f.dtype, device=f.device).expand_as(f)
         return out
+
+    def _frozen_scales(self) -> list[float | None]:
+        """Edge weights as Python floats, ``None`` for exactly 1 (skipped), cached until
+        the weights change. Saves a tensor op per edge when the weights are not trained."""
+        version = (self.weights._version, self.weights.data_ptr())
+        if self._scales_version != version:
+            self._scales = [None if w == 1.0 else w for w in self.weights.detach().tolist()]
+            self._scales_version = version
+        return self._scales
 
 
 def prepare_outputs(

@@ -11,6 +11,7 @@ The protected forms follow the EvoMAL reference: ``div`` is the analytic quotien
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,7 +39,8 @@ class Primitive:
     arity : int
         Number of arguments (1 or 2).
     torch : callable
-        Elementwise torch implementation (protected where needed).
+        Elementwise torch implementation (protected where needed). Binary forms also
+        accept a Python float for one operand, so constants cost no tensor.
     sympy : callable
         Builds the SymPy form from SymPy arguments.
     latex : str
@@ -61,8 +63,29 @@ class Primitive:
     infix: str = ""
 
 
-def _aq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return a / torch.sqrt(1.0 + b * b)
+Operand = torch.Tensor | float
+"""Torch forms take tensors or Python floats (folded constants); one operand of a binary
+function is always a tensor."""
+
+
+def _aq(a: Operand, b: Operand) -> Operand:
+    return a / (1.0 + b * b) ** 0.5
+
+
+def _minimum(a: Operand, b: Operand) -> torch.Tensor:
+    if isinstance(b, float):
+        return torch.clamp(a, max=b)
+    if isinstance(a, float):
+        return torch.clamp(b, max=a)
+    return torch.minimum(a, b)
+
+
+def _maximum(a: Operand, b: Operand) -> torch.Tensor:
+    if isinstance(b, float):
+        return torch.clamp(a, min=b)
+    if isinstance(a, float):
+        return torch.clamp(b, min=a)
+    return torch.maximum(a, b)
 
 
 def _plog(a: torch.Tensor) -> torch.Tensor:
@@ -76,16 +99,16 @@ def _psqrt(a: torch.Tensor) -> torch.Tensor:
 PRIMITIVES: dict[str, Primitive] = {
     p.name: p
     for p in (
-        Primitive("add", 2, torch.add, lambda a, b: a + b, r"{0} + {1}", "+", infix="+"),
-        Primitive("sub", 2, torch.sub, lambda a, b: a - b, r"{0} - {1}", "-", infix="-"),
-        Primitive("mul", 2, torch.mul, lambda a, b: a * b, r"{0} \cdot {1}", "*", infix="*"),
+        Primitive("add", 2, operator.add, lambda a, b: a + b, r"{0} + {1}", "+", infix="+"),
+        Primitive("sub", 2, operator.sub, lambda a, b: a - b, r"{0} - {1}", "-", infix="-"),
+        Primitive("mul", 2, operator.mul, lambda a, b: a * b, r"{0} \cdot {1}", "*", infix="*"),
         Primitive(
             "div", 2, _aq, lambda a, b: a / sympy.sqrt(1 + b**2),
             r"\frac{{{0}}}{{\sqrt{{1 + {1}^{{2}}}}}}", "aq",
             "aq(a, b) = a / sqrt(one(b) + b * b)",
         ),
-        Primitive("min", 2, torch.minimum, sympy.Min, r"\min\left({0}, {1}\right)", "min"),
-        Primitive("max", 2, torch.maximum, sympy.Max, r"\max\left({0}, {1}\right)", "max"),
+        Primitive("min", 2, _minimum, sympy.Min, r"\min\left({0}, {1}\right)", "min"),
+        Primitive("max", 2, _maximum, sympy.Max, r"\max\left({0}, {1}\right)", "max"),
         Primitive("sign", 1, torch.sign, sympy.sign, r"\operatorname{{sign}}\left({0}\right)",
                   "sign"),
         Primitive("square", 1, torch.square, lambda a: a**2, r"\left({0}\right)^{{2}}",

@@ -6,6 +6,7 @@ Layout::
     evaluations.jsonl   one Evaluation per line, appended as each one is decided
     checkpoint.json     the engine's state after the last completed generation
     hall_of_fame.json   the equations table of the finished search
+    selection.json      the finalists of the final selection and their metrics
     best_loss.json      the chosen loss (symloss.load reads it)
 
 JSON files are written atomically (temporary name, then rename); the JSON-lines file is
@@ -28,6 +29,7 @@ EVALUATIONS_FILE = "evaluations.jsonl"
 CHECKPOINT_FILE = "checkpoint.json"
 HALL_OF_FAME_FILE = "hall_of_fame.json"
 BEST_LOSS_FILE = "best_loss.json"
+SELECTION_FILE = "selection.json"
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -137,6 +139,10 @@ class RunDirectory:
     def save_hall_of_fame(self, rows: list[dict[str, Any]]) -> None:
         """Save the equations table."""
         write_json(self.path / HALL_OF_FAME_FILE, rows)
+
+    def save_selection(self, rows: list[dict[str, Any]]) -> None:
+        """Save the final selection's finalists."""
+        write_json(self.path / SELECTION_FILE, rows)
 
     @property
     def best_loss_path(self) -> Path:

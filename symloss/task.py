@@ -143,6 +143,11 @@ class Task:
         """The task metric of ``model`` on a whole split (lower is better)."""
         return self.metric_from_outputs(self.outputs(model, split.x), split.y)
 
+    @property
+    def kind_metric(self) -> str:
+        """Name of the task metric: "error rate" or "MSE"."""
+        return "error rate" if self.kind == "classification" else "MSE"
+
     def describe(self) -> str:
         """One line: kind, classes and split sizes."""
         classes = f", {self.n_classes} classes" if self.n_classes else ""

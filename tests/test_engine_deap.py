@@ -24,7 +24,8 @@ from symloss.library import baseline, known_losses
 from symloss.primitives import PRIMITIVES
 from symloss.records import OK, Evaluation
 
-TINY = {"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10, "unroll_steps": 1}
+TINY = {"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10, "unroll_steps": 1,
+        "selection_steps": 20, "selection_seeds": 2}
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,0 +1,86 @@
+"""Final selection: retrain the best few losses longer, on more seeds, and pick one.
+
+The search scores every candidate by one short training run from one seed. Before a
+loss is returned, the ``selection_top_k`` best distinct candidates and the baseline are
+retrained for ``settings.selection_steps`` steps on ``settings.selection_seeds`` seeds
+(never the meta-test seeds) and ranked by their mean validation metric.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from symloss.config import Settings
+from symloss.evaluator import sgd_settings
+from symloss.executors import single_torch_thread
+from symloss.expression import Expression
+from symloss.network import LearnedLoss
+from symloss.records import OK, Evaluation
+from symloss.task import Task
+from symloss.training import train
+
+SELECTION_SEED_OFFSET = 10_000
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One finalist: its search record and validation metrics of the longer runs."""
+
+    evaluation: Evaluation
+    metrics: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        """Mean validation metric (inf when a run diverged)."""
+        if not all(math.isfinite(m) for m in self.metrics):
+            return math.inf
+        return statistics.fmean(self.metrics)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-serialisable form."""
+        return {
+            "expression": self.evaluation.expression,
+            "search_fitness": self.evaluation.fitness,
+            "metrics": [m if math.isfinite(m) else None for m in self.metrics],
+            "mean": self.mean if math.isfinite(self.mean) else None,
+        }
+
+
+def finalists(
+    evaluations: Sequence[Evaluation], baseline: Expression, k: int
+) -> list[Evaluation]:
+    """The ``k`` best distinct trained candidates by search fitness, plus the baseline."""
+    trained = [e for e in evaluations if e.status == OK and math.isfinite(e.fitness)]
+    ranked = sorted(trained, key=lambda e: (e.fitness, Expression.parse(e.expression).size))
+    chosen: dict[str, Evaluation] = {}
+    for e in ranked:
+        if len(chosen) == k:
+            break
+        chosen.setdefault(e.key, e)
+    base_key = baseline.key()
+    if base_key not in chosen:
+        base = next((e for e in trained if e.key == base_key), None)
+        if base is not None:
+            chosen[base_key] = base
+    return list(chosen.values())
+
+
+def select(
+    task: Task, settings: Settings, evaluations: Sequence[Evaluation], seed: int
+) -> list[Selection]:
+    """Rank the finalists by mean validation metric after longer training, best first."""
+    seeds = [seed + SELECTION_SEED_OFFSET + i for i in range(settings.selection_seeds)]
+    sgd = sgd_settings(settings)
+    results = []
+    with single_torch_thread():
+        for evaluation in finalists(evaluations, task.baseline, settings.selection_top_k):
+            loss = LearnedLoss(evaluation.expression, task.kind, evaluation.weights or None)
+            metrics = []
+            for s in seeds:
+                run = train(task, loss, settings.selection_steps, sgd, s)
+                metrics.append(math.inf if run.diverged else task.metric(run.model, task.val))
+            results.append(Selection(evaluation, tuple(metrics)))
+    return sorted(results, key=lambda r: (r.mean, r.evaluation.fitness))
