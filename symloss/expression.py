@@ -170,6 +170,13 @@ def readable(form: sympy.Expr) -> sympy.Expr:
     return simpler if sympy.count_ops(simpler) <= sympy.count_ops(form) else form
 
 
+def round_floats(form: sympy.Expr, digits: int) -> sympy.Expr:
+    """``form`` with every floating-point number rounded to ``digits`` decimals."""
+    return form.xreplace(
+        {n: sympy.Float(round(float(n), digits)) for n in form.atoms(sympy.Float)}
+    )
+
+
 def _number_text(value: float) -> str:
     return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
 

@@ -11,7 +11,6 @@ users put in their own training loops: ``loss(y_pred, y_true)`` returns a scalar
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -23,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from symloss.expression import Expression, readable
+from symloss.expression import Expression, readable, round_floats
 from symloss.library import check_task_kind
 from symloss.primitives import PRIMITIVES, VARIABLES
+from symloss.serialization import check_header, read_json, write_json
 
 FORMAT_NAME = "symloss.loss"
 FORMAT_VERSION = 1
@@ -267,9 +267,7 @@ class LearnedLoss(nn.Module):
             if i < len(weights) and round(weights[i], digits) != 1.0:
                 v = v * sympy.Float(round(weights[i], digits))
             values.append(v)
-        form = readable(values[-1])
-        rounded = {n: sympy.Float(round(float(n), digits)) for n in form.atoms(sympy.Float)}
-        return form.xreplace(rounded)
+        return round_floats(readable(values[-1]), digits)
 
     def latex(self, digits: int = 3) -> str:
         """LaTeX of the loss with learned weights folded in (rounded, simplified)."""
@@ -292,16 +290,7 @@ class LearnedLoss(nn.Module):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "data") -> LearnedLoss:
         """Rebuild a loss from :meth:`to_dict` output."""
-        if not isinstance(data, Mapping) or data.get("format") != FORMAT_NAME:
-            raise ValueError(f"{source} is not a symloss loss (no 'format': '{FORMAT_NAME}')")
-        version = data.get("version")
-        if not isinstance(version, int) or version < 1:
-            raise ValueError(f"{source} has an invalid format version {version!r}")
-        if version > FORMAT_VERSION:
-            raise ValueError(
-                f"{source} was written in format version {version}, newer than this symloss "
-                f"reads ({FORMAT_VERSION}); upgrade symloss (pip install -U symloss)"
-            )
+        check_header(data, source, FORMAT_NAME, FORMAT_VERSION, "symloss loss")
         try:
             weights = [float(w) for w in data["weights"]]
             if not all(math.isfinite(w) for w in weights):
@@ -312,12 +301,7 @@ class LearnedLoss(nn.Module):
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the loss as a small human-readable JSON file (atomically)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
-        return path
+        return write_json(path, self.to_dict())
 
 
 LOSS_FORMATS: dict[str, type] = {FORMAT_NAME: LearnedLoss}
@@ -338,14 +322,7 @@ def load(path: str | os.PathLike[str]) -> nn.Module:
     ValueError
         If the file is corrupt or was written by a newer symloss.
     """
-    path = Path(path)
-    text = path.read_text()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"{path} is not valid JSON ({error}); is it a symloss loss file?"
-        ) from error
+    data = read_json(path, "symloss loss")
     name = data.get("format") if isinstance(data, Mapping) else None
     if isinstance(name, str) and name not in LOSS_FORMATS:
         import symloss.baselines  # noqa: F401  (registers the baselines' formats)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from symloss.records import Evaluation
+from symloss.serialization import write_json
 
 RUN_FILE = "run.json"
 EVALUATIONS_FILE = "evaluations.jsonl"
@@ -30,17 +31,6 @@ CHECKPOINT_FILE = "checkpoint.json"
 HALL_OF_FAME_FILE = "hall_of_fame.json"
 BEST_LOSS_FILE = "best_loss.json"
 SELECTION_FILE = "selection.json"
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically: a reader never sees a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)

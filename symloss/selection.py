@@ -8,6 +8,7 @@ retrained for ``settings.selection_steps`` steps on ``settings.selection_seeds``
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Sequence
@@ -52,7 +53,9 @@ class Selection:
 def finalists(
     evaluations: Sequence[Evaluation], baseline: Expression, k: int
 ) -> list[Evaluation]:
-    """The ``k`` best distinct trained candidates by search fitness, plus the baseline."""
+    """The ``k`` best distinct trained candidates by search fitness, plus the baseline
+    as the search scored it and the plain baseline (unit weights), so that the chosen
+    loss is never worse on validation than what the user would otherwise train with."""
     trained = [e for e in evaluations if e.status == OK and math.isfinite(e.fitness)]
     ranked = sorted(trained, key=lambda e: (e.fitness, Expression.parse(e.expression).size))
     chosen: dict[str, Evaluation] = {}
@@ -65,7 +68,11 @@ def finalists(
         base = next((e for e in trained if e.key == base_key), None)
         if base is not None:
             chosen[base_key] = base
-    return list(chosen.values())
+    result = list(chosen.values())
+    if not any(e.key == base_key and not e.weights for e in result):
+        plain = next((e for e in trained if e.key == base_key and not e.weights), None)
+        result.append(plain or Evaluation(str(baseline), base_key, OK, reason="plain baseline"))
+    return result
 
 
 def select(
@@ -78,6 +85,10 @@ def select(
     with single_torch_thread():
         for evaluation in finalists(evaluations, task.baseline, settings.selection_top_k):
             loss = LearnedLoss(evaluation.expression, task.kind, evaluation.weights or None)
+            if not math.isfinite(evaluation.fitness):  # the plain baseline was never scored
+                run = train(task, loss, settings.fitness_steps, sgd, seed)
+                fitness = math.inf if run.diverged else task.metric(run.model, task.val)
+                evaluation = dataclasses.replace(evaluation, fitness=fitness)
             metrics = []
             for s in seeds:
                 run = train(task, loss, settings.selection_steps, sgd, s)

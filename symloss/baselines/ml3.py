@@ -14,7 +14,6 @@ G. Sukhatme, F. Meier, "Meta Learning via Learned Loss", ICPR 2021 (arXiv:1906.0
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,35 +28,12 @@ from symloss.config import Settings
 from symloss.library import check_task_kind
 from symloss.local_search import meta_train
 from symloss.network import LOSS_FORMATS, prepare_outputs, reduce_loss
+from symloss.serialization import check_header, write_json
 from symloss.task import Task
 
 ML3_FORMAT_NAME = "symloss.ml3"
 ML3_FORMAT_VERSION = 1
 ML3_HIDDEN = (50, 50)
-
-
-def write_json(data: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write ``data`` as indented JSON, atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def check_header(data: Any, source: str, name: str, version: int, what: str) -> None:
-    """Raise a ValueError unless ``data`` is in format ``name``, version <= ``version``."""
-    if not isinstance(data, Mapping) or data.get("format") != name:
-        raise ValueError(f"{source} is not a {what} (no 'format': '{name}')")
-    found = data.get("version")
-    if not isinstance(found, int) or found < 1:
-        raise ValueError(f"{source} has an invalid format version {found!r}")
-    if found > version:
-        raise ValueError(
-            f"{source} was written in format version {found}, newer than this symloss reads "
-            f"({version}); upgrade symloss (pip install -U symloss)"
-        )
 
 
 class ML3Loss(nn.Module):
@@ -221,7 +197,7 @@ class ML3Loss(nn.Module):
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the loss as a JSON file (atomically); :func:`symloss.network.load` reads it."""
-        return write_json(self.to_dict(), path)
+        return write_json(path, self.to_dict())
 
 
 def fit_ml3(task: Task, settings: Settings, seed: int = 0) -> ML3Loss:

@@ -31,12 +31,12 @@ import sympy
 import torch
 from torch import nn
 
-from symloss.baselines.ml3 import check_header, write_json
 from symloss.config import Settings
 from symloss.evaluator import sgd_settings
-from symloss.expression import Expression, readable
+from symloss.expression import Expression, readable, round_floats
 from symloss.library import check_task_kind
 from symloss.network import LOSS_FORMATS, prepare_outputs, reduce_loss
+from symloss.serialization import check_header, write_json
 from symloss.task import Task
 from symloss.training import train
 
@@ -141,9 +141,7 @@ class TaylorGLOLoss(nn.Module):
         """The expanded polynomial in ``f`` and ``y``, coefficients rounded to ``digits``."""
         f, y = Expression.var("f").sympy(), Expression.var("y").sympy()
         theta = [_number(round(t, digits)) for t in self.theta_values]
-        form = readable(sympy.expand(_polynomial(theta, f, y)))
-        rounded = {n: sympy.Float(round(float(n), digits)) for n in form.atoms(sympy.Float)}
-        return form.xreplace(rounded)
+        return round_floats(readable(sympy.expand(_polynomial(theta, f, y))), digits)
 
     def latex(self, digits: int = 3) -> str:
         """LaTeX of the polynomial (rounded coefficients)."""
@@ -187,7 +185,7 @@ class TaylorGLOLoss(nn.Module):
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the loss as a JSON file (atomically); :func:`symloss.network.load` reads it."""
-        return write_json(self.to_dict(), path)
+        return write_json(path, self.to_dict())
 
 
 def _import_cma() -> ModuleType:
