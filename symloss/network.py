@@ -19,7 +19,6 @@ from typing import Any
 
 import sympy
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from symloss.expression import Expression, readable, round_floats
@@ -163,7 +162,9 @@ def prepare_outputs(
         else:
             f = torch.softmax(y_pred, dim=1)
             if y_true.dim() == 1 and not torch.is_floating_point(y_true):
-                return f, F.one_hot(y_true.long(), n_classes).to(f.dtype)
+                # scatter builds the float one-hot directly (F.one_hot makes an integer
+                # tensor, scans the labels for their maximum and needs a cast)
+                return f, torch.zeros_like(f).scatter_(1, y_true.long().unsqueeze(1), 1.0)
             if y_true.shape == y_pred.shape:
                 return f, y_true.to(f.dtype)
         raise ValueError(
