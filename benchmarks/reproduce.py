@@ -77,35 +77,46 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "settings": {
             "population_size": 4, "generations": 2, "meta_steps": 3, "unroll_steps": 2,
             "fitness_steps": 30, "poor_training_steps": 20, "poor_training_examples": 64,
-            "fingerprint_size": 32, "metatest_steps": 50,
+            "fingerprint_size": 32, "metatest_steps": 50, "selection_top_k": 0,
         },
         "seeds": (0,),
         "metatest_seeds": 2,
         "curve_points": 10,
         "task_settings": {},
+        "max_len": {"surname": 12},
     },
     "cpu": {
         "preset": "quick",
         "settings": {
             "population_size": 8, "generations": 4, "meta_steps": 20, "fitness_steps": 300,
             "metatest_steps": 1500,
+            "selection_top_k": 3, "selection_seeds": 2, "selection_steps": 500,
         },
         "seeds": (0, 1, 2),
         "metatest_seeds": 1,
         "curve_points": 15,
-        # the character GRU costs ~15 ms a step on one core: a lighter inner loop
-        "task_settings": {},
+        # The character GRU costs 10-25 ms a step on one busy core, 20-50x the MLPs: a
+        # lighter inner loop and names cut to 12 characters (1% of them are longer).
+        "task_settings": {
+            "surname": {
+                "population_size": 6, "generations": 3, "meta_steps": 10,
+                "fitness_steps": 150, "poor_training_steps": 50, "metatest_steps": 1000,
+                "selection_top_k": 2, "selection_seeds": 1, "selection_steps": 300,
+            },
+        },
+        "max_len": {"surname": 12},
     },
     "paper": {
         "preset": "paper",
         "settings": {
             "population_size": 25, "generations": 50, "meta_steps": 250, "fitness_steps": 500,
-            "metatest_steps": 10_000,
+            "metatest_steps": 10_000, "selection_top_k": 0,
         },
         "seeds": (0, 1, 2),
         "metatest_seeds": 5,
         "curve_points": 20,
         "task_settings": {},
+        "max_len": {},
     },
 }
 
@@ -160,6 +171,13 @@ def load_task_data(name: str, args: argparse.Namespace) -> Dataset:
     subsets = dict(args.subset)
     if name in subsets:
         data = _subset(data, subsets[name], args.data_seed)
+    max_len = args.max_len.get(name, 0)
+    if max_len and data.train[0].dtype.kind in "iu" and data.train[0].shape[1] > max_len:
+        data = dataclasses.replace(
+            data, train=(data.train[0][:, :max_len], data.train[1]),
+            test=(data.test[0][:, :max_len], data.test[1]),
+            description=f"{data.description}; sequences cut to {max_len} tokens",
+        )
     return data
 
 
@@ -192,10 +210,9 @@ def loss_text(loss: Any) -> str:
 def elementwise(loss: Any, f: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     """A loss's per-element value at predictions ``f`` and targets ``y``."""
     with torch.no_grad():
-        if isinstance(loss, LearnedLoss):
-            out = loss.network(f, y)
-        else:  # ML3Loss, TaylorGLOLoss
-            out = loss.elementwise(f, y)
+        # LearnedLoss: its meta-loss network; ML3Loss / TaylorGLOLoss: elementwise()
+        fn = loss.network if isinstance(loss, LearnedLoss) else loss.elementwise
+        out = fn(f, y)
     return out.detach().double().cpu().numpy()
 
 
@@ -357,7 +374,7 @@ def markdown_table(rows: list[list[str]]) -> str:
 
 def text_table(rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADER)]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     lines = [fmt.format(*HEADER), fmt.format(*("-" * w for w in widths))]
     lines += [fmt.format(*r) for r in rows]
     return "\n".join(lines)
@@ -378,11 +395,15 @@ def write_report(results: dict[str, Any], out: Path) -> str:
         f"torch {meta['machine']['torch']} ({meta['machine']['torch_threads']} threads), "
         f"Python {meta['machine']['python']}",
         f"- total wall time: {meta['wall_seconds'] / 60:.1f} min",
-        f"- tasks (model): " + ", ".join(f"{t} ({m})" for t, m in meta["models"].items()),
+        "- tasks (model): " + ", ".join(f"{t} ({m})" for t, m in meta["models"].items()),
         f"- search seeds: {meta['seeds']}; meta-test seeds per search seed s: "
         f"{meta['metatest_seeds_per_seed']} (100 + 10 s + k); "
         f"{meta['settings']['metatest_steps']} meta-test SGD steps",
-        f"- metric: test error rate (classification) or test MSE (regression); lower is "
+        *(["- data changes: " + "; ".join(
+            [f"{t} sequences cut to {n} tokens" for t, n in meta.get("max_len", {}).items()]
+            + [f"{t} training subset of {n}" for t, n in meta.get("subsets", {}).items()])]
+          if meta.get("max_len") or meta.get("subsets") else []),
+        "- metric: test error rate (classification) or test MSE (regression); lower is "
         "better; mean ± sample std over all search seeds x meta-test seeds",
         "",
         markdown_table(rows),
@@ -479,10 +500,12 @@ def plot_losses(losses: dict[str, dict[str, list[tuple[int, Any]]]], kinds: dict
                         _log(f"  cannot plot {method} seed {seed}: {error}")
                         continue
                     ax.plot(f.numpy(), values, lw=1.3, label=f"seed {seed}")
-                finite = np.concatenate([ax_line.get_ydata() for ax_line in ax.lines])
+                visible = f.numpy() >= 0.05  # the log-like blow-up at f -> 0 stays off-scale
+                finite = np.concatenate(
+                    [np.asarray(line.get_ydata())[visible] for line in ax.lines])
                 finite = finite[np.isfinite(finite)]
                 if finite.size:
-                    lo, hi = np.percentile(finite, [1, 99])
+                    lo, hi = finite.min(), finite.max()
                     pad = 0.05 * (hi - lo or 1.0)
                     ax.set_ylim(lo - pad, hi + pad)
                 ax.set_title(f"{METHOD_LABELS[method]}, y = {int(label)}", fontsize=9)
@@ -519,6 +542,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="override a setting for one task, e.g. surname:fitness_steps=200")
     parser.add_argument("--subset", action="append", default=[], metavar="TASK=N",
                         help="use a class-proportional subset of N training examples")
+    parser.add_argument("--max-len", action="append", default=[], metavar="TASK=N",
+                        help="cut token sequences to N tokens (0: keep; default: the "
+                        "budget's, surname=12 for tiny and cpu)")
     parser.add_argument("--surname-path", help="folder of <Language>.txt surname lists "
                         "(default: $SYMLOSS_NAMES_DIR)")
     parser.add_argument("--data-seed", type=int, default=0,
@@ -533,11 +559,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "by far on a busy machine)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dpi", type=int, default=80)
+    parser.add_argument("--replot", type=Path, metavar="RESULTS_JSON",
+                        help="only re-render report.md and plots from a results.json")
     parser.add_argument("--resume", action="store_true",
                         help="resume existing GP run directories instead of starting afresh")
     args = parser.parse_args(argv)
     args.model = dict(_pairs(args.model, "--model"))
     args.subset = [(k, int(v)) for k, v in _pairs(args.subset, "--subset")]
+    args.max_len = {**BUDGETS[args.budget]["max_len"],
+                    **{k: int(v) for k, v in _pairs(args.max_len, "--max-len")}}
     overrides = {}
     for name, text in _pairs(args.set, "--set"):
         try:
@@ -560,9 +590,47 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def replot(path: Path, dpi: int) -> dict[str, Any]:
+    """Re-render report.md and the plots from an existing results.json (no training)."""
+    import symloss.baselines  # noqa: F401  (registers the ML3 / TaylorGLO formats)
+    from symloss.library import baseline
+    from symloss.network import LOSS_FORMATS
+
+    results = json.loads(path.read_text())
+    out = path.parent
+    losses: dict[str, dict[str, list[tuple[int, Any]]]] = {}
+    kinds: dict[str, str] = {}
+    baselines: dict[str, Any] = {}
+    for row in results["rows"]:
+        if row.get("transfer_from"):
+            continue
+        kinds[row["task"]] = row["kind"]
+        baselines[row["task"]] = LearnedLoss(baseline(row["kind"]), row["kind"])
+        for run in row["runs"]:
+            data = run["loss_json"]
+            loss = LOSS_FORMATS[data["format"]].from_dict(data)
+            losses.setdefault(row["task"], {}).setdefault(row["method"], []).append(
+                (run["seed"], loss))
+    plot_curves(results, out, dpi)
+    plot_losses(losses, kinds, baselines, out, dpi)
+    print(write_report(_restore_inf(results), out))
+    return results
+
+
+def _restore_inf(value: Any) -> Any:
+    """Inverse of :func:`_json_safe` for metric lists (None -> inf)."""
+    if isinstance(value, dict):
+        return {k: _restore_inf(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [math.inf if v is None else _restore_inf(v) for v in value]
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; returns the results dict (also written to results.json)."""
     args = parse_args(argv)
+    if args.replot:
+        return replot(args.replot, args.dpi)
     raw_argv = list(sys.argv[1:] if argv is None else argv)
     command = "python benchmarks/reproduce.py " + " ".join(shlex.quote(a) for a in raw_argv)
     threads = torch.get_num_threads()
@@ -707,6 +775,7 @@ def _main(args: argparse.Namespace, command: str) -> dict[str, Any]:
             "models": models, "seeds": list(seeds), "metatest_seeds_per_seed": n_meta,
             "curve_points": curve_points, "methods": list(args.methods),
             "transfer": bool(transfer), "subsets": dict(args.subset),
+            "max_len": {t: n for t, n in args.max_len.items() if t in args.tasks and n},
             "wall_seconds": wall,
         },
         "rows": rows,

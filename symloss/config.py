@@ -67,6 +67,23 @@ class Settings:
     metatest_seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
 
     def __post_init__(self) -> None:
+        for spec in dataclasses.fields(self):
+            value, default = getattr(self, spec.name), spec.default
+            if isinstance(default, bool):
+                ok = isinstance(value, bool)
+            elif isinstance(default, int):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif isinstance(default, float):
+                ok = isinstance(value, int | float) and not isinstance(value, bool)
+                if ok:
+                    object.__setattr__(self, spec.name, float(value))
+            else:
+                ok = isinstance(value, tuple) and all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in value
+                )
+            if not ok:
+                kind = "a tuple of ints" if isinstance(default, tuple) else type(default).__name__
+                raise ValueError(f"setting {spec.name} must be {kind}, got {value!r}")
         positive = (
             "population_size", "generations", "tournament_size", "height_limit",
             "poor_training_examples", "fingerprint_size", "meta_batch_size", "fitness_steps",
@@ -112,7 +129,7 @@ class Settings:
                 f"{sorted(f.name for f in dataclasses.fields(self))}"
             )
         if "metatest_seeds" in changes:
-            changes["metatest_seeds"] = tuple(int(s) for s in changes["metatest_seeds"])
+            changes["metatest_seeds"] = tuple(changes["metatest_seeds"])
         return dataclasses.replace(self, **changes)
 
     def metatest_seeds_for(self, search_seed: int) -> tuple[int, ...]:

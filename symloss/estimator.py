@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import sympy
+from sklearn.base import BaseEstimator
 
 from symloss.config import Settings, preset
 from symloss.engines import SearchContext, get_engine
@@ -97,7 +98,7 @@ def _data_fingerprint(task: Task) -> str:
     return digest.hexdigest()[:16]
 
 
-class SymbolicLossSearch:
+class SymbolicLossSearch(BaseEstimator):
     """Meta-learn a symbolic loss function for a model and dataset (EvoMAL).
 
     Parameters
@@ -208,25 +209,7 @@ class SymbolicLossSearch:
         self.settings = settings
         self.callback = callback
 
-    # -- scikit-learn conventions --------------------------------------------------------
-    _PARAMS = (
-        "preset", "population_size", "generations", "local_search", "seed_expressions",
-        "engine", "n_jobs", "executor", "device", "random_state", "run_dir", "verbose", "task",
-        "settings", "callback",
-    )
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The constructor arguments."""
-        return {name: getattr(self, name) for name in self._PARAMS}
-
-    def set_params(self, **params: Any) -> SymbolicLossSearch:
-        """Set constructor arguments; returns self."""
-        for name, value in params.items():
-            if name not in self._PARAMS:
-                raise ValueError(f"unknown parameter {name!r}; valid: {', '.join(self._PARAMS)}")
-            setattr(self, name, value)
-        return self
-
+    # -- scikit-learn conventions (get_params, set_params, clone via BaseEstimator) ------
     _FITTED = (
         "best_loss_", "equations_", "history_", "evaluations_", "n_evaluations_", "run_dir_",
         "settings_", "task_", "selection_",
@@ -311,7 +294,9 @@ class SymbolicLossSearch:
             evaluator = Evaluator(task, settings, seed, executor,
                                   known=[r.evaluation for r in records])
             evaluator.restore(r.evaluation for r in records if r.generation <= done)
-            kept = [r for r in records if r.generation <= done]
+            # in search order, not file order: records are written as results are decided
+            kept = sorted((r for r in records if r.generation <= done),
+                          key=lambda r: (r.generation, r.index))
             all_evaluations = [r.evaluation for r in kept]
             recorded = {(r.generation, r.index) for r in records}
             generation = [done + 1]

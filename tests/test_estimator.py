@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 
 import numpy as np
@@ -74,7 +75,7 @@ def test_get_set_params_and_clone():
     search = SymbolicLossSearch(population_size=7, settings={"meta_steps": 3}, random_state=4)
     params = search.get_params()
     assert params["population_size"] == 7 and params["random_state"] == 4
-    assert set(params) == set(SymbolicLossSearch._PARAMS)
+    assert set(params) == set(inspect.signature(SymbolicLossSearch).parameters)
     clone = sklearn.base.clone(search)
     assert clone is not search
     assert clone.get_params() == params
@@ -84,7 +85,7 @@ def test_get_set_params_and_clone():
 
 
 def test_unknown_param_raises():
-    with pytest.raises(ValueError, match="unknown parameter 'populaton_size'"):
+    with pytest.raises(ValueError, match="populaton_size"):
         SymbolicLossSearch().set_params(populaton_size=3)
     with pytest.raises(TypeError):
         SymbolicLossSearch(populaton_size=3)  # type: ignore[call-arg]
@@ -104,10 +105,6 @@ def test_unfitted_raises_not_fitted_error():
     assert repr(search) == "SymbolicLossSearch()"
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
-    "SymbolicLossSearch does not inherit sklearn.base.BaseEstimator (nor define "
-    "__sklearn_tags__), so with scikit-learn >= 1.6 check_is_fitted raises AttributeError "
-    "'no attribute __sklearn_tags__' instead of using __sklearn_is_fitted__"))
 def test_sklearn_check_is_fitted():
     with pytest.raises(sklearn.exceptions.NotFittedError):
         sklearn.utils.validation.check_is_fitted(SymbolicLossSearch())

@@ -35,7 +35,7 @@ def _averaged_objective(task, weights, unroll_steps, lr, seeds=(100, 101, 102, 1
         value = unrolled_objective(task, model, params, buffers,
                                    lambda out, target: loss(out, target, w), batches,
                                    (task.val.x, task.val.y), lr)
-        values.append(float(value))
+        values.append(value.item())
     return sum(values) / len(values)
 
 

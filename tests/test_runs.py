@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -178,13 +179,6 @@ def test_resume_a_finished_run_trains_nothing(reference, tmp_path):
     assert [h.to_dict() for h in again.history_] == [h.to_dict() for h in fitted.history_]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "estimator.py fit(): a resumed run rebuilds evaluations_ from evaluations.jsonl in file "
-    "order (`all_evaluations = [r.evaluation for r in kept]`), but records are appended as "
-    "each result is final (cheap rejections first, cached followers last), not in "
-    "(generation, index) order; so evaluations_ is permuted vs the uninterrupted run, and "
-    "the ties in _equations' min() and selection.finalists' stable sort, which follow that "
-    "order, can pick another loss. Fix: sort kept records by (generation, index)"))
 def test_resume_a_finished_run_keeps_evaluation_order(reference, tmp_path):
     fitted, _ = reference
     run_dir = tmp_path / "copy"
@@ -246,10 +240,8 @@ def max_generation(text: str) -> int:
     """The highest generation among the complete records of a JSON-lines text."""
     best = -1
     for line in text.splitlines():
-        try:
+        with contextlib.suppress(ValueError):  # a line being written
             best = max(best, json.loads(line)["generation"])
-        except ValueError:
-            pass  # a line being written
     return best
 
 
@@ -282,9 +274,7 @@ def test_resume_after_sigkill_mid_run(reference, tmp_path):
         stderr = process.stderr.read().decode()
         process.stderr.close()
     assert process.returncode == -signal.SIGKILL, stderr  # killed, not finished
-    print("killed after", (run_dir / CHECKPOINT_FILE).exists() and json.loads(
-        (run_dir / CHECKPOINT_FILE).read_text())["generation"], "with",
-        [json.loads(l)["generation"] for l in path.read_text().splitlines() if l.endswith("}")])
+    assert max_generation(path.read_text()) >= 1  # killed once generation 1 had started
     assert not (run_dir / "best_loss.json").exists()
     resumed = search(run_dir).fit("sine", "mlp")
     assert file_outcome(run_dir) == file_outcome(fitted.run_dir_)

@@ -1,0 +1,195 @@
+"""The ``symloss`` command, called in-process through ``symloss.cli.main``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import symloss
+from symloss.cli import main
+
+TINY_SEARCH = [
+    "--population", "4", "--generations", "1",
+    "--set", "meta_steps=2", "--set", "fitness_steps=20", "--set", "poor_training_steps=10",
+    "--set", "selection_steps=20", "--set", "selection_seeds=1",
+    "--set", "metatest_seeds=[1, 2]", "--metatest-steps", "20",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: torch's thread pool is far slower on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def console_list():
+    """``symloss list`` through the installed console script, started in the background
+    when this module starts (an interpreter start costs seconds; the in-process tests use
+    the other core meanwhile) and checked by the module's last test."""
+    script = Path(sys.executable).with_name("symloss")
+    assert script.exists(), f"console script not installed next to {sys.executable}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([str(script), "list"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    yield process
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """``symloss search sine ...``: exit code, stdout, stderr, run dir, --output file."""
+    root = tmp_path_factory.mktemp("cli")
+    run_dir, output = root / "run", root / "out" / "loss.json"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["search", "sine", *TINY_SEARCH, "--run-dir", str(run_dir),
+                     "--output", str(output)])
+    return code, out.getvalue(), err.getvalue(), run_dir, output
+
+
+def run_main(argv, capsys):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("symloss: error: ")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_search_prints_table_latex_metatest_and_saves(searched):
+    code, out, err, run_dir, output = searched
+    assert code == 0, err
+    assert "searching a loss for sine" in out
+    assert "size   fitness   expression" in out and out.count(">>>") == 1
+    assert "LaTeX: " in out
+    assert "meta-test: fresh models, seeds [1, 2]" in out
+    assert "test MSE after 20 steps, per seed" in out
+    assert "MSE" in out and "\nmean" in out and "\nstd" in out
+    assert f"saved the loss to {run_dir / 'best_loss.json'}" in out
+    assert f"and to {output}" in out
+    saved = symloss.load(run_dir / "best_loss.json")
+    assert symloss.load(output).to_dict() == saved.to_dict()
+    assert saved.task == "regression"
+    assert str(saved.expression) in out
+    settings = json.loads((run_dir / "run.json").read_text())["settings"]
+    assert settings["population_size"] == 4 and settings["generations"] == 1
+    assert settings["meta_steps"] == 2 and settings["metatest_steps"] == 20
+
+
+def test_search_again_resumes(searched, capsys):
+    _, first, _, run_dir, _ = searched
+    lines = (run_dir / "evaluations.jsonl").read_text()
+    code, out, err = run_main(["search", "sine", *TINY_SEARCH, "--run-dir", run_dir], capsys)
+    assert code == 0, err
+    assert (run_dir / "evaluations.jsonl").read_text() == lines
+    table = first[first.index("size   fitness"):first.index("best loss")]
+    assert table in out
+
+
+def test_show(searched, capsys):
+    _, search_out, _, run_dir, _ = searched
+    code, out, err = run_main(["show", run_dir], capsys)
+    assert code == 0, err
+    assert "size   fitness   expression" in out and out.count(">>>") == 1
+    hall = json.loads((run_dir / "hall_of_fame.json").read_text())
+    chosen = next(row for row in hall if row["chosen"])
+    assert f"chosen: {chosen['expression']}" in out
+    assert f"LaTeX: {chosen['latex']}" in out
+    assert out.splitlines()[0] in search_out
+
+
+def test_evaluate(searched, capsys):
+    *_, output = searched
+    code, out, err = run_main(["evaluate", output, "sine", "--steps", "20", "--seeds", "1", "2"],
+                              capsys)
+    assert code == 0, err
+    loss = symloss.load(output)
+    assert f"meta-testing {loss.expression} on sine with model 'mlp'" in out
+    assert "test MSE after 20 steps, per seed" in out
+    rows = [line.split()[0] for line in out.splitlines()[2:]]
+    assert rows[:4] == ["seed", "1", "2", "mean"]
+
+
+def test_list(capsys):
+    code, out, _ = run_main(["list"], capsys)
+    assert code == 0
+    for word in ("datasets:", "sine", "digits", "models:", "mlp", "linear", "presets:", "quick"):
+        assert word in out
+
+
+# -- errors: exit code 2, one line on stderr, no traceback --------------------------------------
+def test_unknown_dataset(capsys, tmp_path):
+    code, _, err = run_main(["search", "nosuch", "--run-dir", tmp_path / "r"], capsys)
+    assert_one_line_error(code, err, "unknown dataset 'nosuch'", "sine")
+    code, _, err = run_main(["evaluate", tmp_path / "x.json", "nosuch"], capsys)
+    assert code == 2
+
+
+def test_missing_run_dir(capsys, tmp_path):
+    code, _, err = run_main(["show", tmp_path / "missing"], capsys)
+    assert_one_line_error(code, err, "hall_of_fame.json not found")
+
+
+def test_missing_loss_file(capsys, tmp_path):
+    code, _, err = run_main(["evaluate", tmp_path / "missing.json", "sine", "--steps", "5"],
+                            capsys)
+    assert_one_line_error(code, err, "missing.json")
+
+
+def test_corrupt_loss_file(capsys, tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text("{not json")
+    code, _, err = run_main(["evaluate", path, "sine", "--steps", "5"], capsys)
+    assert_one_line_error(code, err, "is not valid JSON")
+
+
+@pytest.mark.parametrize("pair, fragment", [
+    ("meta_steps", "--set expects NAME=VALUE"),
+    ("no_such_setting=3", "unknown setting"),
+    ("population_size=0", "population_size must be at least 1"),
+])
+def test_bad_set(pair, fragment, capsys, tmp_path):
+    code, _, err = run_main(["search", "sine", "--set", pair, "--run-dir", tmp_path / "r"],
+                            capsys)
+    assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "r" / "evaluations.jsonl").exists()
+
+
+def test_bad_set_value_type(capsys, tmp_path):
+    code, _, err = run_main(["search", "sine", "--set", "meta_steps=abc", "--run-dir",
+                             tmp_path / "r"], capsys)
+    assert_one_line_error(code, err, "meta_steps")
+
+
+def test_loss_kind_mismatch(capsys, tmp_path):
+    path = symloss.LearnedLoss("square(f - y)", task="regression").save(tmp_path / "reg.json")
+    code, _, err = run_main(["evaluate", path, "digits", "--steps", "5", "--seeds", "1"],
+                            capsys)
+    assert_one_line_error(code, err, "regression loss", "classification")
+
+
+def test_console_script_list(console_list):
+    out, err = console_list.communicate(timeout=120)
+    assert console_list.returncode == 0, err
+    assert "datasets:" in out and "sine" in out and "presets: paper, quick" in out
