@@ -89,6 +89,7 @@ def _search(args: argparse.Namespace) -> None:
     )
     print(f"symloss: searching a loss for {args.task} ({data.description}) with model "
           f"{args.model!r}, preset {args.preset!r}; records in {run_dir}")
+    started = time.perf_counter()
     try:
         search.fit(data, args.model)
     except KeyboardInterrupt:
@@ -98,7 +99,7 @@ def _search(args: argparse.Namespace) -> None:
     print()
     print(equations_table(search.equations_))
     print(f"\nbest loss ({search.n_evaluations_} evaluations, "
-          f"{sum(h.seconds for h in search.history_):.0f} s):")
+          f"{time.perf_counter() - started:.0f} s):")
     print(f"  {search.best_loss_.expression}")
     print(f"  LaTeX: {search.latex()}")
     if search.selection_:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from symloss.executors import single_torch_thread
 from symloss.network import LearnedLoss
 from symloss.task import ModelSpec, Task, make_task, resolve_data
 from symloss.training import SGDSettings, train
@@ -123,12 +124,15 @@ def meta_test(
         raise ValueError(f"steps must be at least 1, got {steps}")
     sgd = sgd or SGDSettings()
     seeds = tuple(int(s) for s in seeds)
-    learned = _run(task, loss, "learned", seeds, steps, sgd, curve_points)
     base = None
-    if baseline:
-        reference = LearnedLoss(task.baseline, task.kind)
-        name = "cross-entropy" if task.kind == "classification" else "MSE"
-        base = _run(task, reference, name, seeds, steps, sgd, curve_points)
+    # One torch thread, as in the search: bit-identical results on any core count, and
+    # small models train faster than with threads competing for the cores.
+    with single_torch_thread():
+        learned = _run(task, loss, "learned", seeds, steps, sgd, curve_points)
+        if baseline:
+            reference = LearnedLoss(task.baseline, task.kind)
+            name = "cross-entropy" if task.kind == "classification" else "MSE"
+            base = _run(task, reference, name, seeds, steps, sgd, curve_points)
     return MetaTestResult(task.kind_metric, seeds, steps, learned, base)
 
 
