@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import symloss
 from symloss.cli import main
@@ -23,14 +22,6 @@ TINY_SEARCH = [
     "--set", "metatest_seeds=[1, 2]", "--metatest-steps", "20",
 ]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: torch's thread pool is far slower on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -12,7 +12,6 @@ import random
 
 import deap.creator
 import pytest
-import torch
 from deap import gp
 
 import symloss
@@ -27,14 +26,6 @@ from symloss.records import OK, Evaluation
 TINY = {"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10, "unroll_steps": 1,
         "selection_steps": 20, "selection_seeds": 2}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, torch's thread pool is far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @contextlib.contextmanager

@@ -38,15 +38,6 @@ def outcome(evaluations):
     return [(e.expression, e.status, e.fitness, e.reason, e.weights) for e in evaluations]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread (as pool workers use): exact float agreement, and speed on a
-    shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):

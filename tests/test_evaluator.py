@@ -12,8 +12,6 @@ from symloss.evaluator import Evaluator, score, sgd_settings
 from symloss.executors import ProcessExecutor, make_executor
 from symloss.records import CACHED, OK, REJECTED, Evaluation
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 CHEAP = ("y * y", "f - f + y", "sign(f - y)")
 
 

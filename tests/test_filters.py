@@ -19,8 +19,6 @@ from symloss.filters import (
     structural_reason,
 )
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 
 @pytest.mark.parametrize("text, detail", [
     ("y * y", "does not use f"),

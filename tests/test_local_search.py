@@ -10,8 +10,6 @@ import torch
 from symloss.local_search import initial_weights, local_search, unrolled_objective
 from symloss.network import LearnedLoss
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 MIS_SCALED = "square(f - y) * 0.01"  # gradients 100x too small: one SGD step barely moves
 
 

@@ -11,8 +11,6 @@ from symloss.metatest import LossResult, MetaTestResult, evaluate, meta_test
 from symloss.network import LearnedLoss
 from symloss.training import SGDSettings
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 CE = LearnedLoss("-(y * log(f))", "classification")
 MSE = LearnedLoss("square(f - y)", "regression")
 EXPLODING = LearnedLoss("square(square(square(f - y)))", "regression")

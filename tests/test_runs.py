@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from symloss.estimator import SymbolicLossSearch
 from symloss.records import OK, REJECTED, Evaluation
@@ -32,14 +31,6 @@ GENS = 3
 PARAMS = {"population_size": 4, "generations": GENS, "settings": TINY, "random_state": 0,
           "verbose": False}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: bit-identical floats across processes, and speed on 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def search(run_dir: Path, **params) -> SymbolicLossSearch:

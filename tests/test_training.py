@@ -15,8 +15,6 @@ from symloss.training import SGDSettings, TrainResult, train, unrolled_sgd
 MSE = LearnedLoss("square(f - y)", "regression")
 SGD = SGDSettings(lr=0.01, batch_size=32)
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 
 def _state(result: TrainResult) -> list[torch.Tensor]:
     return [p.detach().clone() for p in result.model.parameters()]
