@@ -36,6 +36,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import shutil
 import statistics
@@ -52,6 +53,7 @@ from symloss.config import Settings, preset
 from symloss.datasets import Dataset, load_dataset
 from symloss.estimator import SymbolicLossSearch
 from symloss.evaluator import sgd_settings
+from symloss.library import baseline as task_baseline
 from symloss.metatest import LossResult, meta_test
 from symloss.network import LearnedLoss
 from symloss.records import CACHED, REJECTED
@@ -93,13 +95,13 @@ BUDGETS: dict[str, dict[str, Any]] = {
             "selection_top_k": 3, "selection_seeds": 2, "selection_steps": 500,
         },
         "seeds": (0, 1, 2),
-        "metatest_seeds": 1,
+        "metatest_seeds": 2,
         "curve_points": 15,
         # The character GRU costs 10-25 ms a step on one busy core, 20-50x the MLPs: a
         # lighter inner loop and names cut to 12 characters (1% of them are longer).
         "task_settings": {
             "surname": {
-                "population_size": 6, "generations": 3, "meta_steps": 10,
+                "meta_steps": 10,
                 "fitness_steps": 150, "poor_training_steps": 50, "metatest_steps": 1000,
                 "selection_top_k": 2, "selection_seeds": 1, "selection_steps": 300,
             },
@@ -207,6 +209,10 @@ def loss_text(loss: Any) -> str:
     return str(loss)
 
 
+F_GRID = np.linspace(0.005, 0.995, 199)
+"""Predictions ``f`` at which the loss plots evaluate classification losses."""
+
+
 def elementwise(loss: Any, f: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     """A loss's per-element value at predictions ``f`` and targets ``y``."""
     with torch.no_grad():
@@ -214,6 +220,16 @@ def elementwise(loss: Any, f: torch.Tensor, y: torch.Tensor) -> np.ndarray:
         fn = loss.network if isinstance(loss, LearnedLoss) else loss.elementwise
         out = fn(f, y)
     return out.detach().double().cpu().numpy()
+
+
+def loss_shape(loss: Any) -> list[list[float]]:
+    """Elementwise values of a classification loss on ``F_GRID`` for y = 0 and y = 1."""
+    f = torch.as_tensor(F_GRID, dtype=torch.float32)
+    shape = []
+    for label in (0.0, 1.0):
+        values = elementwise(loss, f, torch.full_like(f, label))
+        shape.append([float(f"{v:.6g}") for v in values])
+    return shape
 
 
 def _finite(values: Sequence[float]) -> list[float]:
@@ -258,6 +274,13 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_json_safe(v) for v in value]
     return value
+
+
+def dump_json(data: Any) -> str:
+    """Indented JSON with every innermost list of numbers kept on one line."""
+    text = json.dumps(data, indent=1)
+    return re.sub(r"\[\s+([-+0-9.eE,\s]+?|null|true|false)\s+\]",
+                  lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text) + "\n"
 
 
 # --------------------------------------------------------------------------- methods
@@ -470,45 +493,45 @@ def plot_curves(results: dict[str, Any], out: Path, dpi: int) -> None:
         plt.close(fig)
 
 
-def plot_losses(losses: dict[str, dict[str, list[tuple[int, Any]]]], kinds: dict[str, str],
-                baselines: dict[str, Any], out: Path, dpi: int) -> None:
-    """Classification: each learned loss vs f for y = 0 and y = 1, beside cross-entropy."""
+def plot_losses(results: dict[str, Any], out: Path, dpi: int) -> None:
+    """Classification: each learned loss vs f for y = 0 and y = 1, beside cross-entropy.
+
+    Uses the ``shape`` each run records (the loss's elementwise values on ``F_GRID``).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    f = torch.linspace(0.005, 0.995, 199)
-    for task, by_method in losses.items():
-        if kinds[task] != "classification":
+    f = np.asarray(results["meta"].get("loss_grid", F_GRID.tolist()), dtype=float)
+    visible = f >= 0.05  # the log-like blow-up at f -> 0 stays off-scale
+    tasks: dict[str, list[dict[str, Any]]] = {}
+    for row in results["rows"]:
+        if row["kind"] == "classification" and not row.get("transfer_from"):
+            tasks.setdefault(row["task"], []).append(row)
+    for task, rows in tasks.items():
+        learned = [r for r in rows if r["method"] != "baseline"
+                   and any(run.get("shape") for run in r["runs"])]
+        if not learned:
             continue
-        methods = [m for m in by_method if m != "baseline"]
-        if not methods:
-            continue
-        fig, axes = plt.subplots(2, len(methods), figsize=(3.2 * len(methods), 5.2),
+        ce = loss_shape(LearnedLoss(task_baseline("classification"), "classification"))
+        fig, axes = plt.subplots(2, len(learned), figsize=(3.2 * len(learned), 5.2),
                                  squeeze=False)
-        for j, method in enumerate(methods):
-            for i, label in enumerate((0.0, 1.0)):
+        for j, row in enumerate(learned):
+            for i in (0, 1):
                 ax = axes[i][j]
-                y = torch.full_like(f, label)
-                ce = elementwise(baselines[task], f, y)
-                ax.plot(f.numpy(), ce, "k--", lw=1, label="cross-entropy")
-                for seed, loss in by_method[method]:
-                    try:
-                        values = elementwise(loss, f, y)
-                    except Exception as error:  # noqa: BLE001
-                        _log(f"  cannot plot {method} seed {seed}: {error}")
-                        continue
-                    ax.plot(f.numpy(), values, lw=1.3, label=f"seed {seed}")
-                visible = f.numpy() >= 0.05  # the log-like blow-up at f -> 0 stays off-scale
-                finite = np.concatenate(
-                    [np.asarray(line.get_ydata())[visible] for line in ax.lines])
+                ax.plot(f, _values(ce[i]), "k--", lw=1, label="cross-entropy")
+                for run in row["runs"]:
+                    if run.get("shape"):
+                        ax.plot(f, _values(run["shape"][i]), lw=1.3, label=f"seed {run['seed']}")
+                finite = np.concatenate([np.asarray(line.get_ydata())[visible]
+                                         for line in ax.lines])
                 finite = finite[np.isfinite(finite)]
                 if finite.size:
                     lo, hi = finite.min(), finite.max()
                     pad = 0.05 * (hi - lo or 1.0)
                     ax.set_ylim(lo - pad, hi + pad)
-                ax.set_title(f"{METHOD_LABELS[method]}, y = {int(label)}", fontsize=9)
+                ax.set_title(f"{METHOD_LABELS[row['method']]}, y = {i}", fontsize=9)
                 ax.set_xlabel("f (softmax output)", fontsize=8)
                 ax.tick_params(labelsize=7)
                 ax.grid(alpha=0.3)
@@ -518,6 +541,10 @@ def plot_losses(losses: dict[str, dict[str, list[tuple[int, Any]]]], kinds: dict
         fig.tight_layout()
         fig.savefig(out / f"loss_{task}.png", dpi=dpi)
         plt.close(fig)
+
+
+def _values(values: Sequence[float | None]) -> np.ndarray:
+    return np.asarray([math.nan if v is None else v for v in values], dtype=float)
 
 
 # --------------------------------------------------------------------------- main
@@ -592,27 +619,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def replot(path: Path, dpi: int) -> dict[str, Any]:
     """Re-render report.md and the plots from an existing results.json (no training)."""
-    import symloss.baselines  # noqa: F401  (registers the ML3 / TaylorGLO formats)
-    from symloss.library import baseline
-    from symloss.network import LOSS_FORMATS
-
     results = json.loads(path.read_text())
     out = path.parent
-    losses: dict[str, dict[str, list[tuple[int, Any]]]] = {}
-    kinds: dict[str, str] = {}
-    baselines: dict[str, Any] = {}
-    for row in results["rows"]:
-        if row.get("transfer_from"):
-            continue
-        kinds[row["task"]] = row["kind"]
-        baselines[row["task"]] = LearnedLoss(baseline(row["kind"]), row["kind"])
-        for run in row["runs"]:
-            data = run["loss_json"]
-            loss = LOSS_FORMATS[data["format"]].from_dict(data)
-            losses.setdefault(row["task"], {}).setdefault(row["method"], []).append(
-                (run["seed"], loss))
     plot_curves(results, out, dpi)
-    plot_losses(losses, kinds, baselines, out, dpi)
+    plot_losses(results, out, dpi)
     print(write_report(_restore_inf(results), out))
     return results
 
@@ -678,14 +688,10 @@ def _main(args: argparse.Namespace, command: str) -> dict[str, Any]:
     _log(f"budget {args.budget}: tasks {args.tasks}, methods {args.methods}, seeds {seeds}, "
          f"{n_meta} meta-test seed(s) each; out {out}")
     rows: list[dict[str, Any]] = []
-    losses: dict[str, dict[str, list[tuple[int, Any]]]] = {}
-    kinds: dict[str, str] = {}
-    baselines: dict[str, Any] = {}
     for task_name in args.tasks:
         data = load_task_data(task_name, args)
         model = models[task_name]
         settings = settings_for(task_name)
-        kinds[task_name] = data.task
         _log(f"{task_name} ({model}): {data.description}")
         per_method: dict[str, list[dict[str, Any]]] = {m: [] for m in args.methods}
         base_metrics: dict[int, LossResult] = {}
@@ -694,7 +700,6 @@ def _main(args: argparse.Namespace, command: str) -> dict[str, Any]:
         mnist_data = load_task_data("mnist", args) if transfer and task_name == "digits" else None
         for seed in seeds:
             task = build_task(data, model, seed, args.device)
-            baselines[task_name] = LearnedLoss(task.baseline, task.kind)
             meta_seeds = metatest_seeds(seed, n_meta)
             reference = run_metatest(LearnedLoss(task.baseline, task.kind), task, settings,
                                      meta_seeds, curve_points)
@@ -718,13 +723,15 @@ def _main(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 text = loss_text(loss)
                 _log(f"  {task_name} / {method} / seed {seed}: {info['seconds']:.1f} s, "
                      f"test {result.metrics} (baseline {reference.metrics}): {text}")
-                losses.setdefault(task_name, {}).setdefault(method, []).append((seed, loss))
                 per_method[method].append({
                     "seed": seed, "metatest_seeds": list(meta_seeds),
                     "metrics": list(result.metrics), "diverged": list(result.diverged),
                     "baseline_metrics": list(reference.metrics),
                     "curves": [list(map(list, c)) for c in result.curves],
-                    "info": info, "loss": text, "loss_json": loss.to_dict(),
+                    "info": info, "loss": text,
+                    # ML3's 2,650 weights stay in its loss.json (info["run_dir"])
+                    "loss_json": None if method == "ml3" else loss.to_dict(),
+                    "shape": loss_shape(loss) if task.kind == "classification" else None,
                 })
                 if mnist_task is not None and method == transfer_method:
                     t_result = run_metatest(loss, mnist_task, settings, meta_seeds,
@@ -774,6 +781,7 @@ def _main(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 t: settings_for(t).to_dict() for t in args.tasks},
             "models": models, "seeds": list(seeds), "metatest_seeds_per_seed": n_meta,
             "curve_points": curve_points, "methods": list(args.methods),
+            "loss_grid": [float(v) for v in F_GRID],
             "transfer": bool(transfer), "subsets": dict(args.subset),
             "max_len": {t: n for t, n in args.max_len.items() if t in args.tasks and n},
             "wall_seconds": wall,
@@ -781,8 +789,8 @@ def _main(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "rows": rows,
     }
     plot_curves(results, out, args.dpi)
-    plot_losses(losses, kinds, baselines, out, args.dpi)
-    (out / "results.json").write_text(json.dumps(_json_safe(results), indent=1) + "\n")
+    plot_losses(results, out, args.dpi)
+    (out / "results.json").write_text(dump_json(_json_safe(results)))
     table = write_report(results, out)
     print()
     print(table)

@@ -108,7 +108,7 @@ def test_meta_objective_matches_stepped_model(diabetes_task):
         loss(manual(x), y).backward()
         optimizer.step()
     expected = diabetes_task.base_loss(manual(diabetes_task.val.x), diabetes_task.val.y)
-    assert float(value) == pytest.approx(float(expected.detach()), rel=1e-5)
+    assert value.item() == pytest.approx(float(expected.detach()), rel=1e-5)
 
 
 def test_exploding_candidate_stops_early(sine_task, tiny_settings):
