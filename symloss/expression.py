@@ -127,7 +127,7 @@ class Expression:
 
     # -- rendering ----------------------------------------------------------------------
     def __str__(self) -> str:
-        return _text(self)[0]
+        return _render(self, latex=False)[0]
 
     def __repr__(self) -> str:
         return f"Expression.parse({str(self)!r})"
@@ -144,7 +144,7 @@ class Expression:
         """
         if simplify:
             return sympy.latex(readable(self.sympy()))
-        return _latex(self)[0]
+        return _render(self, latex=True)[0]
 
     def simplified(self) -> sympy.Expr:
         """The canonical SymPy form behind :meth:`key` (cached)."""
@@ -188,43 +188,34 @@ def _is_negation(e: Expression) -> bool:
     )
 
 
-def _text(e: Expression) -> tuple[str, int]:
+def _render(e: Expression, latex: bool) -> tuple[str, int]:
+    """Text (or LaTeX) of ``e`` and its precedence; parentheses only where needed, so
+    that parsing the text gives back the same tree."""
     if e.op in VARIABLES:
         return e.op, _PREC_ATOM
     if e.op == "const":
         text = _number_text(e.value)
         return text, _PREC_UNARY if text.startswith("-") else _PREC_ATOM
-    if _is_negation(e):
-        inner, prec = _text(e.args[1])
-        return "-" + (inner if prec >= _PREC_UNARY else f"({inner})"), _PREC_UNARY
-    primitive = PRIMITIVES[e.op]
-    if primitive.infix:
-        own = _PREC_PRODUCT if primitive.infix == "*" else _PREC_SUM
-        (left, lp), (right, rp) = _text(e.args[0]), _text(e.args[1])
-        left = left if lp >= own else f"({left})"
-        right = right if rp > own else f"({right})"
-        return f"{left} {primitive.infix} {right}", own
-    return f"{e.op}({', '.join(_text(a)[0] for a in e.args)})", _PREC_ATOM
 
+    def wrap(text: str) -> str:
+        return rf"\left({text}\right)" if latex else f"({text})"
 
-def _latex(e: Expression) -> tuple[str, int]:
-    if e.op in VARIABLES:
-        return e.op, _PREC_ATOM
-    if e.op == "const":
-        text = _number_text(e.value)
-        return text, _PREC_UNARY if text.startswith("-") else _PREC_ATOM
     if _is_negation(e):
-        inner, prec = _latex(e.args[1])
-        return "-" + (inner if prec >= _PREC_UNARY else rf"\left({inner}\right)"), _PREC_UNARY
+        inner, prec = _render(e.args[1], latex)
+        return "-" + (inner if prec >= _PREC_UNARY else wrap(inner)), _PREC_UNARY
     primitive = PRIMITIVES[e.op]
-    parts = [_latex(a) for a in e.args]
+    parts = [_render(a, latex) for a in e.args]
     if primitive.infix:
         own = _PREC_PRODUCT if primitive.infix == "*" else _PREC_SUM
         (left, lp), (right, rp) = parts
-        left = left if lp >= own else rf"\left({left}\right)"
-        right = right if rp > own else rf"\left({right}\right)"
-        return primitive.latex.format(left, right), own
-    return primitive.latex.format(*(p[0] for p in parts)), _PREC_ATOM
+        left = left if lp >= own else wrap(left)
+        right = right if rp > own else wrap(right)
+        if latex:
+            return primitive.latex.format(left, right), own
+        return f"{left} {primitive.infix} {right}", own
+    if latex:
+        return primitive.latex.format(*(p[0] for p in parts)), _PREC_ATOM
+    return f"{e.op}({', '.join(p[0] for p in parts)})", _PREC_ATOM
 
 
 def _sympy(e: Expression) -> sympy.Expr:
