@@ -121,8 +121,8 @@ def overhead(task: Task, steps: int, repeats: int, seed: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=("sine", "digits", "diabetes"), default="digits")
-    parser.add_argument("--model", choices=("mlp", "linear"), default="mlp")
+    parser.add_argument("--task", choices=("sine", "digits", "diabetes", "mnist"), default="digits")
+    parser.add_argument("--model", choices=("mlp", "linear", "lenet5"), default="mlp")
     parser.add_argument("--steps", type=int, default=300, help="fitness-training SGD steps")
     parser.add_argument("--repeats", type=int, default=5, help="timing repeats (best of)")
     parser.add_argument("--seed", type=int, default=0)
