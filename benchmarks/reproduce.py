@@ -420,8 +420,8 @@ def write_report(results: dict[str, Any], out: Path) -> str:
         f"- total wall time: {meta['wall_seconds'] / 60:.1f} min",
         "- tasks (model): " + ", ".join(f"{t} ({m})" for t, m in meta["models"].items()),
         f"- search seeds: {meta['seeds']}; meta-test seeds per search seed s: "
-        f"{meta['metatest_seeds_per_seed']} (100 + 10 s + k); "
-        f"{meta['settings']['metatest_steps']} meta-test SGD steps",
+        f"{meta['metatest_seeds_per_seed']} (100 + 10 s + k); meta-test SGD steps: "
+        + ", ".join(f"{t} {v['metatest_steps']}" for t, v in meta["full_settings"].items()),
         *(["- data changes: " + "; ".join(
             [f"{t} sequences cut to {n} tokens" for t, n in meta.get("max_len", {}).items()]
             + [f"{t} training subset of {n}" for t, n in meta.get("subsets", {}).items()])]
@@ -443,9 +443,24 @@ def write_report(results: dict[str, Any], out: Path) -> str:
     for row in results["rows"]:
         if row["method"] == "baseline" or row.get("transfer_from"):
             continue
+        if row["method"] == "ml3":
+            lines.append(f"- {row['task']} / ML3: neural, not symbolic (MLP 2-50-50-1); "
+                         f"weights in `runs/{row['task']}-ml3-s<seed>/loss.json`")
+            continue
         for run in row["runs"]:
             lines.append(f"- {row['task']} / {METHOD_LABELS[row['method']]} / seed "
                          f"{run['seed']}: `{run['loss']}`")
+    lines += ["", "## Test metric per search seed (one value per meta-test seed)", "",
+              "| task | method | " + " | ".join(f"seed {s}" for s in meta["seeds"]) + " |",
+              "|---|---|" + "---|" * len(meta["seeds"])]
+    for row in results["rows"]:
+        cells = []
+        for run in row["runs"]:
+            values = ", ".join("div." if not math.isfinite(v) else f"{v:.4f}"
+                               for v in run["metrics"])
+            cells.append(values)
+        lines.append(f"| {row['task']} | {METHOD_LABELS[row['method']]} | "
+                     + " | ".join(cells) + " |")
     if meta["task_settings"]:
         lines += ["", "## Per-task setting overrides", ""]
         lines += [f"- {t}: {o}" for t, o in meta["task_settings"].items()]

@@ -20,8 +20,14 @@ def reproduce():
 
 
 def _table_rows(report: str) -> list[str]:
-    lines = [line for line in report.splitlines() if line.startswith("| ")]
-    return lines[1:]  # skip the header row
+    """Data rows of the report's first (results) table."""
+    rows: list[str] = []
+    for line in report.splitlines():
+        if line.startswith("|"):
+            rows.append(line)
+        elif rows:
+            break
+    return rows[2:]  # skip the header and the separator
 
 
 def test_metatest_seeds_differ_from_search_seed(reproduce):
