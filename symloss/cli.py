@@ -16,7 +16,7 @@ from symloss.estimator import Equation, SymbolicLossSearch, equations_table
 from symloss.evaluator import sgd_settings
 from symloss.metatest import meta_test
 from symloss.models import MODELS
-from symloss.network import load
+from symloss.network import LearnedLoss, load
 from symloss.runs import HALL_OF_FAME_FILE
 from symloss.task import make_task, resolve_data
 from symloss.training import SGDSettings
@@ -98,15 +98,19 @@ def _search(args: argparse.Namespace) -> None:
     s = search.settings_
     print()
     print(equations_table(search.equations_))
-    print(f"\nbest loss ({search.n_evaluations_} evaluations, "
+    print(f"\nchosen loss ({search.n_evaluations_} evaluations, "
           f"{time.perf_counter() - started:.0f} s):")
     print(f"  {search.best_loss_.expression}")
     print(f"  LaTeX: {search.latex()}")
     if search.selection_:
         print(f"\nfinal selection: validation {search.task_.kind_metric} after {s.selection_steps}"
               f" steps, mean of {s.selection_seeds} seeds")
+        kind = search.task_.kind
         for finalist in search.selection_:
-            print(f"  {finalist.mean:10.4f}   {finalist.evaluation.expression}")
+            e = finalist.evaluation
+            form = LearnedLoss(e.expression, kind, e.weights or None).sympy()
+            tuned = "learned weights" if e.weights else "plain"
+            print(f"  {finalist.mean:10.4f}   {form}   ({tuned})")
     seeds = s.metatest_seeds_for(args.seed)
     print(f"\nmeta-test: fresh models, seeds {list(seeds)} (the search used seed {args.seed})")
     result = meta_test(search.best_loss_, search.task_, steps=s.metatest_steps, seeds=seeds,

@@ -94,7 +94,7 @@ def test_search_again_resumes(searched, capsys):
     code, out, err = run_main(["search", "sine", *TINY_SEARCH, "--run-dir", run_dir], capsys)
     assert code == 0, err
     assert (run_dir / "evaluations.jsonl").read_text() == lines
-    table = first[first.index("size   fitness"):first.index("best loss")]
+    table = first[first.index("size   fitness"):first.index("chosen loss")]
     assert table in out
 
 
