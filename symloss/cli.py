@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--steps", type=int, default=2000)
     evaluate.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     evaluate.add_argument("--lr", type=float, default=0.01)
+    evaluate.add_argument("--lr-grid", type=float, nargs="+", default=[], metavar="LR",
+                          help="train each loss at these learning rates and report each at "
+                               "its best on validation (a fair baseline)")
     evaluate.add_argument("--data-path")
     evaluate.add_argument("--device", default="cpu")
 
@@ -145,7 +148,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     task = make_task(parts, args.model, task=kind, device=args.device)
     print(f"meta-testing {loss.expression} on {args.task} with model {args.model!r}")
     result = meta_test(loss, task, steps=args.steps, seeds=args.seeds,
-                       sgd=SGDSettings(lr=args.lr))
+                       sgd=SGDSettings(lr=args.lr), lr_grid=args.lr_grid)
     print(result.table())
 
 

@@ -7,6 +7,7 @@ reports the test metric of each, per seed, with mean and standard deviation.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ class LossResult:
     metrics: tuple[float, ...]
     diverged: tuple[bool, ...]
     curves: tuple[tuple[tuple[int, float], ...], ...] = ()
+    lr: float | None = None
+    """The learning rate used (chosen on validation when a grid was searched)."""
 
     @property
     def mean(self) -> float:
@@ -69,6 +72,10 @@ class MetaTestResult:
             lines.append(str(seed).ljust(8) + cells)
         lines.append("mean".ljust(8) + "".join(f"{r.mean:.4f}".rjust(width + 2) for r in results))
         lines.append("std".ljust(8) + "".join(f"{r.std:.4f}".rjust(width + 2) for r in results))
+        if self.extras.get("lr_grid"):
+            lines.append("lr".ljust(8) + "".join(f"{r.lr:g}".rjust(width + 2) for r in results))
+            grid = ", ".join(f"{lr:g}" for lr in self.extras["lr_grid"])
+            lines.append(f"(each loss trained with its best learning rate on validation of {grid})")
         if any(any(r.diverged) for r in results):
             lines.append("* training diverged (NaN/inf loss) and stopped early")
         return "\n".join(lines)
@@ -80,7 +87,7 @@ class MetaTestResult:
         """JSON-serialisable form."""
         def one(r: LossResult) -> dict[str, Any]:
             return {"name": r.name, "metrics": list(r.metrics), "diverged": list(r.diverged),
-                    "mean": r.mean, "std": r.std}
+                    "mean": r.mean, "std": r.std, "lr": r.lr}
 
         return {
             "metric": self.metric, "seeds": list(self.seeds), "steps": self.steps,
@@ -91,16 +98,27 @@ class MetaTestResult:
 
 def _run(
     task: Task, loss: LearnedLoss, name: str, seeds: Sequence[int], steps: int,
-    sgd: SGDSettings, curve_points: int,
+    sgd: SGDSettings, curve_points: int, lr_grid: Sequence[float],
 ) -> LossResult:
-    metrics, diverged, curves = [], [], []
-    for seed in seeds:
-        result = train(task, loss, steps, sgd, seed, curve_split=task.test,
-                       curve_points=curve_points)
-        metrics.append(float("inf") if result.diverged else task.metric(result.model, task.test))
-        diverged.append(result.diverged)
-        curves.append(tuple(result.curve))
-    return LossResult(name, tuple(metrics), tuple(diverged), tuple(curves))
+    """Train on every seed; with a grid, at the learning rate best on validation."""
+    chosen: tuple[float, float, list] | None = None
+    for lr in lr_grid or (sgd.lr,):
+        runs = [
+            train(task, loss, steps, dataclasses.replace(sgd, lr=lr), seed,
+                  curve_split=task.test, curve_points=curve_points)
+            for seed in seeds
+        ]
+        if len(lr_grid) > 1:
+            scores = [math.inf if r.diverged else task.metric(r.model, task.val) for r in runs]
+            validation = statistics.fmean(scores) if all(map(math.isfinite, scores)) else math.inf
+        else:
+            validation = 0.0
+        if chosen is None or validation < chosen[0]:
+            chosen = (validation, lr, runs)
+    _, lr, runs = chosen
+    metrics = tuple(math.inf if r.diverged else task.metric(r.model, task.test) for r in runs)
+    return LossResult(name, metrics, tuple(r.diverged for r in runs),
+                      tuple(tuple(r.curve) for r in runs), lr)
 
 
 def meta_test(
@@ -112,6 +130,7 @@ def meta_test(
     baseline: bool = True,
     sgd: SGDSettings | None = None,
     curve_points: int = 0,
+    lr_grid: Sequence[float] = (),
 ) -> MetaTestResult:
     """Meta-test ``loss`` on an existing :class:`Task` (see :func:`evaluate`)."""
     if loss.task != task.kind:
@@ -122,18 +141,22 @@ def meta_test(
         raise ValueError("seeds must name at least one seed")
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
+    lr_grid = tuple(float(lr) for lr in lr_grid)
+    if any(not lr > 0 for lr in lr_grid):
+        raise ValueError(f"learning rates must be positive, got {lr_grid}")
     sgd = sgd or SGDSettings()
     seeds = tuple(int(s) for s in seeds)
     base = None
     # One torch thread, as in the search: bit-identical results on any core count, and
     # small models train faster than with threads competing for the cores.
     with single_torch_thread():
-        learned = _run(task, loss, "learned", seeds, steps, sgd, curve_points)
+        learned = _run(task, loss, "learned", seeds, steps, sgd, curve_points, lr_grid)
         if baseline:
             reference = LearnedLoss(task.baseline, task.kind)
             name = "cross-entropy" if task.kind == "classification" else "MSE"
-            base = _run(task, reference, name, seeds, steps, sgd, curve_points)
-    return MetaTestResult(task.kind_metric, seeds, steps, learned, base)
+            base = _run(task, reference, name, seeds, steps, sgd, curve_points, lr_grid)
+    extras = {"lr_grid": list(lr_grid)} if len(lr_grid) > 1 else {}
+    return MetaTestResult(task.kind_metric, seeds, steps, learned, base, extras)
 
 
 def evaluate(
@@ -150,6 +173,7 @@ def evaluate(
     weight_decay: float = 0.0,
     split_seed: int = 0,
     device: str = "cpu",
+    lr_grid: Sequence[float] = (),
 ) -> MetaTestResult:
     """Train fresh models with ``loss`` (and the baseline) and compare test metrics.
 
@@ -170,6 +194,11 @@ def evaluate(
         Seed of the train/validation/test split.
     device : str
         Where to train.
+    lr_grid : sequence of float, optional
+        Learning rates to try: each loss is then trained at every one and reported at
+        the one with the best mean validation metric. A learned loss often scales its
+        gradients, which acts like a larger learning rate; with a grid, the baseline
+        gets the same chance, so the comparison shows what the loss adds beyond that.
 
     Returns
     -------
@@ -191,4 +220,5 @@ def evaluate(
     data, kind = resolve_data(dataset)
     task = make_task(data, model, task=kind or loss.task, seed=split_seed, device=device)
     sgd = SGDSettings(lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size)
-    return meta_test(loss, task, steps=steps, seeds=seeds, baseline=baseline, sgd=sgd)
+    return meta_test(loss, task, steps=steps, seeds=seeds, baseline=baseline, sgd=sgd,
+                     lr_grid=lr_grid)

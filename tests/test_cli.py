@@ -122,6 +122,16 @@ def test_evaluate(searched, capsys):
     assert rows[:4] == ["seed", "1", "2", "mean"]
 
 
+def test_evaluate_with_lr_grid(searched, capsys):
+    *_, output = searched
+    code, out, err = run_main(["evaluate", output, "sine", "--steps", "20", "--seeds", "1",
+                               "--lr-grid", "0.01", "0.05"], capsys)
+    assert code == 0, err
+    lr_row = next(line.split() for line in out.splitlines() if line.startswith("lr "))
+    assert len(lr_row) == 3 and set(lr_row[1:]) <= {"0.01", "0.05"}
+    assert "best learning rate on validation of 0.01, 0.05" in out
+
+
 def test_list(capsys):
     code, out, _ = run_main(["list"], capsys)
     assert code == 0

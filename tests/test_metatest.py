@@ -119,3 +119,23 @@ def test_loss_result_statistics():
     assert r.mean == pytest.approx(0.2)
     assert r.std == pytest.approx(math.sqrt(0.02))
     assert LossResult("x", (0.5,), (False,)).std == 0.0
+
+
+def test_lr_grid_reports_each_loss_at_its_best_validation_rate(digits_task):
+    # A loss scaled down 100x needs a 100x larger step; the grid finds it for that loss
+    # while the baseline keeps the rate that is best for cross-entropy.
+    scaled = LearnedLoss("-(y * log(f)) * 0.01", "classification")
+    grid = (0.003, 0.3, 30.0)
+    result = meta_test(scaled, digits_task, steps=20, seeds=(1, 2), lr_grid=grid)
+    assert result.learned.lr == 30.0 and result.baseline.lr == 0.3
+    single = meta_test(CE, digits_task, steps=20, seeds=(1, 2), sgd=SGDSettings(lr=0.3))
+    assert result.baseline.metrics == single.baseline.metrics
+    table = result.table()
+    assert table.splitlines()[-2].split() == ["lr", "30", "0.3"]
+    assert "best learning rate on validation of 0.003, 0.3, 30" in table
+    assert result.to_dict()["learned"]["lr"] == 30.0
+
+
+def test_lr_grid_rejects_non_positive_rates(digits_task):
+    with pytest.raises(ValueError, match="learning rates must be positive"):
+        meta_test(CE, digits_task, steps=5, seeds=(1,), lr_grid=(0.1, 0.0))
