@@ -18,7 +18,7 @@ import sympy
 from sklearn.base import BaseEstimator
 
 from symloss.config import Settings, preset
-from symloss.engines import SearchContext, get_engine
+from symloss.engines import Engine, SearchContext, get_engine
 from symloss.evaluator import Evaluator, score
 from symloss.executors import make_executor
 from symloss.expression import Expression
@@ -282,55 +282,10 @@ class SymbolicLossSearch(BaseEstimator):
             "kind": task.kind, "data": _data_fingerprint(task),
             "settings": settings.to_dict(), "seeds": [str(e) for e in seeds],
         })
-        checkpoint = run.load_checkpoint() if resumed else None
-        records = run.records() if resumed else []
-        done = checkpoint["generation"] if checkpoint else -1
-        if resumed:
-            logger.info("resuming %s after generation %d (%d records)", run.path, done,
-                        len(records))
-
-        executor = make_executor(self.executor, self.n_jobs, score, (task, settings, seed))
-        try:
-            evaluator = Evaluator(task, settings, seed, executor,
-                                  known=[r.evaluation for r in records])
-            evaluator.restore(r.evaluation for r in records if r.generation <= done)
-            # in search order, not file order: records are written as results are decided
-            kept = sorted((r for r in records if r.generation <= done),
-                          key=lambda r: (r.generation, r.index))
-            all_evaluations = [r.evaluation for r in kept]
-            recorded = {(r.generation, r.index) for r in records}
-            generation = [done + 1]
-
-            def evaluate(expressions: Sequence[Expression]) -> list[Evaluation]:
-                g = generation[0]
-
-                def record(index: int, evaluation: Evaluation) -> None:
-                    if (g, index) not in recorded:
-                        run.append(g, index, evaluation)
-
-                results = evaluator.evaluate_many(expressions, on_evaluation=record)
-                all_evaluations.extend(results)
-                generation[0] += 1
-                return results
-
-            progress = _Progress(settings.generations + 1, done + 1, self.verbose)
-
-            def on_generation(stats: GenerationStats) -> None:
-                progress.update(stats)
-                if self.callback is not None:
-                    self.callback(stats)
-
-            context = SearchContext(
-                kind=task.kind, settings=settings, seed=seed, seeds=seeds, evaluate=evaluate,
-                load_state=lambda: checkpoint, save_state=run.save_checkpoint,
-                on_generation=on_generation,
-            )
-            try:
-                history = engine.search(context)
-            finally:
-                progress.close()
-        finally:
-            executor.close()
+        history, all_evaluations = _search(
+            engine, task, settings, seed, seeds, run, resumed, (self.executor, self.n_jobs),
+            self.verbose, self.callback,
+        )
 
         selection = []
         if settings.selection_top_k > 0:
@@ -391,6 +346,74 @@ _DEFAULTS = {
     for name, parameter in inspect.signature(SymbolicLossSearch.__init__).parameters.items()
     if name != "self"
 }
+
+
+def _search(
+    engine: Engine,
+    task: Task,
+    settings: Settings,
+    seed: int,
+    seeds: list[Expression],
+    run: RunDirectory,
+    resumed: bool,
+    executor_kind: tuple[str, int],
+    verbose: bool,
+    callback: Callable[[GenerationStats], None] | None,
+) -> tuple[list[GenerationStats], list[Evaluation]]:
+    """Run (or resume) the engine's search, recording every evaluation in ``run``.
+
+    Returns the generation history and every evaluation in search order.
+    """
+    checkpoint = run.load_checkpoint() if resumed else None
+    records = run.records() if resumed else []
+    done = checkpoint["generation"] if checkpoint else -1
+    if resumed:
+        logger.info("resuming %s after generation %d (%d records)", run.path, done,
+                    len(records))
+
+    executor = make_executor(*executor_kind, score, (task, settings, seed))
+    try:
+        evaluator = Evaluator(task, settings, seed, executor,
+                              known=[r.evaluation for r in records])
+        # in search order, not file order: records are written as results are decided
+        kept = sorted((r for r in records if r.generation <= done),
+                      key=lambda r: (r.generation, r.index))
+        evaluator.restore(r.evaluation for r in kept)
+        all_evaluations = [r.evaluation for r in kept]
+        recorded = {(r.generation, r.index) for r in records}
+        generation = [done + 1]
+
+        def evaluate(expressions: Sequence[Expression]) -> list[Evaluation]:
+            g = generation[0]
+
+            def record(index: int, evaluation: Evaluation) -> None:
+                if (g, index) not in recorded:
+                    run.append(g, index, evaluation)
+
+            results = evaluator.evaluate_many(expressions, on_evaluation=record)
+            all_evaluations.extend(results)
+            generation[0] += 1
+            return results
+
+        progress = _Progress(settings.generations + 1, done + 1, verbose)
+
+        def on_generation(stats: GenerationStats) -> None:
+            progress.update(stats)
+            if callback is not None:
+                callback(stats)
+
+        context = SearchContext(
+            kind=task.kind, settings=settings, seed=seed, seeds=seeds, evaluate=evaluate,
+            load_state=lambda: checkpoint, save_state=run.save_checkpoint,
+            on_generation=on_generation,
+        )
+        try:
+            history = engine.search(context)
+        finally:
+            progress.close()
+    finally:
+        executor.close()
+    return history, all_evaluations
 
 
 class _Progress:
