@@ -274,7 +274,7 @@ class SymbolicLossSearch(BaseEstimator):
         engine.check_available()
         data, kind = resolve_data(dataset, seed=seed)
         task = make_task(data, model, task=self.task or kind, seed=seed, device=self.device)
-        seeds = self._seed_expressions(task.kind)
+        seeds = self._seed_expressions(task)
 
         run = RunDirectory(self.run_dir or Path("symloss_runs") / time.strftime("%Y%m%d-%H%M%S"))
         resumed = run.open({
@@ -319,9 +319,9 @@ class SymbolicLossSearch(BaseEstimator):
         self.task_ = task
         return self
 
-    def _seed_expressions(self, kind: str) -> list[Expression]:
+    def _seed_expressions(self, task: Task) -> list[Expression]:
         user = [Expression.parse(e) for e in self.seed_expressions or ()]
-        library = known_losses(kind)
+        library = known_losses(task.kind, task.single_output)
         return [library[0], *user, *library[1:]]
 
     # -- exports -------------------------------------------------------------------------

@@ -17,6 +17,10 @@ BASELINES: dict[str, str] = {
 }
 """Cross-entropy (on softmax outputs and one-hot targets) and squared error."""
 
+BINARY_BASELINE = "-(y * log(f) + (1 - y) * log(1 - f))"
+"""Binary cross-entropy, the baseline of a classifier with one output (sigmoid) column:
+there the tree sees one probability per example, so both classes' terms are needed."""
+
 KNOWN_LOSSES: dict[str, dict[str, str]] = {
     "classification": {
         "cross-entropy": BASELINES["classification"],
@@ -46,11 +50,16 @@ def check_task_kind(kind: str) -> str:
     return kind
 
 
-def baseline(kind: str) -> Expression:
-    """The baseline loss expression of a task kind."""
-    return Expression.parse(BASELINES[check_task_kind(kind)])
+def baseline(kind: str, single_output: bool = False) -> Expression:
+    """The baseline loss expression of a task kind (binary cross-entropy for a
+    classifier with a single output column)."""
+    if check_task_kind(kind) == "classification" and single_output:
+        return Expression.parse(BINARY_BASELINE)
+    return Expression.parse(BASELINES[kind])
 
 
-def known_losses(kind: str) -> list[Expression]:
-    """The library of well-known losses for a task kind, baseline first."""
-    return [Expression.parse(text) for text in KNOWN_LOSSES[check_task_kind(kind)].values()]
+def known_losses(kind: str, single_output: bool = False) -> list[Expression]:
+    """The library of well-known losses for a task kind, the baseline first."""
+    first = baseline(kind, single_output)
+    rest = [Expression.parse(text) for text in KNOWN_LOSSES[check_task_kind(kind)].values()]
+    return [first, *(e for e in rest if e != first)]

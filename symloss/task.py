@@ -60,6 +60,8 @@ class Task:
         Number of classes (classification only).
     train, val, test : Split
     device : torch.device
+    single_output : bool
+        True for a classifier with one output column (sigmoid, binary cross-entropy).
     """
 
     def __init__(
@@ -76,12 +78,14 @@ class Task:
         self.train, self.val, self.test = train, val, test
         self.n_classes = n_classes
         self.device = device
+        self.single_output = False
         self._model = model
 
     @property
     def baseline(self) -> Expression:
-        """The baseline loss expression (cross-entropy or squared error)."""
-        return baseline(self.kind)
+        """The baseline loss expression: cross-entropy (binary cross-entropy for a model
+        with one output column) or squared error."""
+        return baseline(self.kind, self.single_output)
 
     def new_model(self, seed: int) -> nn.Module:
         """A freshly initialised model, deterministic for ``seed``, on the task's device.
@@ -408,11 +412,17 @@ def _check_model(task: Task, model: ModelSpec) -> None:
         ok = out.dim() == 2 and (out.shape[1] == c or (c == 2 and out.shape[1] == 1))
         if not ok:
             width = out.shape[1] if out.dim() == 2 else f"shape {tuple(out.shape)}"
+            smallest = int(min(int(split.y.min()) for split in (task.train, task.val, task.test)))
+            hint = (
+                f" (the smallest label is {smallest}: labels must be 0..C-1, so subtract "
+                f"{smallest} if your classes are numbered from {smallest})" if smallest > 0 else ""
+            )
             raise ValueError(
-                f"model output has {width} columns but the dataset has {c} classes; "
+                f"model output has {width} columns but the dataset has {c} classes{hint}; "
                 f"make the last layer output {c} logits"
                 + (" (or 1 logit for binary classification)" if c == 2 else "")
             )
+        task.single_output = out.shape[1] == 1
     else:
         per_example = int(np.prod(y.shape[1:])) if y.dim() > 1 else 1
         got = int(np.prod(out.shape[1:])) if out.dim() > 1 else 1

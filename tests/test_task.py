@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from symloss.library import BINARY_BASELINE, known_losses
+from symloss.network import LearnedLoss
 from symloss.task import Split, Task, make_task, resolve_data
 
 
@@ -401,3 +404,23 @@ def test_error_not_a_model(blobs):
 def test_error_factory_returning_non_module(blobs):
     with pytest.raises(ValueError, match="not an nn.Module"):
         make_task(blobs, lambda: 42)
+
+
+def test_single_logit_classifier_gets_binary_cross_entropy(blobs):
+    x, y = blobs
+    binary = (y > 0).astype(np.int64)
+    task = make_task((x, binary), lambda: torch.nn.Linear(4, 1))
+    assert task.single_output and str(task.baseline) == BINARY_BASELINE
+    two = make_task((x, binary), lambda: torch.nn.Linear(4, 2))
+    assert not two.single_output and str(two.baseline) == "-(y * log(f))"
+    logits, labels = torch.randn(32, 1), torch.randint(0, 2, (32,))
+    value = LearnedLoss(task.baseline, "classification")(logits, labels)
+    expected = F.binary_cross_entropy_with_logits(logits.squeeze(1), labels.float())
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert known_losses("classification", single_output=True)[0] == task.baseline
+
+
+def test_labels_numbered_from_one_get_a_hint(blobs):
+    x, y = blobs
+    with pytest.raises(ValueError, match="smallest label is 1: labels must be 0..C-1"):
+        make_task((x, y + 1), lambda: torch.nn.Linear(4, 3))
