@@ -147,7 +147,7 @@ def test_unrolled_sgd_is_differentiable_in_loss_weights(sine_task):
 
         p = unrolled_sgd(model, params, buffers, fn, batches, lr=0.01)
         out = functional_call(model, (p, buffers), (sine_task.val.x,))
-        return float(sine_task.base_loss(out, sine_task.val.y))
+        return sine_task.base_loss(out, sine_task.val.y).item()
 
     eps = 1e-2
     bump = torch.zeros_like(weights)
