@@ -4,7 +4,8 @@
 >>> search = symloss.fit("sine", "mlp")                       # doctest: +SKIP
 >>> print(search.latex())                                     # doctest: +SKIP
 >>> search.best_loss_.save("loss.json")                       # doctest: +SKIP
->>> loss = symloss.load("loss.json")   # loss(y_pred, y_true) in any training loop
+>>> # loss(y_pred, y_true) in any training loop
+>>> loss = symloss.load("loss.json")   # doctest: +SKIP
 """
 
 from symloss.config import Settings

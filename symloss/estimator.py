@@ -162,8 +162,9 @@ class SymbolicLossSearch(BaseEstimator):
     Examples
     --------
     >>> import symloss
-    >>> search = symloss.SymbolicLossSearch(population_size=4, generations=1,
-    ...     settings={"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10},
+    >>> tiny = {"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10,
+    ...         "selection_steps": 20, "selection_seeds": 1}
+    >>> search = symloss.SymbolicLossSearch(population_size=4, generations=1, settings=tiny,
     ...     random_state=0, verbose=False, run_dir=getfixture("tmp_path"))
     >>> search = search.fit("sine", "mlp")
     >>> search.best_loss_.task
@@ -450,8 +451,9 @@ def fit(dataset: Any, model: ModelSpec, **params: Any) -> SymbolicLossSearch:
     Examples
     --------
     >>> import symloss
-    >>> search = symloss.fit("sine", "mlp", population_size=4, generations=1,
-    ...     settings={"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10},
+    >>> tiny = {"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10,
+    ...         "selection_steps": 20, "selection_seeds": 1}
+    >>> search = symloss.fit("sine", "mlp", population_size=4, generations=1, settings=tiny,
     ...     verbose=False, run_dir=getfixture("tmp_path"))
     >>> print(search.best_loss_.expression)  # doctest: +SKIP
     square(f - y)
