@@ -1,0 +1,77 @@
+"""Executors: in process, a local process pool, Ray; results in order; clear errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+from symloss.executors import (
+    InProcessExecutor,
+    ProcessExecutor,
+    make_executor,
+    single_torch_thread,
+)
+
+
+def _scaled(payload: int, item: int) -> tuple[int, int]:
+    return payload * item, os.getpid()
+
+
+def test_in_process_for_one_job():
+    executor = make_executor("auto", 1, _scaled, 3)
+    assert isinstance(executor, InProcessExecutor)
+    assert [r[0] for r in executor.map([1, 2, 3])] == [3, 6, 9]
+    executor.close()
+
+
+def test_process_pool_keeps_order_and_uses_workers():
+    executor = make_executor("process", 2, _scaled, 5)
+    try:
+        assert isinstance(executor, ProcessExecutor)
+        results = list(executor.map(list(range(8))))
+    finally:
+        executor.close()
+    assert [r[0] for r in results] == [5 * i for i in range(8)]
+    assert os.getpid() not in {pid for _, pid in results}
+
+
+@pytest.mark.parametrize("n_jobs", [0, -2])
+def test_bad_job_counts(n_jobs):
+    with pytest.raises(ValueError, match="n_jobs must be a positive number of workers or -1"):
+        make_executor("auto", n_jobs, _scaled, 1)
+
+
+def test_unknown_executor():
+    with pytest.raises(ValueError, match="unknown executor 'dask'"):
+        make_executor("dask", 1, _scaled, 1)
+
+
+def test_ray_missing_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ImportError, match=r"pip install 'symloss\[ray\]'"):
+        make_executor("ray", 1, _scaled, 1)
+
+
+def test_ray_runs_items_in_order():
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'symloss[ray]')")
+    ray.init(num_cpus=1, include_dashboard=False)
+    try:
+        executor = make_executor("ray", 1, _scaled, 2)
+        assert [r[0] for r in executor.map([1, 2, 3])] == [2, 4, 6]
+    finally:
+        ray.shutdown()
+
+
+def test_single_thread_restores_the_callers_setting():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError), single_torch_thread():
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("boom")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
