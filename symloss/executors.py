@@ -69,6 +69,11 @@ def _run_in_worker(item: Any) -> Any:
     return _WORKER_STATE["fn"](_WORKER_STATE["payload"], item)
 
 
+def _run_single_threaded(fn: Callable[[Any, Any], Any], payload: Any, item: Any) -> Any:
+    with single_torch_thread():
+        return fn(payload, item)
+
+
 class ProcessExecutor(Executor):
     """A pool of ``n_jobs`` local worker processes (forked where the platform allows)."""
 
@@ -104,10 +109,10 @@ class RayExecutor(Executor):
             ray.init()
         self._ray = ray
         self._payload_ref = ray.put(payload)
-        self._remote = ray.remote(fn)
+        self._remote = ray.remote(_run_single_threaded)
 
     def map(self, items: Sequence[Any]) -> Iterator[Any]:
-        refs = [self._remote.remote(self._payload_ref, item) for item in items]
+        refs = [self._remote.remote(self.fn, self._payload_ref, item) for item in items]
         return (self._ray.get(ref) for ref in refs)
 
 

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from symloss.evaluator import Evaluator, score
 from symloss.executors import (
     InProcessExecutor,
     ProcessExecutor,
@@ -55,14 +56,20 @@ def test_ray_missing_says_what_to_install(monkeypatch):
         make_executor("ray", 1, _scaled, 1)
 
 
-def test_ray_runs_items_in_order():
+def test_ray_scores_like_in_process(sine_task, tiny_settings):
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'symloss[ray]')")
+    settings = tiny_settings.replace(meta_steps=2, fitness_steps=20)
+    candidates = ["square(f - y)", "abs(f - y)", "log(1 + square(f - y))"]
+    local = Evaluator(sine_task, settings, seed=0).evaluate_many(candidates)
     ray.init(num_cpus=1, include_dashboard=False)
     try:
-        executor = make_executor("ray", 1, _scaled, 2)
-        assert [r[0] for r in executor.map([1, 2, 3])] == [2, 4, 6]
+        executor = make_executor("ray", 1, score, (sine_task, settings, 0))
+        remote = Evaluator(sine_task, settings, seed=0, executor=executor).evaluate_many(candidates)
     finally:
         ray.shutdown()
+    assert [(e.status, e.fitness, e.weights) for e in remote] == [
+        (e.status, e.fitness, e.weights) for e in local
+    ]
 
 
 def test_single_thread_restores_the_callers_setting():
