@@ -17,7 +17,7 @@ from symloss.evaluator import sgd_settings
 from symloss.metatest import meta_test
 from symloss.models import MODELS
 from symloss.network import LearnedLoss, load
-from symloss.runs import HALL_OF_FAME_FILE
+from symloss.runs import CHECKPOINT_FILE, HALL_OF_FAME_FILE
 from symloss.task import make_task, resolve_data
 from symloss.training import SGDSettings
 
@@ -92,6 +92,10 @@ def _search(args: argparse.Namespace) -> None:
     )
     print(f"symloss: searching a loss for {args.task} ({data.description}) with model "
           f"{args.model!r}, preset {args.preset!r}; records in {run_dir}")
+    checkpoint = Path(run_dir) / CHECKPOINT_FILE
+    if checkpoint.exists():
+        done = json.loads(checkpoint.read_text()).get("generation")
+        print(f"symloss: resuming the run in {run_dir} after generation {done}")
     started = time.perf_counter()
     try:
         search.fit(data, args.model)

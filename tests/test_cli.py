@@ -94,6 +94,8 @@ def test_search_again_resumes(searched, capsys):
     code, out, err = run_main(["search", "sine", *TINY_SEARCH, "--run-dir", run_dir], capsys)
     assert code == 0, err
     assert (run_dir / "evaluations.jsonl").read_text() == lines
+    assert f"resuming the run in {run_dir} after generation" in out
+    assert "resuming" not in first
     table = first[first.index("size   fitness"):first.index("chosen loss")]
     assert table in out
 
