@@ -27,9 +27,9 @@ def structural_reason(expression: Expression) -> str | None:
     missing = [v for v in (TARGET, PREDICTION) if v not in expression.variables]
     if missing:
         return f"{STRUCTURAL}: does not use {' or '.join(missing)}"
-    symbols = {s.name for s in expression.simplified().free_symbols}
+    symbols = {s.name for s in expression.canonical().free_symbols}
     if PREDICTION not in symbols:
-        return f"{STRUCTURAL}: constant in f after simplification"
+        return f"{STRUCTURAL}: constant in f after expansion"
     return None
 
 

@@ -43,7 +43,7 @@ def test_structural_missing_f(sine_task, plain):
 def test_structural_constant_in_f(sine_task, plain):
     result = Evaluator(sine_task, plain).evaluate("f - f + y")
     assert result.status == REJECTED
-    assert result.reason == "structural: constant in f after simplification"
+    assert result.reason == "structural: constant in f after expansion"
 
 
 def test_flat_gradient(sine_task, plain):
