@@ -17,6 +17,7 @@ from symloss.evaluator import sgd_settings
 from symloss.metatest import meta_test
 from symloss.models import MODELS
 from symloss.network import LearnedLoss, load
+from symloss.records import GenerationStats
 from symloss.runs import CHECKPOINT_FILE, HALL_OF_FAME_FILE
 from symloss.task import make_task, resolve_data
 from symloss.training import SGDSettings
@@ -143,6 +144,15 @@ def _show(args: argparse.Namespace) -> None:
     chosen = next((r for r in rows if r.chosen), None)
     if chosen is not None:
         print(f"\nchosen: {chosen.expression}\nLaTeX: {chosen.latex}")
+    checkpoint = Path(args.run_dir) / CHECKPOINT_FILE
+    if checkpoint.exists():
+        history = [GenerationStats.from_dict(h)
+                   for h in json.loads(checkpoint.read_text()).get("history", [])]
+        print("\ngeneration   best     median   evaluated  cached  rejected   seconds")
+        for h in history:
+            rejected = sum(h.rejected.values())
+            print(f"{h.generation:10d} {h.best_fitness:8.4f} {h.median_fitness:9.4g} "
+                  f"{h.evaluated:10d} {h.cached:7d} {rejected:9d} {h.seconds:9.1f}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:

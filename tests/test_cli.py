@@ -110,6 +110,9 @@ def test_show(searched, capsys):
     assert f"chosen: {chosen['expression']}" in out
     assert f"LaTeX: {chosen['latex']}" in out
     assert out.splitlines()[0] in search_out
+    history = out[out.index("generation   best"):].splitlines()[1:]
+    assert [int(line.split()[0]) for line in history] == list(range(len(history)))
+    assert len(history) == 2  # generation 0 and the one generation of TINY_SEARCH
 
 
 def test_evaluate(searched, capsys):
