@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--preset", default="quick", choices=sorted(PRESETS))
     search.add_argument("--seed", type=int, default=0)
     search.add_argument("--run-dir", help="run directory (an existing one is resumed)")
-    search.add_argument("--jobs", type=int, default=1, help="worker processes (-1: all cores)")
+    search.add_argument("--jobs", type=int, default=-1,
+                        help="worker processes evaluating candidates (default -1: all cores)")
     search.add_argument("--population", type=int, help="override the population size")
     search.add_argument("--generations", type=int, help="override the number of generations")
     search.add_argument("--no-local-search", action="store_true", help="GP-LFL ablation")
