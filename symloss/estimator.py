@@ -290,7 +290,8 @@ class SymbolicLossSearch(BaseEstimator):
 
         selection = []
         if settings.selection_top_k > 0:
-            selection = select(task, settings, all_evaluations, seed)
+            selection = select(task, settings, all_evaluations, seed,
+                               (self.executor, self.n_jobs))
             run.save_selection([r.to_dict() for r in selection])
         equations = _equations(all_evaluations, task.kind,
                                selection[0].evaluation if selection else None)

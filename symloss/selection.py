@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from symloss.config import Settings
 from symloss.evaluator import sgd_settings
-from symloss.executors import single_torch_thread
+from symloss.executors import make_executor, single_torch_thread
 from symloss.expression import Expression
 from symloss.network import LearnedLoss
 from symloss.records import OK, Evaluation
@@ -75,23 +75,48 @@ def finalists(
     return result
 
 
+def validation_metric(
+    payload: tuple[Task, Settings], item: tuple[str, tuple[float, ...], int, int]
+) -> float:
+    """Train one loss (expression, weights) for ``steps`` from ``seed``; its validation
+    metric, inf if training diverged. Module-level so that worker processes can run it."""
+    task, settings = payload
+    expression, weights, steps, seed = item
+    loss = LearnedLoss(expression, task.kind, weights or None)
+    run = train(task, loss, steps, sgd_settings(settings), seed)
+    return math.inf if run.diverged else task.metric(run.model, task.val)
+
+
 def select(
-    task: Task, settings: Settings, evaluations: Sequence[Evaluation], seed: int
+    task: Task,
+    settings: Settings,
+    evaluations: Sequence[Evaluation],
+    seed: int,
+    executor: tuple[str, int] = ("auto", 1),
 ) -> list[Selection]:
-    """Rank the finalists by mean validation metric after longer training, best first."""
+    """Rank the finalists by mean validation metric after longer training, best first.
+
+    ``executor`` is ``(kind, n_jobs)`` as for :func:`symloss.executors.make_executor`:
+    the training runs are independent and spread over its workers.
+    """
     seeds = [seed + SELECTION_SEED_OFFSET + i for i in range(settings.selection_seeds)]
-    sgd = sgd_settings(settings)
+    chosen = finalists(evaluations, task.baseline, settings.selection_top_k)
+    items = []
+    for evaluation in chosen:
+        if not math.isfinite(evaluation.fitness):  # the plain baseline was never scored
+            items.append((evaluation.expression, evaluation.weights, settings.fitness_steps,
+                          seed))
+        items += [(evaluation.expression, evaluation.weights, settings.selection_steps, s)
+                  for s in seeds]
+    pool = make_executor(*executor, validation_metric, (task, settings))
+    try:
+        with single_torch_thread():
+            metrics = iter(list(pool.map(items)))
+    finally:
+        pool.close()
     results = []
-    with single_torch_thread():
-        for evaluation in finalists(evaluations, task.baseline, settings.selection_top_k):
-            loss = LearnedLoss(evaluation.expression, task.kind, evaluation.weights or None)
-            if not math.isfinite(evaluation.fitness):  # the plain baseline was never scored
-                run = train(task, loss, settings.fitness_steps, sgd, seed)
-                fitness = math.inf if run.diverged else task.metric(run.model, task.val)
-                evaluation = dataclasses.replace(evaluation, fitness=fitness)
-            metrics = []
-            for s in seeds:
-                run = train(task, loss, settings.selection_steps, sgd, s)
-                metrics.append(math.inf if run.diverged else task.metric(run.model, task.val))
-            results.append(Selection(evaluation, tuple(metrics)))
+    for evaluation in chosen:
+        if not math.isfinite(evaluation.fitness):
+            evaluation = dataclasses.replace(evaluation, fitness=next(metrics))
+        results.append(Selection(evaluation, tuple(next(metrics) for _ in seeds)))
     return sorted(results, key=lambda r: (r.mean, r.evaluation.fitness))

@@ -287,6 +287,11 @@ def test_n_jobs_2_equals_n_jobs_1(heavy_tailed, tmp_path):
     pooled = tiny(tmp_path / "pooled", generations=1, n_jobs=2).fit((x, y), small_net)
     assert outcome(pooled.evaluations_) == outcome(serial.evaluations_)
     assert pooled.equations_ == serial.equations_
+    def finalists(search):
+        return [(r.evaluation.expression, r.evaluation.weights, r.metrics)
+                for r in search.selection_]
+
+    assert serial.selection_ and finalists(pooled) == finalists(serial)
 
 
 # -- optional engine --------------------------------------------------------------------------
