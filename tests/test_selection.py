@@ -1,0 +1,89 @@
+"""Final selection: the best few losses, the tuned and the plain baseline, retrained longer."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from symloss.config import Settings
+from symloss.expression import Expression
+from symloss.records import CACHED, OK, REJECTED, Evaluation
+from symloss.selection import SELECTION_SEED_OFFSET, Selection, finalists, select, validation_metric
+
+BASELINE = Expression.parse("square(f - y)")
+
+
+def record(text, fitness, status=OK, weights=()):
+    return Evaluation(text, Expression.parse(text).key(), status, fitness=fitness,
+                      weights=weights)
+
+
+def test_finalists_are_the_best_distinct_plus_both_baselines():
+    evaluations = [
+        record("abs(f - y)", 0.5, weights=(1.0, 1.1, 0.9)),
+        record("square(f - y)", 0.9, weights=(1.2, 1.0, 1.0)),  # the baseline, tuned
+        record("log(1 + square(f - y))", 0.4, weights=(1.0,) * 6),
+        record("square(y - f)", 0.3, weights=(1.0,) * 3),  # same key as the baseline
+        record("tanh(square(f - y))", 0.2, status=REJECTED),
+        record("abs(y - f)", 0.5, status=CACHED),
+        record("sqrt(f - y)", math.inf),
+    ]
+    chosen = finalists(evaluations, BASELINE, k=2)
+    texts = [e.expression for e in chosen]
+    # best two distinct keys by fitness: square(y - f) (baseline key) and log(...)
+    assert texts[:2] == ["square(y - f)", "log(1 + square(f - y))"]
+    # the plain baseline (unit weights) is always a finalist, not yet scored
+    plain = chosen[-1]
+    assert plain.expression == "square(f - y)" and plain.weights == () and plain.fitness == math.inf
+    assert len(chosen) == 3
+
+
+def test_tuned_baseline_joins_when_not_among_the_best():
+    evaluations = [record("abs(f - y)", 0.1, weights=(1.0,) * 3),
+                   record("square(f - y)", 0.9, weights=(1.1, 1.0, 1.0))]
+    chosen = finalists(evaluations, BASELINE, k=1)
+    assert [(e.expression, bool(e.weights)) for e in chosen] == [
+        ("abs(f - y)", True), ("square(f - y)", True), ("square(f - y)", False)]
+
+
+def test_a_plain_baseline_record_is_reused():
+    plain = record("square(f - y)", 0.7)  # local search off: no weights
+    chosen = finalists([record("abs(f - y)", 0.1), plain], BASELINE, k=1)
+    assert chosen == [chosen[0], plain]
+
+
+def test_select_ranks_by_mean_validation_metric(sine_task, tiny_settings):
+    settings = tiny_settings.replace(selection_top_k=2, selection_seeds=2, selection_steps=40,
+                                     fitness_steps=20)
+    evaluations = [record("square(f - y) * 0.001", 0.1),  # barely trains: must rank last
+                   record("abs(f - y)", 0.2)]
+    ranked = select(sine_task, settings, evaluations, seed=0)
+    assert [r.evaluation.expression for r in ranked][-1] == "square(f - y) * 0.001"
+    assert all(len(r.metrics) == 2 for r in ranked)
+    assert [r.mean for r in ranked] == sorted(r.mean for r in ranked)
+    plain = next(r for r in ranked if r.evaluation.expression == "square(f - y)")
+    assert math.isfinite(plain.evaluation.fitness)  # scored like the search would
+    expected = validation_metric((sine_task, settings),
+                                 ("abs(f - y)", (), 40, SELECTION_SEED_OFFSET))
+    absolute = next(r for r in ranked if r.evaluation.expression == "abs(f - y)")
+    assert absolute.metrics[0] == expected
+    again = select(sine_task, settings, evaluations, seed=0, executor=("process", 2))
+    assert [(r.evaluation.expression, r.metrics) for r in again] == [
+        (r.evaluation.expression, r.metrics) for r in ranked]
+
+
+def test_a_diverging_finalist_has_infinite_mean():
+    assert Selection(record("abs(f - y)", 0.1), (0.2, math.inf)).mean == math.inf
+    assert Selection(record("abs(f - y)", 0.1), (0.2, 0.4)).mean == pytest.approx(0.3)
+    row = Selection(record("abs(f - y)", 0.1), (math.inf,)).to_dict()
+    assert row["metrics"] == [None] and row["mean"] is None
+
+
+def test_metatest_seeds_avoid_the_search_seed():
+    settings = Settings()
+    assert settings.metatest_seeds_for(0) == (1, 2, 3, 4, 5)
+    assert settings.metatest_seeds_for(3) == (1, 2, 6, 4, 5)
+    assert Settings(metatest_seeds=(1, 2)).metatest_seeds_for(2) == (1, 3)
+    assert 3 not in settings.metatest_seeds_for(3)
+    assert len(set(settings.metatest_seeds_for(6))) == 5
