@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import sympy
+from sympy import Expr as SymPyExpr  # Expression.sympy shadows the module in the class
 
 from symloss.primitives import INFIX, PREDICTION, PRIMITIVES, TARGET, VARIABLES
 
@@ -133,7 +134,7 @@ class Expression:
     def __repr__(self) -> str:
         return f"Expression.parse({str(self)!r})"
 
-    def sympy(self) -> sympy.Expr:
+    def sympy(self) -> SymPyExpr:
         """The SymPy form (protected operators written as their mathematical meaning)."""
         return _sympy(self)
 
@@ -147,7 +148,7 @@ class Expression:
             return sympy.latex(readable(self.sympy()))
         return _render(self, latex=True)[0]
 
-    def canonical(self) -> sympy.Expr:
+    def canonical(self) -> SymPyExpr:
         """The canonical SymPy form behind :meth:`key` (cached)."""
         return _canonical(self)
 

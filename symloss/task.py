@@ -70,7 +70,7 @@ class Task:
         train: Split,
         val: Split,
         test: Split,
-        model: ModelSpec,
+        model: nn.Module | Callable[[], nn.Module],
         n_classes: int | None,
         device: torch.device,
     ) -> None:
