@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,15 +284,15 @@ class SymbolicLossSearch(BaseEstimator):
             "kind": task.kind, "data": _data_fingerprint(task),
             "settings": settings.to_dict(), "seeds": [str(e) for e in seeds],
         })
+        executor = _executor_for(task, self.executor, self.n_jobs)
         history, all_evaluations = _search(
-            engine, task, settings, seed, seeds, run, resumed, (self.executor, self.n_jobs),
-            self.verbose, self.callback,
+            engine, task, settings, seed, seeds, run, resumed, executor, self.verbose,
+            self.callback,
         )
 
         selection = []
         if settings.selection_top_k > 0:
-            selection = select(task, settings, all_evaluations, seed,
-                               (self.executor, self.n_jobs))
+            selection = select(task, settings, all_evaluations, seed, executor)
             run.save_selection([r.to_dict() for r in selection])
         equations = _equations(all_evaluations, task.kind,
                                selection[0].evaluation if selection else None)
@@ -348,6 +349,20 @@ _DEFAULTS = {
     for name, parameter in inspect.signature(SymbolicLossSearch.__init__).parameters.items()
     if name != "self"
 }
+
+
+def _executor_for(task: Task, kind: str, n_jobs: int) -> tuple[str, int]:
+    """The executor to use: local worker processes cannot share an accelerator that this
+    process already initialised (CUDA cannot be used in a forked child), so off the CPU
+    the local pool becomes one in-process worker; Ray workers start their own."""
+    if task.device.type != "cpu" and kind != "ray" and n_jobs != 1:
+        warnings.warn(
+            f"n_jobs={n_jobs} with device {task.device}: evaluating in this process instead "
+            "(the accelerator is the parallelism; use executor='ray' for several devices)",
+            stacklevel=3,
+        )
+        return kind, 1
+    return kind, n_jobs
 
 
 def _search(

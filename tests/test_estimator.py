@@ -310,3 +310,16 @@ def test_unknown_engine_and_preset(tmp_path):
     with pytest.raises(ValueError, match="unknown preset"):
         tiny(tmp_path / "p", preset="nope").fit("sine", "mlp")
     assert not (tmp_path / "e").exists() and not (tmp_path / "p").exists()
+
+
+def test_local_pool_is_not_used_off_the_cpu():
+    from types import SimpleNamespace
+
+    from symloss.estimator import _executor_for
+
+    cpu, gpu = SimpleNamespace(device=torch.device("cpu")), SimpleNamespace(
+        device=torch.device("cuda"))
+    assert _executor_for(cpu, "auto", -1) == ("auto", -1)
+    assert _executor_for(gpu, "ray", 4) == ("ray", 4)
+    with pytest.warns(UserWarning, match="evaluating in this process"):
+        assert _executor_for(gpu, "auto", 2) == ("auto", 1)
