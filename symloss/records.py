@@ -14,7 +14,6 @@ from typing import Any
 OK = "ok"
 REJECTED = "rejected"
 CACHED = "cached"
-STATUSES = (OK, REJECTED, CACHED)
 
 
 @dataclass(frozen=True)
