@@ -19,6 +19,7 @@ from symloss.models import MODELS
 from symloss.network import LearnedLoss, load
 from symloss.records import GenerationStats
 from symloss.runs import CHECKPOINT_FILE, HALL_OF_FAME_FILE
+from symloss.step_size import rate_ladder
 from symloss.task import make_task, resolve_data
 from symloss.training import SGDSettings
 
@@ -57,10 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", default="mlp")
     evaluate.add_argument("--steps", type=int, default=2000)
     evaluate.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    evaluate.add_argument("--lr", type=float, default=0.01)
-    evaluate.add_argument("--lr-grid", type=float, nargs="+", default=[], metavar="LR",
-                          help="train each loss at these learning rates and report each at "
-                               "its best on validation (a fair baseline)")
+    evaluate.add_argument("--lr", type=float,
+                          help="centre of the learning-rate grid (default: the rate the loss "
+                               "was searched at, else 0.01)")
+    rates = evaluate.add_mutually_exclusive_group()
+    rates.add_argument("--lr-grid", type=float, nargs="+", metavar="LR",
+                       help="train each loss at these learning rates and report each at its "
+                            "best on validation (default: --lr and two rungs either side on "
+                            "the 1-3-10 ladder)")
+    rates.add_argument("--single-lr", action="store_true",
+                       help="train both losses at --lr only (no grid)")
     evaluate.add_argument("--data-path")
     evaluate.add_argument("--device", default="cpu")
 
@@ -106,24 +113,38 @@ def _search(args: argparse.Namespace) -> None:
         raise SystemExit(130) from None
     s = search.settings_
     print()
+    if search.lr_choice_ is not None:
+        tried = ", ".join(f"{lr:g}: {m:.4g}" for lr, m in search.lr_choice_.metrics.items())
+        print(f"search learning rate {s.lr:g}, the baseline's best on the grid "
+              f"(validation {search.task_.kind_metric} after {s.fitness_steps} steps: {tried})\n")
     print(equations_table(search.equations_))
+    loss = search.best_loss_
     print(f"\nchosen loss ({search.n_evaluations_} evaluations, "
           f"{time.perf_counter() - started:.0f} s):")
-    print(f"  {search.best_loss_.expression}")
+    print(f"  {loss.expression}")
     print(f"  LaTeX: {search.latex()}")
+    print(f"  normalised to the baseline's gradient scale (x{loss.scale:.4g}); "
+          + (f"best SGD rate in the final selection {loss.learned_with.recommended_lr:g}"
+             if loss.learned_with.recommended_lr is not None
+             else f"learned at SGD rate {s.lr:g}"))
     if search.selection_:
+        rates = ", ".join(f"{s.lr * f:g}" for f in s.selection_lr_factors)
         print(f"\nfinal selection: validation {search.task_.kind_metric} after {s.selection_steps}"
-              f" steps, mean of {s.selection_seeds} seeds")
+              f" steps, mean of {s.selection_seeds} seeds, each loss at its best rate of "
+              f"{rates}")
         kind = search.task_.kind
         for finalist in search.selection_:
             e = finalist.evaluation
             form = LearnedLoss(e.expression, kind, e.weights or None).sympy()
             tuned = "learned weights" if e.weights else "plain"
-            print(f"  {finalist.mean:10.4f}   {form}   ({tuned})")
+            print(f"  {finalist.mean:10.4f}  lr {finalist.lr:<7g} {form}   ({tuned})")
     seeds = s.metatest_seeds_for(args.seed)
-    print(f"\nmeta-test: fresh models, seeds {list(seeds)} (the search used seed {args.seed})")
-    result = meta_test(search.best_loss_, search.task_, steps=s.metatest_steps, seeds=seeds,
-                       sgd=sgd_settings(s))
+    grid = rate_ladder(s.lr, 1)
+    print(f"\nmeta-test: fresh models, seeds {list(seeds)} (the search used seed {args.seed}); "
+          f"each loss at its best SGD rate of {', '.join(f'{lr:g}' for lr in grid)} on "
+          "validation")
+    result = meta_test(loss, search.task_, steps=s.metatest_steps, seeds=seeds,
+                       sgd=sgd_settings(s), lr_grid=grid)
     print(result.table())
     print(f"\nsaved the loss to {search.run_dir_ / 'best_loss.json'}")
     if args.output:
@@ -161,9 +182,15 @@ def _evaluate(args: argparse.Namespace) -> None:
     data = load_dataset(args.task, path=args.data_path, seed=0)
     parts, kind = resolve_data(data)
     task = make_task(parts, args.model, task=kind, device=args.device)
-    print(f"meta-testing {loss.expression} on {args.task} with model {args.model!r}")
+    learned_with = getattr(loss, "learned_with", None)
+    lr = args.lr or (learned_with.lr if learned_with is not None else 0.01)
+    grid = () if args.single_lr else tuple(args.lr_grid or rate_ladder(lr, 2))
+    print(f"meta-testing {getattr(loss, 'expression', type(loss).__name__)} on {args.task} "
+          f"with model {args.model!r}, SGD "
+          + (f"at lr {lr:g}" if not grid else
+             f"at each loss's best rate of {', '.join(f'{r:g}' for r in grid)} on validation"))
     result = meta_test(loss, task, steps=args.steps, seeds=args.seeds,
-                       sgd=SGDSettings(lr=args.lr), lr_grid=args.lr_grid)
+                       sgd=SGDSettings(lr=lr), lr_grid=grid)
     print(result.table())
 
 

@@ -7,6 +7,7 @@ two CPU cores in a few minutes. Any field can be overridden by name.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,16 @@ class Settings:
 
     Outer loop (genetic programming) fields follow DESIGN.md, "Outer loop"; inner-loop
     fields follow "Inner loop"; ``metatest_*`` fields the meta-testing protocol.
+
+    ``normalize`` (our addition, off in ``paper``): every candidate is scaled to the
+    baseline's gradient magnitude (:mod:`symloss.scale`) inside the network that the
+    local search differentiates and in every training run, so no candidate can gain
+    by multiplying itself by a constant; the step size is tuned separately. The
+    search's rate ``lr`` is then chosen before the first generation as the baseline's
+    best on ``lr_grid`` (short runs of ``fitness_steps``); an empty grid, or setting
+    ``lr`` yourself (:func:`preset`), keeps ``lr`` as given. The final selection scores
+    every finalist at ``lr`` times each of ``selection_lr_factors`` and keeps each
+    one's best, so a loss wins by its shape, not by its step size.
 
     ``selection_*`` is our addition: after the search, the ``selection_top_k`` best
     distinct losses (and the baseline) are retrained for ``selection_steps`` steps on
@@ -44,6 +55,9 @@ class Settings:
     poor_training_lr: float = 0.01
     fingerprint_size: int = 64
     fingerprint_rtol: float = 1e-5
+    # scale-free search: candidates normalised to the baseline's gradient magnitude
+    normalize: bool = True
+    lr_grid: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.3)
     # inner loop: local search
     local_search: bool = True
     meta_steps: int = 250
@@ -62,6 +76,7 @@ class Settings:
     selection_top_k: int = 0
     selection_seeds: int = 3
     selection_steps: int = 1000
+    selection_lr_factors: tuple[float, ...] = (0.3, 1.0, 3.0)
     # meta-testing
     metatest_steps: int = 10_000
     metatest_seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -77,12 +92,22 @@ class Settings:
                 ok = isinstance(value, int | float) and not isinstance(value, bool)
                 if ok:
                     object.__setattr__(self, spec.name, float(value))
-            else:
+            elif spec.name == "metatest_seeds":
                 ok = isinstance(value, tuple) and all(
                     isinstance(v, int) and not isinstance(v, bool) for v in value
                 )
+            else:
+                ok = isinstance(value, tuple) and all(
+                    isinstance(v, int | float) and not isinstance(v, bool)
+                    and math.isfinite(v) and v > 0 for v in value
+                )
+                if ok:
+                    object.__setattr__(self, spec.name, tuple(float(v) for v in value))
             if not ok:
-                kind = "a tuple of ints" if isinstance(default, tuple) else type(default).__name__
+                kind = type(default).__name__
+                if isinstance(default, tuple):
+                    kind = ("a tuple of ints" if spec.name == "metatest_seeds"
+                            else "a tuple of positive numbers")
                 raise ValueError(f"setting {spec.name} must be {kind}, got {value!r}")
         positive = (
             "population_size", "generations", "tournament_size", "height_limit",
@@ -119,6 +144,9 @@ class Settings:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not self.metatest_seeds:
             raise ValueError("metatest_seeds must name at least one seed")
+        if not self.selection_lr_factors:
+            raise ValueError("selection_lr_factors must name at least one factor (1.0: "
+                             "the search's own rate)")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (unknown names raise a ValueError)."""
@@ -128,8 +156,9 @@ class Settings:
                 f"unknown setting(s) {sorted(unknown)}; valid settings are "
                 f"{sorted(f.name for f in dataclasses.fields(self))}"
             )
-        if "metatest_seeds" in changes:
-            changes["metatest_seeds"] = tuple(changes["metatest_seeds"])
+        for name in ("metatest_seeds", "lr_grid", "selection_lr_factors"):
+            if isinstance(changes.get(name), list):
+                changes[name] = tuple(changes[name])
         return dataclasses.replace(self, **changes)
 
     def metatest_seeds_for(self, search_seed: int) -> tuple[int, ...]:
@@ -151,7 +180,8 @@ class Settings:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
         data = dataclasses.asdict(self)
-        data["metatest_seeds"] = list(self.metatest_seeds)
+        for name in ("metatest_seeds", "lr_grid", "selection_lr_factors"):
+            data[name] = list(getattr(self, name))
         return data
 
     @classmethod
@@ -161,7 +191,7 @@ class Settings:
 
 
 PRESETS: dict[str, Settings] = {
-    "paper": Settings(),
+    "paper": Settings(normalize=False, lr_grid=(), selection_lr_factors=(1.0,)),
     "quick": Settings(
         population_size=12,
         generations=6,
@@ -178,7 +208,12 @@ PRESETS: dict[str, Settings] = {
 
 
 def preset(name: str, **overrides: Any) -> Settings:
-    """The named preset with some fields overridden."""
+    """The named preset with some fields overridden.
+
+    Setting ``lr`` without ``lr_grid`` fixes the search's learning rate (no tuning).
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    if "lr" in overrides and "lr_grid" not in overrides:
+        overrides = {**overrides, "lr_grid": ()}
     return PRESETS[name].replace(**overrides)

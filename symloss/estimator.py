@@ -24,10 +24,12 @@ from symloss.evaluator import Evaluator, score
 from symloss.executors import make_executor
 from symloss.expression import Expression
 from symloss.library import known_losses
-from symloss.network import LearnedLoss
+from symloss.network import LearnedLoss, LearnedWith
 from symloss.records import OK, Evaluation, GenerationStats
 from symloss.runs import RunDirectory
-from symloss.selection import select
+from symloss.scale import normalising_factor, reference_batch
+from symloss.selection import Selection, select
+from symloss.step_size import RateChoice, tune_search_lr
 from symloss.task import ModelSpec, Task, make_task, resolve_data
 
 logger = logging.getLogger("symloss")
@@ -139,7 +141,12 @@ class SymbolicLossSearch(BaseEstimator):
     Attributes
     ----------
     best_loss_ : LearnedLoss
-        The loss with the best validation fitness.
+        The chosen loss, normalised: its gradient with respect to the model outputs at
+        a fresh model on the training data is as large as the baseline's, so it works
+        at the learning rate a loop already uses for the baseline. Its
+        ``learned_with`` holds the search's optimiser settings, the rate the final
+        selection found best for it (``recommended_lr``) and the scale at which the
+        search scored it (``best_loss_.as_searched()`` gives that loss back).
     equations_ : list of Equation
         The best loss at each expression size by search fitness; the chosen one (the
         winner of the final selection, see :class:`~symloss.config.Settings`) takes the
@@ -156,7 +163,10 @@ class SymbolicLossSearch(BaseEstimator):
     run_dir_ : Path
         The run directory.
     settings_ : Settings
-        The settings used.
+        The settings used (``lr`` as tuned before the search, see ``lr_choice_``).
+    lr_choice_ : RateChoice or None
+        The baseline's validation metric at every rate of ``settings.lr_grid`` and the
+        rate the search used; ``None`` when the rate was fixed.
     task_ : Task
         The task the search ran on.
 
@@ -285,6 +295,9 @@ class SymbolicLossSearch(BaseEstimator):
             "settings": settings.to_dict(), "seeds": [str(e) for e in seeds],
         })
         executor = _executor_for(task, self.executor, self.n_jobs)
+        lr_choice = _search_rate(task, settings, seed, run, executor)
+        if lr_choice is not None:
+            settings = settings.replace(lr=lr_choice.lr)
         history, all_evaluations = _search(
             engine, task, settings, seed, seeds, run, resumed, executor, self.verbose,
             self.callback,
@@ -308,8 +321,10 @@ class SymbolicLossSearch(BaseEstimator):
         }
         if selection:
             metadata["selection_metric"] = selection[0].mean
-        self.best_loss_ = LearnedLoss(chosen.expression, task.kind, chosen.weights or None,
-                                      metadata=metadata)
+        self.best_loss_ = _normalised_loss(
+            LearnedLoss(chosen.expression, task.kind, chosen.weights or None, metadata=metadata),
+            task, settings, seed, selection[0] if selection else None,
+        )
         self.best_loss_.save(run.best_loss_path)
         run.save_hall_of_fame([row.to_dict() for row in equations])
         self.equations_ = equations
@@ -319,6 +334,7 @@ class SymbolicLossSearch(BaseEstimator):
         self.selection_ = selection
         self.run_dir_ = run.path
         self.settings_ = settings
+        self.lr_choice_ = lr_choice
         self.task_ = task
         return self
 
@@ -363,6 +379,49 @@ def _executor_for(task: Task, kind: str, n_jobs: int) -> tuple[str, int]:
         )
         return kind, 1
     return kind, n_jobs
+
+
+def _search_rate(
+    task: Task, settings: Settings, seed: int, run: RunDirectory, executor: tuple[str, int]
+) -> RateChoice | None:
+    """The search's learning rate: the baseline's best on ``settings.lr_grid``, chosen
+    once and kept in the run directory (a resumed run reuses it); ``None`` when the
+    grid is empty (the rate is fixed)."""
+    if not settings.lr_grid:
+        return None
+    saved = run.load_search_lr()
+    if saved is not None:
+        return RateChoice.from_dict(saved)
+    choice = tune_search_lr(task, settings, seed, executor)
+    logger.info("search learning rate %g (baseline validation metric by rate: %s)",
+                choice.lr, choice.metrics)
+    run.save_search_lr(choice.to_dict())
+    return choice
+
+
+def _normalised_loss(
+    loss: LearnedLoss, task: Task, settings: Settings, seed: int, best: Selection | None
+) -> LearnedLoss:
+    """``loss`` scaled to the baseline's gradient scale on ``task``, with how it was
+    learned: the search's optimiser, the scale it was scored at, the best rate."""
+    reference = reference_batch(task, seed)
+    try:
+        factor = normalising_factor(loss, task, reference)
+    except ValueError as error:
+        warnings.warn(f"the chosen loss is returned unnormalised: {error}", stacklevel=3)
+        factor = 1.0
+    search_scale = factor if settings.normalize else 1.0
+    recommended = None
+    if best is not None and best.lr is not None:
+        # the selection trained the loss at search_scale; the same steps at this scale
+        recommended = best.lr * search_scale / factor
+    learned_with = LearnedWith(
+        optimizer="sgd", lr=settings.lr, momentum=settings.momentum,
+        nesterov=settings.nesterov, weight_decay=settings.weight_decay,
+        search_scale=search_scale, recommended_lr=recommended,
+    )
+    return LearnedLoss(loss.expression, loss.task, loss.weights, loss.metadata,
+                       scale=factor, learned_with=learned_with)
 
 
 def _search(

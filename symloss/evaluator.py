@@ -35,6 +35,7 @@ from symloss.filters import (
 from symloss.local_search import local_search
 from symloss.network import LearnedLoss
 from symloss.records import CACHED, OK, REJECTED, Evaluation
+from symloss.scale import Reference, normalising_factor, reference_batch
 from symloss.task import Task
 from symloss.training import SGDSettings, train
 
@@ -50,6 +51,29 @@ def sgd_settings(settings: Settings) -> SGDSettings:
     )
 
 
+def search_loss(
+    task: Task,
+    settings: Settings,
+    expression: Expression | str,
+    weights: Sequence[float] = (),
+    reference: Reference | None = None,
+) -> LearnedLoss:
+    """The loss as the search trains it: normalised to the baseline's gradient scale
+    at ``reference`` when ``settings.normalize`` is on, as it is otherwise.
+
+    Raises
+    ------
+    ValueError
+        If the loss must be normalised but its gradient there is zero or not finite.
+    """
+    loss = LearnedLoss(expression, task.kind, weights or None)
+    if not settings.normalize:
+        return loss
+    if reference is None:
+        raise ValueError("a normalised search needs the reference batch")
+    return loss.with_scale(normalising_factor(loss, task, reference))
+
+
 def score(payload: tuple[Task, Settings, int], text: str) -> dict[str, Any]:
     """The expensive stage: local search (if enabled) then fitness training.
 
@@ -60,12 +84,17 @@ def score(payload: tuple[Task, Settings, int], text: str) -> dict[str, Any]:
     expression = Expression.parse(text)
     timings: dict[str, float] = {}
     weights: tuple[float, ...] = ()
+    reference = reference_batch(task, seed) if settings.normalize else None
     if settings.local_search:
         started = time.perf_counter()
-        weights = local_search(task, expression, settings, seed + 1).weights
+        weights = local_search(task, expression, settings, seed + 1, reference).weights
         timings["local_search"] = time.perf_counter() - started
     started = time.perf_counter()
-    loss = LearnedLoss(expression, task.kind, weights or None)
+    try:
+        loss = search_loss(task, settings, expression, weights, reference)
+    except ValueError as error:
+        return {"status": REJECTED, "fitness": math.inf, "weights": weights,
+                "reason": f"{NON_FINITE}: after the local search, {error}", "timings": timings}
     result = train(task, loss, settings.fitness_steps, sgd_settings(settings), seed)
     fitness = math.inf if result.diverged else task.metric(result.model, task.val)
     timings["fitness"] = time.perf_counter() - started
@@ -170,8 +199,7 @@ class Evaluator:
                                                     reason=reason, timings=timings), None))
                 continue
             started = time.perf_counter()
-            grad = fingerprint(expression, self.task, self._probe)
-            reason = fingerprint_reason(grad)
+            grad, reason = self._fingerprint(expression)
             match = None if reason else self._equivalent(grad, pending)
             timings["fingerprint"] = time.perf_counter() - started
             if reason:
@@ -221,10 +249,19 @@ class Evaluator:
             expression = Expression.parse(evaluation.expression)
             grad = None
             if structural_reason(expression) is None:
-                grad = fingerprint(expression, self.task, self._probe)
-                if fingerprint_reason(grad) is not None:
+                grad, reason = self._fingerprint(expression)
+                if reason is not None:
                     grad = None
             self._register(evaluation, grad)
+
+    def _fingerprint(self, expression: Expression) -> tuple[torch.Tensor, str | None]:
+        """The candidate's gradient fingerprint and any reason to reject it; in a
+        normalised search scaled to unit norm, since ``c * L`` and ``L`` then train alike."""
+        grad = fingerprint(expression, self.task, self._probe)
+        reason = fingerprint_reason(grad)
+        if reason is None and self.settings.normalize:
+            grad = grad / grad.norm()
+        return grad, reason
 
     def _register(self, evaluation: Evaluation, grad: torch.Tensor | None) -> Evaluation:
         self._results[evaluation.key] = evaluation

@@ -18,6 +18,7 @@ from torch.func import functional_call
 from symloss.config import Settings
 from symloss.expression import Expression
 from symloss.network import LearnedLoss
+from symloss.scale import Reference, baseline_norm, gradient_norm
 from symloss.task import Task
 from symloss.training import unrolled_sgd
 
@@ -103,11 +104,37 @@ def meta_train(
     return history, False
 
 
+def normalised_candidate(
+    loss: LearnedLoss, task: Task, reference: Reference
+) -> Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
+    """``loss`` with edge weights ``leaves["weights"]``, divided by its gradient scale.
+
+    The factor is part of the differentiated graph, so the meta-gradient has no
+    component that only rescales the loss: the edge weights learn its shape.
+    """
+    base = baseline_norm(task, reference)
+
+    def candidate(
+        outputs: torch.Tensor, targets: torch.Tensor, leaves: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        weights = leaves["weights"]
+        norm = gradient_norm(lambda o, t: loss(o, t, weights), reference, create_graph=True)
+        return loss(outputs, targets, weights) * (base / norm)
+
+    return candidate
+
+
 def local_search(
-    task: Task, expression: Expression | str, settings: Settings, seed: int
+    task: Task,
+    expression: Expression | str,
+    settings: Settings,
+    seed: int,
+    reference: Reference | None = None,
 ) -> LocalSearchResult:
     """Tune the edge weights of ``expression`` on ``task`` (see :func:`meta_train`).
 
+    With ``reference`` (a :func:`symloss.scale.reference_batch`), the loss is normalised
+    to the baseline's gradient scale there at every step (:func:`normalised_candidate`).
     Deterministic for ``seed``. A meta-step whose objective or gradient is not finite
     stops the search; the last finite weights are kept.
     """
@@ -116,8 +143,13 @@ def local_search(
     if settings.meta_steps == 0 or weights.numel() == 0:
         return LocalSearchResult(tuple(weights.tolist()), (), False)
     leaves = {"weights": weights.to(task.device).requires_grad_(True)}
-    history, stopped = meta_train(
-        task, settings, seed, leaves, lambda out, target, w: loss(out, target, w["weights"])
-    )
+    if reference is None:
+        def candidate(
+            outputs: torch.Tensor, targets: torch.Tensor, leaves: dict[str, torch.Tensor]
+        ) -> torch.Tensor:
+            return loss(outputs, targets, leaves["weights"])
+    else:
+        candidate = normalised_candidate(loss, task, reference)
+    history, stopped = meta_train(task, settings, seed, leaves, candidate)
     return LocalSearchResult(tuple(leaves["weights"].detach().cpu().tolist()), tuple(history),
                              stopped)

@@ -16,6 +16,7 @@ from typing import Any
 
 from symloss.executors import single_torch_thread
 from symloss.network import LearnedLoss
+from symloss.step_size import rate_ladder
 from symloss.task import ModelSpec, Task, make_task, resolve_data
 from symloss.training import SGDSettings, train
 
@@ -173,9 +174,13 @@ def evaluate(
     weight_decay: float = 0.0,
     split_seed: int = 0,
     device: str = "cpu",
-    lr_grid: Sequence[float] = (),
+    lr_grid: Sequence[float] | None = None,
 ) -> MetaTestResult:
     """Train fresh models with ``loss`` (and the baseline) and compare test metrics.
+
+    By default each loss is trained at every rate of a small grid around ``lr`` and
+    reported at its own best rate on validation: a comparison at one rate only
+    shows which loss suits that rate.
 
     Parameters
     ----------
@@ -199,6 +204,8 @@ def evaluate(
         the one with the best mean validation metric. A learned loss often scales its
         gradients, which acts like a larger learning rate; with a grid, the baseline
         gets the same chance, so the comparison shows what the loss adds beyond that.
+        Default: ``lr`` and two rungs either side of it on the 1-3-10 ladder
+        (:func:`symloss.step_size.rate_ladder`); ``()`` trains at ``lr`` only.
 
     Returns
     -------
@@ -213,12 +220,13 @@ def evaluate(
     >>> loss = symloss.LearnedLoss("square(f - y)", task="regression")
     >>> result = symloss.evaluate(loss, {"train": data.train, "test": data.test},
     ...                           symloss.models.build_model("mlp", (1,), 1),
-    ...                           steps=50, seeds=(1, 2))
+    ...                           steps=50, seeds=(1, 2), lr_grid=(0.01, 0.1))
     >>> result.learned.mean == result.baseline.mean
     True
     """
     data, kind = resolve_data(dataset)
     task = make_task(data, model, task=kind or loss.task, seed=split_seed, device=device)
     sgd = SGDSettings(lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size)
+    grid = rate_ladder(lr, 2) if lr_grid is None else lr_grid
     return meta_test(loss, task, steps=steps, seeds=seeds, baseline=baseline, sgd=sgd,
-                     lr_grid=lr_grid)
+                     lr_grid=grid)

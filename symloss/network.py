@@ -11,9 +11,11 @@ users put in their own training loops: ``loss(y_pred, y_true)`` returns a scalar
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,64 @@ from symloss.primitives import PRIMITIVES, VARIABLES
 from symloss.serialization import check_header, read_json, write_json
 
 FORMAT_NAME = "symloss.loss"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added "scale" and "learned_with"; version 1 files still load
+
+
+@dataclass(frozen=True)
+class LearnedWith:
+    """How a loss was learned: the search's optimiser, and the step size it implies.
+
+    Attributes
+    ----------
+    optimizer : str
+        The optimiser of the search's training runs (``"sgd"``).
+    lr, momentum, nesterov, weight_decay
+        Its settings.
+    search_scale : float
+        The factor the search multiplied the loss tree by when it scored it (the
+        normalising factor in a scale-free search, 1 in a ``paper`` search).
+        :meth:`LearnedLoss.as_searched` gives the loss at this scale back.
+    recommended_lr : float or None
+        The learning rate at which the normalised loss did best in the final
+        selection (SGD with the settings above), or ``None`` when not measured.
+    """
+
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    search_scale: float = 1.0
+    recommended_lr: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LearnedWith:
+        """Inverse of :meth:`to_dict`; raises ValueError/TypeError for bad fields."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"'learned_with' must be an object, got {type(data).__name__}")
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown 'learned_with' field(s) {sorted(unknown)}")
+        numbers = ("lr", "momentum", "weight_decay", "search_scale")
+        for name in (*numbers, "recommended_lr"):
+            value = data.get(name)
+            if name == "recommended_lr" and value is None:
+                continue
+            if name in data and not (_is_number(value) and math.isfinite(value)):
+                raise ValueError(f"'learned_with.{name}' must be a finite number, got {value!r}")
+        if not isinstance(data.get("nesterov", False), bool):
+            raise ValueError("'learned_with.nesterov' must be true or false")
+        if not isinstance(data.get("optimizer", "sgd"), str):
+            raise ValueError("'learned_with.optimizer' must be a string")
+        return cls(**data)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _postorder(expression: Expression) -> list[tuple[str, tuple[int, ...], float]]:
@@ -206,6 +265,18 @@ class LearnedLoss(nn.Module):
         Edge weights learned by the local search; all ones by default.
     metadata : mapping, optional
         Free-form JSON-serialisable information saved with the loss.
+    scale : float
+        A constant factor on the whole loss. A search returns its loss normalised
+        (see :mod:`symloss.scale`): its gradient with respect to the model outputs is
+        as large as the baseline's, so it drops into a loop tuned for the baseline.
+    learned_with : LearnedWith, optional
+        The optimiser the loss was learned with and the step size the search found.
+
+    Attributes
+    ----------
+    step_factor : float
+        ``learned_with.search_scale / scale``: how much larger a step the search took
+        with this loss than this loss takes (1 when nothing is known).
 
     Examples
     --------
@@ -227,12 +298,40 @@ class LearnedLoss(nn.Module):
         task: str = "classification",
         weights: Sequence[float] | torch.Tensor | None = None,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        scale: float = 1.0,
+        learned_with: LearnedWith | None = None,
     ) -> None:
         super().__init__()
         self.task = check_task_kind(task)
+        if not (_is_number(scale) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive finite number, got {scale!r}")
         self.network = MetaLossNetwork(expression, weights)
         self.network.weights.requires_grad_(False)
         self.metadata = dict(metadata or {})
+        self.scale = float(scale)
+        self.learned_with = learned_with
+
+    @property
+    def step_factor(self) -> float:
+        """How much larger a step the search took with this loss (see ``learned_with``)."""
+        if self.learned_with is None:
+            return 1.0
+        return self.learned_with.search_scale / self.scale
+
+    def as_searched(self) -> LearnedLoss:
+        """The loss exactly as the search scored it (its scale at search time).
+
+        Use it with the optimiser in ``learned_with`` to reproduce the search's training
+        runs; for any other loop, the normalised loss itself is the one to use.
+        """
+        scale = self.scale if self.learned_with is None else self.learned_with.search_scale
+        return self.with_scale(scale)
+
+    def with_scale(self, scale: float) -> LearnedLoss:
+        """A copy of this loss with another constant factor."""
+        return LearnedLoss(self.expression, self.task, self.weights, self.metadata,
+                           scale=scale, learned_with=self.learned_with)
 
     @property
     def expression(self) -> Expression:
@@ -249,12 +348,16 @@ class LearnedLoss(nn.Module):
     ) -> torch.Tensor:
         """The scalar loss of a batch."""
         f, y = prepare_outputs(y_pred, y_true, self.task)
-        return reduce_loss(self.network(f, y, weights), self.task)
+        value = reduce_loss(self.network(f, y, weights), self.task)
+        return value if self.scale == 1.0 else value * self.scale
 
     def sympy(self, digits: int = 3) -> sympy.Expr:
-        """The SymPy form with learned weights folded in, rounded to ``digits``."""
+        """The SymPy form with learned weights folded in, rounded to ``digits``.
+
+        A ``scale`` other than 1 shows as a leading factor (to 3 significant digits).
+        """
         if all(abs(w - 1.0) < 0.5 * 10**-digits for w in self.weights):
-            return readable(self.expression.sympy())
+            return self._scaled(readable(self.expression.sympy()))
         weights = self.weights
         program = _postorder(self.expression)
         values: list[sympy.Expr] = []
@@ -268,7 +371,12 @@ class LearnedLoss(nn.Module):
             if i < len(weights) and round(weights[i], digits) != 1.0:
                 v = v * sympy.Float(round(weights[i], digits))
             values.append(v)
-        return round_floats(readable(values[-1]), digits)
+        return self._scaled(round_floats(readable(values[-1]), digits))
+
+    def _scaled(self, expr: sympy.Expr) -> sympy.Expr:
+        # unevaluated: SymPy would distribute a number over a sum, hiding the shape
+        factor = float(f"{self.scale:.3g}")
+        return expr if factor == 1.0 else sympy.Mul(sympy.Float(factor, 3), expr, evaluate=False)
 
     def latex(self, digits: int = 3) -> str:
         """LaTeX of the loss with learned weights folded in (rounded, simplified)."""
@@ -285,6 +393,8 @@ class LearnedLoss(nn.Module):
             "expression": str(self.expression),
             "task": self.task,
             "weights": self.weights,
+            "scale": self.scale,
+            "learned_with": None if self.learned_with is None else self.learned_with.to_dict(),
             "metadata": self.metadata,
         }
 
@@ -296,7 +406,12 @@ class LearnedLoss(nn.Module):
             weights = [float(w) for w in data["weights"]]
             if not all(math.isfinite(w) for w in weights):
                 raise ValueError("non-finite weight")
-            return cls(data["expression"], data["task"], weights, data.get("metadata") or {})
+            scale = data.get("scale", 1.0)
+            learned_with = data.get("learned_with")
+            return cls(data["expression"], data["task"], weights, data.get("metadata") or {},
+                       scale=scale,
+                       learned_with=None if learned_with is None
+                       else LearnedWith.from_dict(learned_with))
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{source} is not a valid symloss loss: {error}") from error
 

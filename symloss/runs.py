@@ -31,6 +31,7 @@ CHECKPOINT_FILE = "checkpoint.json"
 HALL_OF_FAME_FILE = "hall_of_fame.json"
 BEST_LOSS_FILE = "best_loss.json"
 SELECTION_FILE = "selection.json"
+SEARCH_LR_FILE = "search_lr.json"
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,15 @@ class RunDirectory:
     def save_selection(self, rows: list[dict[str, Any]]) -> None:
         """Save the final selection's finalists."""
         write_json(self.path / SELECTION_FILE, rows)
+
+    def save_search_lr(self, choice: Mapping[str, Any]) -> None:
+        """Save the learning rate chosen for the search (and the metrics behind it)."""
+        write_json(self.path / SEARCH_LR_FILE, choice)
+
+    def load_search_lr(self) -> dict[str, Any] | None:
+        """The saved learning-rate choice of this run, or None."""
+        path = self.path / SEARCH_LR_FILE
+        return json.loads(path.read_text()) if path.exists() else None
 
     @property
     def best_loss_path(self) -> Path:

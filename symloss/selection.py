@@ -3,50 +3,53 @@
 The search scores every candidate by one short training run from one seed. Before a
 loss is returned, the ``selection_top_k`` best distinct candidates and the baseline are
 retrained for ``settings.selection_steps`` steps on ``settings.selection_seeds`` seeds
-(never the meta-test seeds) and ranked by their mean validation metric.
+(never the meta-test seeds), each at the search's rate times every factor in
+``settings.selection_lr_factors``, and ranked by their mean validation metric at their
+own best rate. A learned loss is therefore chosen only if it beats the baseline at the
+baseline's best rate.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from symloss.config import Settings
-from symloss.evaluator import sgd_settings
-from symloss.executors import make_executor, single_torch_thread
 from symloss.expression import Expression
-from symloss.network import LearnedLoss
 from symloss.records import OK, Evaluation
+from symloss.step_size import best_rate, mean_or_inf, run_all
 from symloss.task import Task
-from symloss.training import train
 
 SELECTION_SEED_OFFSET = 10_000
 
 
 @dataclass(frozen=True)
 class Selection:
-    """One finalist: its search record and validation metrics of the longer runs."""
+    """One finalist: its search record, and validation metrics of the longer runs at
+    its best learning rate ``lr`` (``by_lr``: the mean at every rate tried)."""
 
     evaluation: Evaluation
     metrics: tuple[float, ...]
+    lr: float | None = None
+    by_lr: dict[float, float] = field(default_factory=dict)
 
     @property
     def mean(self) -> float:
         """Mean validation metric (inf when a run diverged)."""
-        if not all(math.isfinite(m) for m in self.metrics):
-            return math.inf
-        return statistics.fmean(self.metrics)
+        return mean_or_inf(self.metrics)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-serialisable form."""
         return {
             "expression": self.evaluation.expression,
+            "weights": list(self.evaluation.weights),
             "search_fitness": self.evaluation.fitness,
+            "lr": self.lr,
             "metrics": [m if math.isfinite(m) else None for m in self.metrics],
             "mean": self.mean if math.isfinite(self.mean) else None,
+            "by_lr": {str(lr): m if math.isfinite(m) else None for lr, m in self.by_lr.items()},
         }
 
 
@@ -75,18 +78,6 @@ def finalists(
     return result
 
 
-def validation_metric(
-    payload: tuple[Task, Settings], item: tuple[str, tuple[float, ...], int, int]
-) -> float:
-    """Train one loss (expression, weights) for ``steps`` from ``seed``; its validation
-    metric, inf if training diverged. Module-level so that worker processes can run it."""
-    task, settings = payload
-    expression, weights, steps, seed = item
-    loss = LearnedLoss(expression, task.kind, weights or None)
-    run = train(task, loss, steps, sgd_settings(settings), seed)
-    return math.inf if run.diverged else task.metric(run.model, task.val)
-
-
 def select(
     task: Task,
     settings: Settings,
@@ -94,29 +85,33 @@ def select(
     seed: int,
     executor: tuple[str, int] = ("auto", 1),
 ) -> list[Selection]:
-    """Rank the finalists by mean validation metric after longer training, best first.
+    """Rank the finalists by mean validation metric after longer training, best first,
+    each at its best learning rate from ``settings.lr * settings.selection_lr_factors``.
 
     ``executor`` is ``(kind, n_jobs)`` as for :func:`symloss.executors.make_executor`:
     the training runs are independent and spread over its workers.
     """
     seeds = [seed + SELECTION_SEED_OFFSET + i for i in range(settings.selection_seeds)]
+    rates = [settings.lr * factor for factor in settings.selection_lr_factors]
     chosen = finalists(evaluations, task.baseline, settings.selection_top_k)
     items = []
     for evaluation in chosen:
+        weights = tuple(evaluation.weights)
         if not math.isfinite(evaluation.fitness):  # the plain baseline was never scored
-            items.append((evaluation.expression, evaluation.weights, settings.fitness_steps,
-                          seed))
-        items += [(evaluation.expression, evaluation.weights, settings.selection_steps, s)
-                  for s in seeds]
-    pool = make_executor(*executor, validation_metric, (task, settings))
-    try:
-        with single_torch_thread():
-            metrics = iter(list(pool.map(items)))
-    finally:
-        pool.close()
+            items.append((evaluation.expression, weights, settings.fitness_steps, seed,
+                          settings.lr))
+        items += [(evaluation.expression, weights, settings.selection_steps, s, lr)
+                  for lr in rates for s in seeds]
+    metrics = iter(run_all(task, settings, seed, items, executor))
     results = []
     for evaluation in chosen:
         if not math.isfinite(evaluation.fitness):
             evaluation = dataclasses.replace(evaluation, fitness=next(metrics))
-        results.append(Selection(evaluation, tuple(next(metrics) for _ in seeds)))
+        runs = {lr: tuple(next(metrics) for _ in seeds) for lr in rates}
+        by_lr = {lr: mean_or_inf(values) for lr, values in runs.items()}
+        try:
+            lr = best_rate(by_lr).lr
+        except ValueError:  # diverged at every rate: ranks last
+            lr = settings.lr
+        results.append(Selection(evaluation, runs[lr], lr, by_lr))
     return sorted(results, key=lambda r: (r.mean, r.evaluation.fitness))

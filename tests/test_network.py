@@ -395,12 +395,13 @@ def test_saved_file_is_human_readable_json(tmp_path):
     assert text.endswith("\n") and text.count("\n") > 5  # indented, one key per line
     data = json.loads(text)
     assert data["format"] == FORMAT_NAME == "symloss.loss"
-    assert data["version"] == FORMAT_VERSION == 1
+    assert data["version"] == FORMAT_VERSION == 2
     assert data["expression"] == "-(y * log(f))"
     assert data["task"] == "classification"
     assert data["weights"] == loss.weights
     assert data["metadata"] == {"fitness": 0.125, "tags": ["a", "b"]}
-    assert set(data) == {"format", "version", "expression", "task", "weights", "metadata"}
+    assert set(data) == {"format", "version", "expression", "task", "weights", "scale",
+                         "learned_with", "metadata"}
     assert '"expression": "-(y * log(f))"' in text
     assert data == loss.to_dict()
 
@@ -423,7 +424,7 @@ def test_newer_version_asks_to_upgrade(tmp_path):
     data = _trained_like().to_dict() | {"version": FORMAT_VERSION + 1}
     with pytest.raises(ValueError, match="upgrade") as info:
         load(_write(tmp_path, data))
-    assert "version 2" in str(info.value) and "loss.json" in str(info.value)
+    assert "version 3" in str(info.value) and "loss.json" in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,147 @@
+"""The step size as its own knob: the search's learning rate, and each loss's best rate.
+
+A normalised search compares loss *shapes* at one learning rate, so that rate must
+suit the task: too small and every loss undertrains and the ranking is noise. Before
+the first generation, :func:`tune_search_lr` picks it as the baseline's best on a
+small grid of short runs. After the search, the final selection scores every finalist
+at a few rates around it (:func:`best_rate`), so that a loss wins by its shape and the
+rate it wants is reported beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from symloss.config import Settings
+from symloss.evaluator import search_loss, sgd_settings
+from symloss.executors import make_executor, single_torch_thread
+from symloss.scale import reference_batch
+from symloss.task import Task
+from symloss.training import train
+
+TrainItem = tuple[str, tuple[float, ...], int, int, float]
+"""``(expression, weights, steps, seed, lr)``: one training run of :func:`validation_metric`."""
+
+
+def validation_metric(payload: tuple[Task, Settings, int], item: TrainItem) -> float:
+    """Train one loss as the search does (normalised when the search is) and return its
+    validation metric, inf if training diverged or the loss cannot be normalised.
+
+    ``payload`` is ``(task, settings, search_seed)``; the search seed fixes the
+    reference batch of the normalisation. Module-level so worker processes can run it.
+    """
+    task, settings, search_seed = payload
+    expression, weights, steps, seed, lr = item
+    reference = reference_batch(task, search_seed) if settings.normalize else None
+    try:
+        loss = search_loss(task, settings, expression, weights, reference)
+    except ValueError:
+        return math.inf
+    sgd = dataclasses.replace(sgd_settings(settings), lr=lr)
+    run = train(task, loss, steps, sgd, seed)
+    return math.inf if run.diverged else task.metric(run.model, task.val)
+
+
+def run_all(
+    task: Task,
+    settings: Settings,
+    search_seed: int,
+    items: Sequence[TrainItem],
+    executor: tuple[str, int] = ("auto", 1),
+) -> list[float]:
+    """:func:`validation_metric` of every item, in order, spread over ``executor``'s
+    workers (``(kind, n_jobs)`` as for :func:`symloss.executors.make_executor`)."""
+    pool = make_executor(*executor, validation_metric, (task, settings, search_seed))
+    try:
+        with single_torch_thread():
+            return list(pool.map(list(items)))
+    finally:
+        pool.close()
+
+
+@dataclass(frozen=True)
+class RateChoice:
+    """Mean validation metric at each learning rate tried, and the best rate."""
+
+    lr: float
+    metrics: dict[float, float]
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-serialisable form (non-finite metrics as ``None``)."""
+        return {"lr": self.lr, "metrics": {
+            str(lr): m if math.isfinite(m) else None for lr, m in self.metrics.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RateChoice:
+        """Inverse of :meth:`to_dict`."""
+        return cls(float(data["lr"]), {
+            float(lr): math.inf if m is None else float(m) for lr, m in data["metrics"].items()})
+
+
+def best_rate(metrics: dict[float, float]) -> RateChoice:
+    """The rate with the lowest metric; ties go to the smaller rate (the safer step).
+
+    Raises
+    ------
+    ValueError
+        If every rate diverged.
+    """
+    finite = {lr: m for lr, m in metrics.items() if math.isfinite(m)}
+    if not finite:
+        raise ValueError(f"training diverged at every learning rate tried ({sorted(metrics)})")
+    lr = min(finite, key=lambda r: (finite[r], r))
+    return RateChoice(lr, dict(metrics))
+
+
+def mean_or_inf(values: Sequence[float]) -> float:
+    """Mean of ``values``, inf if any is not finite."""
+    return statistics.fmean(values) if all(math.isfinite(v) for v in values) else math.inf
+
+
+def rate_ladder(center: float, width: int) -> tuple[float, ...]:
+    """Learning rates on the 1-3-10 ladder around ``center``, ``width`` rungs each way.
+
+    >>> rate_ladder(0.01, 1)
+    (0.003, 0.01, 0.03)
+    >>> rate_ladder(0.1, 2)
+    (0.01, 0.03, 0.1, 0.3, 1.0)
+    """
+    if not (math.isfinite(center) and center > 0):
+        raise ValueError(f"the centre of a rate ladder must be a positive number, got {center}")
+    rung = round(2 * math.log10(center))
+
+    def value(i: int) -> float:
+        return float(f"{(3 if i % 2 else 1) * 10.0 ** (i // 2):.1g}")
+
+    return tuple(value(rung + j) for j in range(-width, width + 1))
+
+
+def tune_search_lr(
+    task: Task, settings: Settings, seed: int, executor: tuple[str, int] = ("auto", 1)
+) -> RateChoice:
+    """The baseline's best learning rate on ``settings.lr_grid``.
+
+    One run of ``settings.fitness_steps`` SGD steps from ``seed`` per rate, the
+    validation metric as in the search's fitness.
+
+    Raises
+    ------
+    ValueError
+        If the grid is empty, or the baseline diverges at every rate on it.
+    """
+    if not settings.lr_grid:
+        raise ValueError("settings.lr_grid is empty: there is no rate to choose from")
+    items = [(str(task.baseline), (), settings.fitness_steps, seed, lr)
+             for lr in settings.lr_grid]
+    metrics = run_all(task, settings, seed, items, executor)
+    try:
+        return best_rate(dict(zip(settings.lr_grid, metrics, strict=True)))
+    except ValueError as error:
+        raise ValueError(
+            f"the baseline loss {task.baseline}: {error}; check the data and model, or "
+            "pass smaller rates in settings lr_grid"
+        ) from error
