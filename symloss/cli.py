@@ -19,6 +19,7 @@ from symloss.models import MODELS
 from symloss.network import LearnedLoss, load
 from symloss.records import GenerationStats
 from symloss.runs import CHECKPOINT_FILE, HALL_OF_FAME_FILE
+from symloss.selection import selection_rates
 from symloss.step_size import rate_ladder
 from symloss.task import make_task, resolve_data
 from symloss.training import SGDSettings
@@ -44,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--engine", default="deap", choices=("deap", "pysr"))
     search.add_argument("--device", default="cpu")
     search.add_argument("--data-path", help="folder of local data files (mnist, cifar10, ...)")
+    search.add_argument("--label-noise", type=float, default=0.0, metavar="FRACTION",
+                        help="classification: replace this fraction of the training labels "
+                             "by another class (validation and test stay clean)")
     search.add_argument("--metatest-steps", type=int, help="SGD steps of the meta-test")
     search.add_argument("--output", help="also save the learned loss JSON here")
     search.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -69,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     rates.add_argument("--single-lr", action="store_true",
                        help="train both losses at --lr only (no grid)")
     evaluate.add_argument("--data-path")
+    evaluate.add_argument("--label-noise", type=float, default=0.0, metavar="FRACTION",
+                          help="as for search: noisy training labels, clean validation/test")
     evaluate.add_argument("--device", default="cpu")
 
     commands.add_parser("list", help="list built-in datasets, models and presets")
@@ -89,7 +95,8 @@ def _setting_overrides(pairs: Sequence[str]) -> dict[str, object]:
 
 
 def _search(args: argparse.Namespace) -> None:
-    data = load_dataset(args.task, path=args.data_path, seed=args.seed)
+    data = load_dataset(args.task, path=args.data_path, seed=args.seed,
+                        label_noise=args.label_noise)
     settings = _setting_overrides(args.set)
     if args.metatest_steps:
         settings["metatest_steps"] = args.metatest_steps
@@ -128,7 +135,7 @@ def _search(args: argparse.Namespace) -> None:
              if loss.learned_with.recommended_lr is not None
              else f"learned at SGD rate {s.lr:g}"))
     if search.selection_:
-        rates = ", ".join(f"{s.lr * f:g}" for f in s.selection_lr_factors)
+        rates = ", ".join(f"{lr:g}" for lr in selection_rates(s))
         print(f"\nfinal selection: validation {search.task_.kind_metric} after {s.selection_steps}"
               f" steps, mean of {s.selection_seeds} seeds, each loss at its best rate of "
               f"{rates}")
@@ -179,7 +186,7 @@ def _show(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     loss = load(args.loss)
-    data = load_dataset(args.task, path=args.data_path, seed=0)
+    data = load_dataset(args.task, path=args.data_path, seed=0, label_noise=args.label_noise)
     parts, kind = resolve_data(data)
     task = make_task(parts, args.model, task=kind, device=args.device)
     learned_with = getattr(loss, "learned_with", None)

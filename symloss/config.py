@@ -26,8 +26,9 @@ class Settings:
     search's rate ``lr`` is then chosen before the first generation as the baseline's
     best on ``lr_grid`` (short runs of ``fitness_steps``); an empty grid, or setting
     ``lr`` yourself (:func:`preset`), keeps ``lr`` as given. The final selection scores
-    every finalist at ``lr`` times each of ``selection_lr_factors`` and keeps each
-    one's best, so a loss wins by its shape, not by its step size.
+    every finalist at ``lr`` and ``selection_lr_width`` rungs either side of it on the
+    1-3-10 ladder, and keeps each one's best, so a loss wins by its shape, not by its
+    step size.
 
     ``selection_*`` is our addition: after the search, the ``selection_top_k`` best
     distinct losses (and the baseline) are retrained for ``selection_steps`` steps on
@@ -76,7 +77,7 @@ class Settings:
     selection_top_k: int = 0
     selection_seeds: int = 3
     selection_steps: int = 1000
-    selection_lr_factors: tuple[float, ...] = (0.3, 1.0, 3.0)
+    selection_lr_width: int = 1
     # meta-testing
     metatest_steps: int = 10_000
     metatest_seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -118,7 +119,8 @@ class Settings:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("meta_steps", "poor_training_steps", "elitism", "mutation_max_height",
-                     "selection_top_k", "selection_seeds", "selection_steps"):
+                     "selection_top_k", "selection_seeds", "selection_steps",
+                     "selection_lr_width"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         for name in ("crossover_prob", "mutation_prob"):
@@ -144,9 +146,6 @@ class Settings:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not self.metatest_seeds:
             raise ValueError("metatest_seeds must name at least one seed")
-        if not self.selection_lr_factors:
-            raise ValueError("selection_lr_factors must name at least one factor (1.0: "
-                             "the search's own rate)")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (unknown names raise a ValueError)."""
@@ -156,7 +155,7 @@ class Settings:
                 f"unknown setting(s) {sorted(unknown)}; valid settings are "
                 f"{sorted(f.name for f in dataclasses.fields(self))}"
             )
-        for name in ("metatest_seeds", "lr_grid", "selection_lr_factors"):
+        for name in ("metatest_seeds", "lr_grid"):
             if isinstance(changes.get(name), list):
                 changes[name] = tuple(changes[name])
         return dataclasses.replace(self, **changes)
@@ -180,7 +179,7 @@ class Settings:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
         data = dataclasses.asdict(self)
-        for name in ("metatest_seeds", "lr_grid", "selection_lr_factors"):
+        for name in ("metatest_seeds", "lr_grid"):
             data[name] = list(getattr(self, name))
         return data
 
@@ -191,7 +190,7 @@ class Settings:
 
 
 PRESETS: dict[str, Settings] = {
-    "paper": Settings(normalize=False, lr_grid=(), selection_lr_factors=(1.0,)),
+    "paper": Settings(normalize=False, lr_grid=(), selection_lr_width=0),
     "quick": Settings(
         population_size=12,
         generations=6,

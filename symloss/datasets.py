@@ -20,6 +20,7 @@ train/test split (the IDX files, CIFAR-10) use it and ignore the seed.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import pickle
@@ -90,9 +91,14 @@ class Dataset:
     name : str
         The built-in name the dataset was loaded under.
     train : tuple of numpy.ndarray
-        ``(X, y)`` for training (the search splits its validation set off this).
+        ``(X, y)`` for training (the search splits its validation set off this unless
+        ``val`` is given).
     test : tuple of numpy.ndarray or None
         ``(X, y)`` held out for final evaluation only.
+    val : tuple of numpy.ndarray or None
+        ``(X, y)`` for validation, when the dataset fixes it (e.g. clean validation
+        labels beside noisy training labels, see ``label_noise`` of
+        :func:`load_dataset`).
     task : {"classification", "regression"}
         Classification targets are ``int64`` labels, regression targets ``float32``.
     description : str
@@ -110,6 +116,7 @@ class Dataset:
     description: str
     classes: tuple[str, ...] | None = None
     vocab_size: int | None = None
+    val: ArrayPair | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -530,7 +537,49 @@ def dataset_names() -> list[str]:
     return list(DATASETS)
 
 
-def load_dataset(name: str, *, path: str | os.PathLike | None = None, seed: int = 0) -> Dataset:
+def with_label_noise(data: Dataset, fraction: float, seed: int = 0) -> Dataset:
+    """``data`` with a clean validation split and ``fraction`` of the remaining training
+    labels replaced by a different class, drawn uniformly (symmetric label noise).
+
+    The validation split (20% of the training data, stratified) and the test split
+    stay clean, so a search selects for what generalises, not for fitting the noise.
+
+    Raises
+    ------
+    ValueError
+        If ``data`` is not a classification dataset, or ``fraction`` is not in [0, 1).
+    """
+    if data.task != "classification":
+        raise ValueError(f"label noise needs a classification dataset; {data.name} is "
+                         f"{data.task}")
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"label_noise must be in [0, 1), got {fraction}")
+    if data.val is not None:
+        raise ValueError(f"{data.name} already has a validation split; add noise only once")
+    rng = np.random.default_rng([seed, 7919])
+    x, y = data.train
+    train_idx, val_idx = _stratified_split(y, 0.2, rng)
+    noisy = y[train_idx].copy()
+    flip = rng.random(len(noisy)) < fraction
+    n_classes = data.n_outputs
+    # a shift of 1..C-1 classes: uniform over the *other* classes
+    noisy[flip] = (noisy[flip] + rng.integers(1, n_classes, int(flip.sum()))) % n_classes
+    return dataclasses.replace(
+        data,
+        train=(x[train_idx], noisy),
+        val=(x[val_idx], y[val_idx]),
+        description=(f"{data.description}; {flip.mean():.0%} of the training labels "
+                     f"replaced by another class (seed {seed}), validation and test clean"),
+    )
+
+
+def load_dataset(
+    name: str,
+    *,
+    path: str | os.PathLike | None = None,
+    seed: int = 0,
+    label_noise: float = 0.0,
+) -> Dataset:
     """Load a built-in dataset, never downloading anything.
 
     Parameters
@@ -544,6 +593,10 @@ def load_dataset(name: str, *, path: str | os.PathLike | None = None, seed: int 
         ``SYMLOSS_NAMES_DIR`` environment variable).
     seed : int, default 0
         Seeds generation and the train/test split; the same seed gives the same arrays.
+    label_noise : float, default 0
+        Classification only: this fraction of the training labels is replaced by a
+        random other class, and a clean validation split is kept aside
+        (:func:`with_label_noise`). A task where the loss's *shape* matters.
 
     Returns
     -------
@@ -568,4 +621,5 @@ def load_dataset(name: str, *, path: str | os.PathLike | None = None, seed: int 
     key = name.strip().lower().replace("-", "_")
     if key not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(dataset_names())}")
-    return _LOADERS[key](int(seed), path)
+    data = _LOADERS[key](int(seed), path)
+    return with_label_noise(data, label_noise, int(seed)) if label_noise else data

@@ -3,8 +3,8 @@
 The search scores every candidate by one short training run from one seed. Before a
 loss is returned, the ``selection_top_k`` best distinct candidates and the baseline are
 retrained for ``settings.selection_steps`` steps on ``settings.selection_seeds`` seeds
-(never the meta-test seeds), each at the search's rate times every factor in
-``settings.selection_lr_factors``, and ranked by their mean validation metric at their
+(never the meta-test seeds), each at the search's rate and ``selection_lr_width`` rungs
+either side of it on the 1-3-10 ladder, and ranked by their mean validation metric at their
 own best rate. A learned loss is therefore chosen only if it beats the baseline at the
 baseline's best rate.
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from symloss.config import Settings
 from symloss.expression import Expression
 from symloss.records import OK, Evaluation
-from symloss.step_size import best_rate, mean_or_inf, run_all
+from symloss.step_size import best_rate, mean_or_inf, rate_ladder, run_all
 from symloss.task import Task
 
 SELECTION_SEED_OFFSET = 10_000
@@ -78,6 +78,17 @@ def finalists(
     return result
 
 
+def selection_rates(settings: Settings) -> tuple[float, ...]:
+    """The learning rates of the final selection: the search's own, and
+    ``settings.selection_lr_width`` rungs of the 1-3-10 ladder either side of it."""
+    if settings.selection_lr_width == 0:
+        return (settings.lr,)
+    ladder = rate_ladder(settings.lr, settings.selection_lr_width)
+    width = settings.selection_lr_width
+    # the search's own rate stays exact even where it is not on the ladder
+    return (*ladder[:width], settings.lr, *ladder[width + 1:])
+
+
 def select(
     task: Task,
     settings: Settings,
@@ -86,13 +97,13 @@ def select(
     executor: tuple[str, int] = ("auto", 1),
 ) -> list[Selection]:
     """Rank the finalists by mean validation metric after longer training, best first,
-    each at its best learning rate from ``settings.lr * settings.selection_lr_factors``.
+    each at its best learning rate around ``settings.lr`` (:func:`rate_ladder`).
 
     ``executor`` is ``(kind, n_jobs)`` as for :func:`symloss.executors.make_executor`:
     the training runs are independent and spread over its workers.
     """
     seeds = [seed + SELECTION_SEED_OFFSET + i for i in range(settings.selection_seeds)]
-    rates = [settings.lr * factor for factor in settings.selection_lr_factors]
+    rates = selection_rates(settings)
     chosen = finalists(evaluations, task.baseline, settings.selection_top_k)
     items = []
     for evaluation in chosen:

@@ -173,6 +173,8 @@ def resolve_data(data: Any, seed: int = 0) -> tuple[Any, str | None]:
         data = load_dataset(data, seed=seed)
     if isinstance(data, Dataset):
         parts = {"train": data.train}
+        if data.val is not None:
+            parts["val"] = data.val
         if data.test is not None:
             parts["test"] = data.test
         return parts, data.task

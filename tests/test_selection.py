@@ -9,7 +9,8 @@ import pytest
 from symloss.config import Settings
 from symloss.expression import Expression
 from symloss.records import CACHED, OK, REJECTED, Evaluation
-from symloss.selection import SELECTION_SEED_OFFSET, Selection, finalists, select, validation_metric
+from symloss.selection import SELECTION_SEED_OFFSET, Selection, finalists, select
+from symloss.step_size import validation_metric
 
 BASELINE = Expression.parse("square(f - y)")
 
@@ -55,7 +56,8 @@ def test_a_plain_baseline_record_is_reused():
 
 def test_select_ranks_by_mean_validation_metric(sine_task, tiny_settings):
     settings = tiny_settings.replace(selection_top_k=2, selection_seeds=2, selection_steps=40,
-                                     fitness_steps=20)
+                                     fitness_steps=20, normalize=False,
+                                     selection_lr_width=0)
     evaluations = [record("square(f - y) * 0.001", 0.1),  # barely trains: must rank last
                    record("abs(f - y)", 0.2)]
     ranked = select(sine_task, settings, evaluations, seed=0)
@@ -64,13 +66,29 @@ def test_select_ranks_by_mean_validation_metric(sine_task, tiny_settings):
     assert [r.mean for r in ranked] == sorted(r.mean for r in ranked)
     plain = next(r for r in ranked if r.evaluation.expression == "square(f - y)")
     assert math.isfinite(plain.evaluation.fitness)  # scored like the search would
-    expected = validation_metric((sine_task, settings),
-                                 ("abs(f - y)", (), 40, SELECTION_SEED_OFFSET))
+    expected = validation_metric((sine_task, settings, 0),
+                                 ("abs(f - y)", (), 40, SELECTION_SEED_OFFSET, settings.lr))
     absolute = next(r for r in ranked if r.evaluation.expression == "abs(f - y)")
     assert absolute.metrics[0] == expected
     again = select(sine_task, settings, evaluations, seed=0, executor=("process", 2))
     assert [(r.evaluation.expression, r.metrics) for r in again] == [
         (r.evaluation.expression, r.metrics) for r in ranked]
+
+
+def test_each_finalist_is_scored_at_its_best_rate(sine_task, tiny_settings):
+    """Normalised, a scaled copy of a loss is the same loss; each finalist gets the rate
+    of the grid where its mean validation metric is lowest, the baseline too."""
+    settings = tiny_settings.replace(selection_top_k=2, selection_seeds=2, selection_steps=40,
+                                     fitness_steps=20, lr=0.01, selection_lr_width=1)
+    evaluations = [record("abs(f - y)", 0.2), record("square(f - y) * 0.001", 0.1)]
+    ranked = select(sine_task, settings, evaluations, seed=0)
+    for r in ranked:
+        assert set(r.by_lr) == {0.003, 0.01, 0.03}
+        assert r.mean == r.by_lr[r.lr] == min(r.by_lr.values())
+    scaled = next(r for r in ranked if r.evaluation.expression == "square(f - y) * 0.001")
+    plain = next(r for r in ranked if r.evaluation.expression == "square(f - y)")
+    assert scaled.metrics == pytest.approx(plain.metrics, rel=1e-4)
+    assert scaled.to_dict()["lr"] == scaled.lr
 
 
 def test_a_diverging_finalist_has_infinite_mean():
@@ -87,3 +105,11 @@ def test_metatest_seeds_avoid_the_search_seed():
     assert Settings(metatest_seeds=(1, 2)).metatest_seeds_for(2) == (1, 3)
     assert 3 not in settings.metatest_seeds_for(3)
     assert len(set(settings.metatest_seeds_for(6))) == 5
+
+
+def test_selection_rates_sit_on_the_ladder_around_the_search_rate():
+    from symloss.selection import selection_rates
+
+    assert selection_rates(Settings(lr=0.03)) == (0.01, 0.03, 0.1)
+    assert selection_rates(Settings(lr=0.05)) == (0.01, 0.05, 0.1)  # off the ladder: kept
+    assert selection_rates(Settings(lr=0.1, selection_lr_width=0)) == (0.1,)
