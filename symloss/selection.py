@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from symloss.config import Settings
 from symloss.expression import Expression
 from symloss.records import OK, Evaluation
-from symloss.step_size import best_rate, mean_or_inf, rate_ladder, run_all
+from symloss.step_size import best_rate, ladder_search, mean_or_inf, rate_ladder, run_all
 from symloss.task import Task
 
 SELECTION_SEED_OFFSET = 10_000
@@ -105,24 +105,33 @@ def select(
     seeds = [seed + SELECTION_SEED_OFFSET + i for i in range(settings.selection_seeds)]
     rates = selection_rates(settings)
     chosen = finalists(evaluations, task.baseline, settings.selection_top_k)
-    items = []
-    for evaluation in chosen:
-        weights = tuple(evaluation.weights)
-        if not math.isfinite(evaluation.fitness):  # the plain baseline was never scored
-            items.append((evaluation.expression, weights, settings.fitness_steps, seed,
-                          settings.lr))
-        items += [(evaluation.expression, weights, settings.selection_steps, s, lr)
-                  for lr in rates for s in seeds]
-    metrics = iter(run_all(task, settings, seed, items, executor))
+    # the plain baseline was never scored: score it as the search would have
+    items = [(e.expression, tuple(e.weights), settings.fitness_steps, seed, settings.lr)
+             for e in chosen if not math.isfinite(e.fitness)]
+    scored = iter(run_all(task, settings, seed, items, executor) if items else ())
+    chosen = [e if math.isfinite(e.fitness) else dataclasses.replace(e, fitness=next(scored))
+              for e in chosen]
+
+    def measure(pairs: list[tuple[int, float]]) -> list[float]:
+        runs = [(chosen[i].expression, tuple(chosen[i].weights), settings.selection_steps, s, lr)
+                for i, lr in pairs for s in seeds]
+        values = iter(run_all(task, settings, seed, runs, executor))
+        means = []
+        for i, lr in pairs:
+            metrics = tuple(next(values) for _ in seeds)
+            per_run[(i, lr)] = metrics
+            means.append(mean_or_inf(metrics))
+        return means
+
+    per_run: dict[tuple[int, float], tuple[float, ...]] = {}
+    found = ladder_search(measure, len(chosen), rates,
+                          max_extra=2 if settings.selection_lr_width else 0)
     results = []
-    for evaluation in chosen:
-        if not math.isfinite(evaluation.fitness):
-            evaluation = dataclasses.replace(evaluation, fitness=next(metrics))
-        runs = {lr: tuple(next(metrics) for _ in seeds) for lr in rates}
-        by_lr = {lr: mean_or_inf(values) for lr, values in runs.items()}
+    for i, evaluation in enumerate(chosen):
+        by_lr = dict(sorted(found[i].items()))
         try:
             lr = best_rate(by_lr).lr
         except ValueError:  # diverged at every rate: ranks last
             lr = settings.lr
-        results.append(Selection(evaluation, runs[lr], lr, by_lr))
+        results.append(Selection(evaluation, per_run[(i, lr)], lr, by_lr))
     return sorted(results, key=lambda r: (r.mean, r.evaluation.fitness))

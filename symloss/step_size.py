@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from symloss.config import Settings
@@ -120,10 +120,56 @@ def rate_ladder(center: float, width: int) -> tuple[float, ...]:
     return tuple(value(rung + j) for j in range(-width, width + 1))
 
 
+def next_rung(lr: float, direction: int) -> float:
+    """The rate one rung up (``direction=1``) or down (``-1``) the 1-3-10 ladder from
+    ``lr``.
+
+    >>> next_rung(0.3, 1), next_rung(0.01, -1), next_rung(0.05, 1)
+    (1.0, 0.003, 0.1)
+    """
+    below, _, above = rate_ladder(lr, 1)
+    if direction > 0:
+        return above if above > lr * (1 + 1e-9) else rate_ladder(lr, 2)[4]
+    return below if below < lr * (1 - 1e-9) else rate_ladder(lr, 2)[0]
+
+
+def ladder_search(
+    measure: Callable[[list[tuple[int, float]]], list[float]],
+    n: int,
+    rates: Sequence[float],
+    max_extra: int = 2,
+) -> list[dict[float, float]]:
+    """Metrics of ``n`` losses at ``rates``, each grid extended past its edge while the
+    best rate sits there: a best rate at the edge of a grid says the grid was too narrow.
+
+    ``measure([(loss index, lr), ...])`` returns one metric per pair (lower is better);
+    each round asks for all the rates still wanted at once, so the caller can run them
+    in parallel. At most ``max_extra`` rungs are added on each side.
+    """
+    found: list[dict[float, float]] = [{} for _ in range(n)]
+    wanted = [(i, lr) for i in range(n) for lr in rates]
+    added = [[0, 0] for _ in range(n)]
+    while wanted:
+        for (i, lr), metric in zip(wanted, measure(wanted), strict=True):
+            found[i][lr] = metric
+        wanted = []
+        for i, metrics in enumerate(found):
+            finite = {lr: m for lr, m in metrics.items() if math.isfinite(m)}
+            if not finite:
+                continue
+            best = min(finite, key=lambda r: (finite[r], r))
+            for side, direction, edge in ((0, -1, min(metrics)), (1, 1, max(metrics))):
+                if best == edge and added[i][side] < max_extra:
+                    added[i][side] += 1
+                    wanted.append((i, next_rung(edge, direction)))
+    return found
+
+
 def tune_search_lr(
     task: Task, settings: Settings, seed: int, executor: tuple[str, int] = ("auto", 1)
 ) -> RateChoice:
-    """The baseline's best learning rate on ``settings.lr_grid``.
+    """The baseline's best learning rate on ``settings.lr_grid``, extended by up to two
+    rungs of the 1-3-10 ladder where the best rate is at its edge (:func:`ladder_search`).
 
     One run of ``settings.fitness_steps`` SGD steps from ``seed`` per rate, the
     validation metric as in the search's fitness.
@@ -135,11 +181,14 @@ def tune_search_lr(
     """
     if not settings.lr_grid:
         raise ValueError("settings.lr_grid is empty: there is no rate to choose from")
-    items = [(str(task.baseline), (), settings.fitness_steps, seed, lr)
-             for lr in settings.lr_grid]
-    metrics = run_all(task, settings, seed, items, executor)
+
+    def measure(pairs: list[tuple[int, float]]) -> list[float]:
+        items = [(str(task.baseline), (), settings.fitness_steps, seed, lr) for _, lr in pairs]
+        return run_all(task, settings, seed, items, executor)
+
+    (metrics,) = ladder_search(measure, 1, settings.lr_grid)
     try:
-        return best_rate(dict(zip(settings.lr_grid, metrics, strict=True)))
+        return best_rate(dict(sorted(metrics.items())))
     except ValueError as error:
         raise ValueError(
             f"the baseline loss {task.baseline}: {error}; check the data and model, or "

@@ -114,3 +114,30 @@ def test_bad_learned_with_is_refused_with_the_file_named(tmp_path, field, value)
 def test_the_scale_must_be_positive_and_finite(scale):
     with pytest.raises(ValueError, match="scale must be a positive finite number"):
         LearnedLoss("square(f - y)", "regression", scale=scale)
+
+
+def test_a_search_returns_a_normalised_loss_and_records_its_rate(tmp_path):
+    import symloss
+    from symloss.runs import SEARCH_LR_FILE
+
+    tiny = {"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10,
+            "selection_steps": 20, "selection_seeds": 1, "selection_top_k": 2,
+            "lr_grid": [0.01, 0.03]}
+    search = symloss.SymbolicLossSearch(population_size=4, generations=1, settings=tiny,
+                                        random_state=0, verbose=False, run_dir=tmp_path)
+    search.fit("sine", "mlp")
+    loss = search.best_loss_
+    assert 0.9 <= gradient_scale(loss, search.task_, seed=0) <= 1.1
+    assert loss.learned_with.lr == search.settings_.lr == search.lr_choice_.lr
+    assert loss.learned_with.recommended_lr == search.selection_[0].lr
+    saved = load(search.run_dir_ / "best_loss.json")
+    assert saved.scale == loss.scale and saved.learned_with == loss.learned_with
+    assert json.loads((tmp_path / SEARCH_LR_FILE).read_text())["lr"] == search.lr_choice_.lr
+    # a rate given without a grid is fixed, not tuned
+    fixed_rate = {k: v for k, v in tiny.items() if k != "lr_grid"} | {"lr": 0.02}
+    fixed = symloss.SymbolicLossSearch(population_size=4, generations=1,
+                                       settings=fixed_rate, random_state=0,
+                                       verbose=False, run_dir=tmp_path / "fixed")
+    fixed.fit("sine", "mlp")
+    assert fixed.lr_choice_ is None and fixed.settings_.lr == 0.02
+    assert not (tmp_path / "fixed" / SEARCH_LR_FILE).exists()

@@ -83,7 +83,7 @@ def test_each_finalist_is_scored_at_its_best_rate(sine_task, tiny_settings):
     evaluations = [record("abs(f - y)", 0.2), record("square(f - y) * 0.001", 0.1)]
     ranked = select(sine_task, settings, evaluations, seed=0)
     for r in ranked:
-        assert set(r.by_lr) == {0.003, 0.01, 0.03}
+        assert {0.003, 0.01, 0.03} <= set(r.by_lr)
         assert r.mean == r.by_lr[r.lr] == min(r.by_lr.values())
     scaled = next(r for r in ranked if r.evaluation.expression == "square(f - y) * 0.001")
     plain = next(r for r in ranked if r.evaluation.expression == "square(f - y)")
