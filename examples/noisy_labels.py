@@ -33,7 +33,7 @@ BUDGETS = {
     "tiny": ({"preset": "quick", "population_size": 4, "generations": 1,
               "settings": {"meta_steps": 2, "fitness_steps": 30, "poor_training_steps": 10,
                            "selection_steps": 30, "selection_seeds": 1,
-                           "lr_grid": [0.1]}}, 2, 1),
+                           "lr": 0.1}}, 2, 1),
     "full": ({"preset": "quick"}, 30, 3),
 }
 OPTIMISERS = {

@@ -39,7 +39,8 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("examples")
     processes = {
         name: start(f"{name}.py", "--budget", "tiny", "--output-dir", root / "out", cwd=root)
-        for name in ("regression_arrays", "classification_dataset", "reuse_saved_loss")
+        for name in ("regression_arrays", "classification_dataset", "reuse_saved_loss",
+                     "noisy_labels")
     }
     return {name: (*finish(p), root / "out") for name, p in processes.items()}
 
@@ -89,3 +90,18 @@ def test_reuse_a_searched_classification_loss(runs, tmp_path, monkeypatch, capsy
     epochs = [line for line in out.splitlines() if line.startswith("epoch")]
     assert len(epochs) == 3 and all("test accuracy" in e for e in epochs)
     assert not list(tmp_path.iterdir())  # given a loss file, it writes nothing
+
+
+def test_noisy_labels_trains_the_saved_loss_in_a_plain_loop(runs):
+    code, out, err, out_dir = runs["noisy_labels"]
+    assert code == 0, err
+    assert "40% of the training labels replaced by another class" in out
+    assert "normalised by x" in out and "cross-entropy's gradient scale" in out
+    saved = json.loads((out_dir / "noisy_digits_loss.json").read_text())
+    assert saved["learned_with"]["lr"] == 0.1 and saved["scale"] > 0
+    rows = [line.split() for line in out.splitlines() if line.startswith(("SGD", "Adam"))]
+    assert len(rows) == 2
+    for row in rows:  # optimiser (3 words), learned, cross-entropy, difference
+        learned, base, difference = map(float, row[3:])
+        assert 0.0 <= learned <= 1.0 and 0.0 <= base <= 1.0
+        assert difference == pytest.approx(learned - base, abs=2e-3)
