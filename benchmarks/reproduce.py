@@ -52,12 +52,12 @@ import torch
 from symloss.config import Settings, preset
 from symloss.datasets import Dataset, load_dataset
 from symloss.estimator import SymbolicLossSearch
-from symloss.evaluator import sgd_settings
 from symloss.library import baseline as task_baseline
 from symloss.metatest import LossResult, meta_test
 from symloss.network import LearnedLoss
 from symloss.records import CACHED, REJECTED
 from symloss.task import Task, make_task, resolve_data
+from symloss.training import sgd_settings
 
 METHODS = ("baseline", "ml3", "taylorglo", "gplfl", "evomal")
 METHOD_LABELS = {

@@ -32,13 +32,12 @@ import torch
 from torch import nn
 
 from symloss.config import Settings
-from symloss.evaluator import sgd_settings
 from symloss.expression import Expression, readable, round_floats
 from symloss.library import check_task_kind
 from symloss.network import LOSS_FORMATS, prepare_outputs, reduce_loss
 from symloss.serialization import check_header, write_json
 from symloss.task import Task
-from symloss.training import train
+from symloss.training import sgd_settings, train
 
 TAYLORGLO_FORMAT_NAME = "symloss.taylorglo"
 TAYLORGLO_FORMAT_VERSION = 1
