@@ -52,7 +52,7 @@ class Settings:
     seed_population: bool = True
     # inner loop: rejection protocols
     poor_training_examples: int = 100
-    poor_training_steps: int = 200
+    poor_training_steps: int = 1000  # reference: 1000, except 100 for MNIST
     poor_training_lr: float = 0.01
     fingerprint_size: int = 64
     fingerprint_rtol: float = 1e-5

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from symloss.config import preset
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce.py"
 
 
@@ -34,6 +36,14 @@ def test_metatest_seeds_differ_from_search_seed(reproduce):
     for seed in range(5):
         seeds = reproduce.metatest_seeds(seed, 5)
         assert seed not in seeds and len(set(seeds)) == 5
+
+
+def test_paper_budget_poor_training_steps_follow_the_reference(reproduce):
+    """The reference's filter_gradient_steps: 1,000, except 100 on MNIST."""
+    assert preset("paper").poor_training_steps == 1000
+    for task in ("sine", "diabetes", "digits", "fashion_mnist", "cifar10", "surname"):
+        assert reproduce.budget_settings("paper", task).poor_training_steps == 1000
+    assert reproduce.budget_settings("paper", "mnist").poor_training_steps == 100
 
 
 def test_tiny_run_writes_report(reproduce, tmp_path):
