@@ -3,7 +3,7 @@
 The loss is a small MLP ``2 -> 50 -> 50 -> 1`` (ReLU hidden layers, softplus output, no
 biases) applied to every ``(f, y)`` pair, where ``f`` and ``y`` are the same transformed
 outputs and targets a :class:`~symloss.network.LearnedLoss` sees: the values are summed
-over classes and averaged over the batch (classification) or averaged (regression). Its
+over classes (or regression outputs) and averaged over the batch. Its
 parameters are learned only by the local-search procedure of EvoMAL: fresh model, a few
 differentiable SGD steps with the meta-loss, baseline objective on a validation batch,
 gradient into the MLP's weights.

@@ -12,9 +12,10 @@ contain the prediction dropped (they do not change the gradient):
 
 In symloss's variables the label is ``y`` and the prediction ``f``, so :class:`TaylorGLOLoss`
 computes ``l(x=y, y=f)``. It is applied elementwise to the same transformed outputs as a
-:class:`~symloss.network.LearnedLoss` (softmax / one-hot, summed over classes and averaged
-over the batch; averaged for regression). The paper negates and averages over classes; a
-sign and a positive factor on ``theta2..theta7`` express the same losses, so nothing is lost.
+:class:`~symloss.network.LearnedLoss` (softmax / one-hot for classification; summed over
+classes or regression outputs, averaged over the batch). The paper negates and averages
+over classes; a sign and a positive factor on ``theta2..theta7`` express the same losses,
+so nothing is lost.
 """
 
 from __future__ import annotations
