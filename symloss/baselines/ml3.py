@@ -47,7 +47,8 @@ class ML3Loss(nn.Module):
         one class at a time, with shared weights); regression takes ``[B]``/``[B, k]``.
     weights : sequence of 2-d arrays, optional
         The layer weight matrices, ``[out, in]`` each; by default a fresh random
-        initialisation (PyTorch's default for linear layers) drawn from ``seed``.
+        initialisation drawn from ``seed``: ``kaiming_normal_`` (normal, standard deviation
+        ``sqrt(2 / fan_in)``), as EvoMAL's ML3.
     hidden : sequence of int
         Widths of the hidden layers; ``(50, 50)`` as in ML3.
     seed : int
@@ -94,6 +95,10 @@ class ML3Loss(nn.Module):
             self.layers = nn.ModuleList(
                 nn.Linear(a, b, bias=False) for a, b in zip(widths[:-1], widths[1:], strict=True)
             )
+            # As EvoMAL's ML3: PyTorch's default init (uniform, bound 1/sqrt(fan_in)) starts
+            # with a meta-loss gradient an order of magnitude weaker.
+            for layer in self.layers:
+                nn.init.kaiming_normal_(layer.weight)
         if weights is not None:
             if len(weights) != len(self.layers):
                 raise ValueError(
