@@ -46,6 +46,15 @@ def test_paper_budget_poor_training_steps_follow_the_reference(reproduce):
     assert reproduce.budget_settings("paper", "mnist").poor_training_steps == 100
 
 
+def test_paper_budget_optimiser_follows_the_reference(reproduce):
+    """Nesterov momentum 0.9 and weight decay 5e-4 where the reference's configs use them."""
+    for task in ("sine", "diabetes", "cifar10"):
+        s = reproduce.budget_settings("paper", task)
+        assert (s.momentum, s.nesterov, s.weight_decay) == (0.9, True, 5e-4)
+    s = reproduce.budget_settings("paper", "mnist")
+    assert (s.momentum, s.nesterov, s.weight_decay) == (0.0, False, 0.0)
+
+
 def test_tiny_run_writes_report(reproduce, tmp_path):
     results = reproduce.main(["--budget", "tiny", "--tasks", "sine", "--methods", "baseline",
                               "gplfl", "--seeds", "0", "--out", str(tmp_path)])
