@@ -16,8 +16,8 @@ from typing import Any
 class Settings:
     """Every setting of a loss search.
 
-    Outer loop (genetic programming) fields follow DESIGN.md, "Outer loop"; inner-loop
-    fields follow "Inner loop"; ``metatest_*`` fields the meta-testing protocol.
+    Outer loop (genetic programming) fields follow docs/design.md, "Outer loop";
+    inner-loop fields follow "Inner loop"; ``metatest_*`` fields the meta-testing protocol.
 
     ``normalize`` (our addition, off in ``paper``): every candidate is scaled to the
     baseline's gradient magnitude (:mod:`symloss.scale`) inside the network that the

@@ -1,6 +1,6 @@
 """One candidate loss through every check, cheapest first, to an :class:`Evaluation`.
 
-Order (DESIGN.md, "Inner loop"): canonical-key cache, structural rejection, gradient
+Order (docs/design.md, "Inner loop"): canonical-key cache, structural rejection, gradient
 fingerprint (non-finite / flat rejection and gradient equivalence), poor-training
 rejection, then the expensive part -- local search and fitness training -- which is the
 only part handed to the executor. The fingerprint runs before the poor-training check

@@ -5,8 +5,9 @@ elementwise torch module with one trainable scalar on every edge: each non-root 
 output is multiplied by its weight before its parent uses it. With all weights equal
 to 1 it computes the symbolic expression exactly; the local search tunes the weights.
 
-:class:`LearnedLoss` wraps a network with the output transform of DESIGN.md and is what
-users put in their own training loops: ``loss(y_pred, y_true)`` returns a scalar.
+:class:`LearnedLoss` wraps a network with the output transform and reduction of
+docs/design.md ("Search space") and is what users put in their own training loops:
+``loss(y_pred, y_true)`` returns a scalar.
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ class DeapEngine(Engine):
         """DEAP is a core dependency; nothing to check."""
 
     def search(self, context: SearchContext) -> list[GenerationStats]:
-        """Run the generational loop of DESIGN.md, "Outer loop"."""
+        """Run the generational loop of docs/design.md, "Outer loop"."""
         s = context.settings
         pset = primitive_set()
         saved = context.load_state()
