@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from symloss.config import preset
-from symloss.evaluator import Evaluator, sgd_settings
+from symloss.evaluator import Evaluator
 from symloss.library import known_losses
 from symloss.network import LearnedLoss
 from symloss.task import Task, make_task, resolve_data
-from symloss.training import SGDSettings, train
+from symloss.training import SGDSettings, sgd_settings, train
 
 STAGES = ("key", "structural", "fingerprint", "poor_training", "local_search", "fitness")
 REJECTED_EXAMPLES = ("y * y", "f - f + y", "sign(f - y)", "f * y")

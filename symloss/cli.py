@@ -13,7 +13,6 @@ from pathlib import Path
 from symloss.config import PRESETS
 from symloss.datasets import DATASETS, load_dataset
 from symloss.estimator import Equation, SymbolicLossSearch, equations_table
-from symloss.evaluator import sgd_settings
 from symloss.metatest import meta_test
 from symloss.models import MODELS
 from symloss.network import LearnedLoss, load
@@ -22,7 +21,7 @@ from symloss.runs import CHECKPOINT_FILE, HALL_OF_FAME_FILE
 from symloss.selection import selection_rates
 from symloss.step_size import rate_ladder
 from symloss.task import make_task, resolve_data
-from symloss.training import SGDSettings
+from symloss.training import SGDSettings, sgd_settings
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """One candidate loss through every check, cheapest first, to an :class:`Evaluation`.
 
-Order (DESIGN.md, "Inner loop"): canonical-key cache, structural rejection, gradient
+Order (docs/design.md, "Inner loop"): canonical-key cache, structural rejection, gradient
 fingerprint (non-finite / flat rejection and gradient equivalence), poor-training
 rejection, then the expensive part -- local search and fitness training -- which is the
 only part handed to the executor. The fingerprint runs before the poor-training check
@@ -37,18 +37,7 @@ from symloss.network import LearnedLoss
 from symloss.records import CACHED, OK, REJECTED, Evaluation
 from symloss.scale import Reference, normalising_factor, reference_batch
 from symloss.task import Task
-from symloss.training import SGDSettings, train
-
-
-def sgd_settings(settings: Settings) -> SGDSettings:
-    """The fitness-training optimiser settings of a search."""
-    return SGDSettings(
-        lr=settings.lr,
-        momentum=settings.momentum,
-        nesterov=settings.nesterov,
-        weight_decay=settings.weight_decay,
-        batch_size=settings.batch_size,
-    )
+from symloss.training import sgd_settings, train
 
 
 def search_loss(

@@ -1,8 +1,8 @@
 """Well-known losses written in the primitive set.
 
 The baselines (cross-entropy, squared error) and a small library of established losses
-seed the search's initial population (see DESIGN.md, "Outer loop"), so even a small
-budget can never return a loss worse on validation than the baseline.
+seed the search's initial population (see docs/design.md, "Outer loop"), so even a
+small budget can never return a loss worse on validation than the baseline.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from symloss.expression import Expression
 from symloss.network import LearnedLoss
 from symloss.scale import Reference, baseline_norm, gradient_norm
 from symloss.task import Task
-from symloss.training import unrolled_sgd
+from symloss.training import SGDSettings, sgd_settings, unrolled_sgd
 
 
 @dataclass(frozen=True)
@@ -46,10 +46,13 @@ def unrolled_objective(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     batches: list[tuple[torch.Tensor, torch.Tensor]],
     validation: tuple[torch.Tensor, torch.Tensor],
-    lr: float,
+    sgd: SGDSettings,
 ) -> torch.Tensor:
-    """Baseline objective on ``validation`` after differentiable SGD steps with ``loss_fn``."""
-    stepped = unrolled_sgd(model, params, buffers, loss_fn, batches, lr)
+    """Baseline objective on ``validation`` after differentiable SGD steps with ``loss_fn``.
+
+    The steps use ``sgd``'s optimiser settings (see :func:`symloss.training.unrolled_sgd`).
+    """
+    stepped = unrolled_sgd(model, params, buffers, loss_fn, batches, sgd)
     outputs = functional_call(model, (stepped, buffers), (validation[0],))
     return task.base_loss(outputs, validation[1])
 
@@ -64,7 +67,8 @@ def meta_train(
     """Train ``leaves`` (the loss's parameters) by unrolled differentiation, in place.
 
     Each meta-step initialises the model afresh, takes ``settings.unroll_steps``
-    differentiable SGD steps with ``candidate(outputs, targets, leaves)`` on random
+    differentiable SGD steps (the fitness optimiser: learning rate, momentum, Nesterov and
+    weight decay of ``settings``) with ``candidate(outputs, targets, leaves)`` on random
     training batches, scores the stepped model with the baseline objective on a random
     validation batch and updates ``leaves`` with Adam. Returns the objective at every
     completed meta-step and whether a non-finite objective or gradient stopped it early
@@ -73,6 +77,7 @@ def meta_train(
     tensors = list(leaves.values())
     optimizer = torch.optim.Adam(tensors, lr=settings.meta_lr)
     generator = torch.Generator().manual_seed(seed)
+    sgd = sgd_settings(settings)
     history: list[float] = []
     for step in range(settings.meta_steps):
         model = task.new_model(seed + 1 + step)
@@ -88,7 +93,7 @@ def meta_train(
             return candidate(outputs, targets, leaves)
 
         value = unrolled_objective(
-            task, model, params, buffers, inner_loss, batches, validation, settings.lr
+            task, model, params, buffers, inner_loss, batches, validation, sgd
         )
         grads = torch.autograd.grad(value, tensors, allow_unused=True)
         grads = tuple(

@@ -5,8 +5,9 @@ elementwise torch module with one trainable scalar on every edge: each non-root 
 output is multiplied by its weight before its parent uses it. With all weights equal
 to 1 it computes the symbolic expression exactly; the local search tunes the weights.
 
-:class:`LearnedLoss` wraps a network with the output transform of DESIGN.md and is what
-users put in their own training loops: ``loss(y_pred, y_true)`` returns a scalar.
+:class:`LearnedLoss` wraps a network with the output transform and reduction of
+docs/design.md ("Search space") and is what users put in their own training loops:
+``loss(y_pred, y_true)`` returns a scalar.
 """
 
 from __future__ import annotations
@@ -194,7 +195,9 @@ def prepare_outputs(
 
     Classification: ``f = softmax(logits)`` (sigmoid for one output column) and
     ``y = one_hot(labels)``; probability or one-hot targets ``[B, C]`` are used as
-    they are. Regression: predictions and targets as ``[B, k]`` float tensors.
+    they are. Regression: predictions and targets as ``[B, k]`` float tensors (``[B]``
+    becomes ``[B, 1]``; further dimensions are flattened into ``k``).
+    :func:`reduce_loss` sums the tree's values over ``k`` and averages over the batch.
 
     Raises
     ------
@@ -242,10 +245,24 @@ def prepare_outputs(
 
 
 def reduce_loss(elementwise: torch.Tensor, task: str) -> torch.Tensor:
-    """Sum over classes then mean over the batch (classification); mean (regression)."""
-    if task == "classification":
-        return elementwise.sum(dim=1).mean()
-    return elementwise.mean()
+    """The scalar loss of elementwise values ``[batch, k]``: sum over ``k``, mean over the batch.
+
+    ``k`` is the classes (classification) or the output values (regression), as the
+    EvoMAL reference reduces: a ``k``-output regression loss is ``k`` times the mean over
+    all values, so each output keeps the gradient it would have alone.
+
+    Raises
+    ------
+    ValueError
+        If ``elementwise`` is not 2-d (use :func:`prepare_outputs` to get ``[batch, k]``).
+    """
+    if elementwise.dim() != 2:
+        what = "classes" if task == "classification" else "outputs"
+        raise ValueError(
+            f"elementwise loss values must have shape [batch, {what}], got "
+            f"{tuple(elementwise.shape)}; prepare_outputs gives the (f, y) of that shape"
+        )
+    return elementwise.sum(dim=1).mean()
 
 
 class LearnedLoss(nn.Module):
@@ -260,7 +277,8 @@ class LearnedLoss(nn.Module):
         one-hot / probability targets ``[B, C]``); the tree is applied to softmax
         outputs (sigmoid when ``C == 1``) and one-hot targets, summed over classes and
         averaged over the batch. Regression losses take ``[B]``, ``[B, 1]`` or ``[B, k]``
-        predictions and targets and average over all values.
+        predictions and targets, sum over the ``k`` outputs and average over the batch
+        (as the EvoMAL reference; with one output, the mean).
     weights : sequence of float, optional
         Edge weights learned by the local search; all ones by default.
     metadata : mapping, optional

@@ -17,11 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from symloss.config import Settings
-from symloss.evaluator import search_loss, sgd_settings
+from symloss.evaluator import search_loss
 from symloss.executors import make_executor, single_torch_thread
 from symloss.scale import reference_batch
 from symloss.task import Task
-from symloss.training import train
+from symloss.training import sgd_settings, train
 
 TrainItem = tuple[str, tuple[float, ...], int, int, float]
 """``(expression, weights, steps, seed, lr)``: one training run of :func:`validation_metric`."""

@@ -20,7 +20,7 @@ from torch import nn
 
 from symloss.expression import Expression
 from symloss.library import baseline, check_task_kind
-from symloss.network import prepare_outputs
+from symloss.network import prepare_outputs, reduce_loss
 
 ModelSpec = nn.Module | Callable[[], nn.Module] | str
 _EVAL_BATCH = 4096
@@ -112,7 +112,11 @@ class Task:
         return model.to(self.device).train()
 
     def base_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The differentiable baseline objective used by the local search."""
+        """The differentiable baseline objective used by the local search.
+
+        Cross-entropy, or squared error summed over the outputs and averaged over the
+        batch: the value of the task's baseline loss (:func:`symloss.network.reduce_loss`).
+        """
         if self.kind == "classification":
             if outputs.shape[1] == 1:
                 return F.binary_cross_entropy_with_logits(
@@ -120,10 +124,10 @@ class Task:
                 )
             return F.cross_entropy(outputs, targets)
         f, y = prepare_outputs(outputs, targets, "regression")
-        return F.mse_loss(f, y)
+        return reduce_loss(torch.square(f - y), "regression")
 
     def metric_from_outputs(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
-        """Error rate (classification) or mean squared error (regression)."""
+        """Error rate (classification) or mean squared error over all output values."""
         if self.kind == "classification":
             if outputs.shape[1] == 1:
                 predicted = (outputs.reshape(-1) > 0).long()

@@ -17,7 +17,14 @@ from deap import gp
 import symloss
 from symloss.config import preset
 from symloss.engines.base import SearchContext
-from symloss.engines.deap import DeapEngine, primitive_set, repair, to_expression, to_tree
+from symloss.engines.deap import (
+    DeapEngine,
+    mutation_subtree,
+    primitive_set,
+    repair,
+    to_expression,
+    to_tree,
+)
 from symloss.expression import Expression
 from symloss.library import baseline, known_losses
 from symloss.primitives import PRIMITIVES
@@ -88,6 +95,30 @@ def test_round_trip_seeds_with_constants(text):
     with seeded_random(0):
         child, _ = gp.cxOnePoint(to_tree(expression, pset), to_tree(baseline("regression"), pset))
     to_expression(child)
+
+
+def _leaf_depths(nodes) -> set[int]:
+    """Depths of the leaves of a prefix tree."""
+    depths, stack = set(), [0]
+    for node in nodes:
+        depth = stack.pop()
+        if node.arity == 0:
+            depths.add(depth)
+        stack.extend([depth + 1] * node.arity)
+    return depths
+
+
+def test_mutation_subtree_is_ramped_half_and_half():
+    """As the reference's genHalfAndHalf(0, 2): full and grown subtrees, heights 0 to 2."""
+    pset = primitive_set()
+    with seeded_random(4):
+        trees = [mutation_subtree(pset, object, max_height=2) for _ in range(1000)]
+    heights = [max(_leaf_depths(t)) for t in trees]
+    assert set(heights) == {0, 1, 2}
+    # a full tree (genFull) has every leaf at the same depth; grown trees need not
+    lopsided = [t for t in trees if len(_leaf_depths(t)) > 1]
+    assert len(lopsided) >= 5  # genFull: none
+    assert all(len(_leaf_depths(t)) == 1 for t in trees if max(_leaf_depths(t)) == 0)
 
 
 def test_repair_makes_trees_use_y_and_f():

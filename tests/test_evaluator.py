@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from symloss.evaluator import Evaluator, score, sgd_settings
+from symloss.evaluator import Evaluator, score
 from symloss.executors import ProcessExecutor, make_executor
 from symloss.records import CACHED, OK, REJECTED, Evaluation
+from symloss.training import sgd_settings
 
 CHEAP = ("y * y", "f - f + y", "sign(f - y)")
 

@@ -9,6 +9,7 @@ import torch
 
 from symloss.local_search import initial_weights, local_search, unrolled_objective
 from symloss.network import LearnedLoss
+from symloss.training import SGDSettings
 
 MIS_SCALED = "square(f - y) * 0.01"  # gradients 100x too small: one SGD step barely moves
 
@@ -32,7 +33,7 @@ def _averaged_objective(task, weights, unroll_steps, lr, seeds=(100, 101, 102, 1
         batches = [task.train.batch(64, generator) for _ in range(unroll_steps)]
         value = unrolled_objective(task, model, params, buffers,
                                    lambda out, target: loss(out, target, w), batches,
-                                   (task.val.x, task.val.y), lr)
+                                   (task.val.x, task.val.y), SGDSettings(lr=lr))
         values.append(value.item())
     return sum(values) / len(values)
 
@@ -89,26 +90,41 @@ def test_local_search_on_classification(digits_task, tiny_settings):
     assert result.objective[0] == pytest.approx(math.log(10), rel=0.1)  # CE of a fresh model
 
 
-def test_meta_objective_matches_stepped_model(diabetes_task):
-    """With weights all ones, the meta-objective is the baseline after plain SGD steps."""
+@pytest.mark.parametrize("sgd", [
+    SGDSettings(lr=0.5),
+    SGDSettings(lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4),
+], ids=repr)
+def test_meta_objective_matches_stepped_model(diabetes_task, sgd):
+    """With weights all ones, the meta-objective is the baseline after torch SGD steps."""
     loss = LearnedLoss(MIS_SCALED, diabetes_task.kind)
     model = diabetes_task.new_model(0)
     params = {k: v.detach() for k, v in model.named_parameters()}
     generator = torch.Generator().manual_seed(0)
-    batches = [diabetes_task.train.batch(32, generator) for _ in range(2)]
+    batches = [diabetes_task.train.batch(32, generator) for _ in range(3)]
     ones = torch.ones(5, dtype=torch.float64)
     value = unrolled_objective(diabetes_task, model, params, {},
                                lambda out, target: loss(out, target, ones), batches,
-                               (diabetes_task.val.x, diabetes_task.val.y), 0.5)
+                               (diabetes_task.val.x, diabetes_task.val.y), sgd)
 
     manual = diabetes_task.new_model(0)
-    optimizer = torch.optim.SGD(manual.parameters(), lr=0.5)
+    optimizer = sgd.optimizer(manual)
     for x, y in batches:
         optimizer.zero_grad()
         loss(manual(x), y).backward()
         optimizer.step()
     expected = diabetes_task.base_loss(manual(diabetes_task.val.x), diabetes_task.val.y)
     assert value.item() == pytest.approx(float(expected.detach()), rel=1e-5)
+
+
+def test_local_search_unrolls_the_fitness_optimiser(diabetes_task, search_settings):
+    """Momentum, Nesterov and weight decay of the settings reach the unrolled steps."""
+    plain = search_settings.replace(meta_steps=3)
+    heavy = plain.replace(momentum=0.9, nesterov=True, weight_decay=5e-4)
+    a = local_search(diabetes_task, MIS_SCALED, plain, seed=0)
+    b = local_search(diabetes_task, MIS_SCALED, heavy, seed=0)
+    # same models and batches: only the optimiser differs, and momentum takes bigger steps
+    assert a.objective[0] != b.objective[0]
+    assert b.objective[0] < a.objective[0]
 
 
 def test_exploding_candidate_stops_early(sine_task, tiny_settings):

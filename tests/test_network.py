@@ -173,10 +173,14 @@ def test_prepare_outputs_classification():
     assert y1.shape == (6, 1) and y1.dtype == torch.float32
 
 
-def test_reduce_loss():
+def test_reduce_loss_sums_over_outputs_then_averages_the_batch():
     e = torch.arange(12.0).reshape(3, 4)
-    torch.testing.assert_close(reduce_loss(e, "classification"), e.sum(1).mean())
-    torch.testing.assert_close(reduce_loss(e, "regression"), e.mean())
+    for task in ("classification", "regression"):
+        torch.testing.assert_close(reduce_loss(e, task), e.sum(1).mean())
+    # as the reference: k regression outputs weigh k times the mean over all values
+    torch.testing.assert_close(reduce_loss(e, "regression"), 4 * e.mean())
+    with pytest.raises(ValueError, match=r"\[batch, outputs\].*prepare_outputs"):
+        reduce_loss(e.reshape(-1), "regression")
 
 
 # -- LearnedLoss: classification --------------------------------------------------------------
@@ -238,13 +242,15 @@ def test_single_output_uses_sigmoid():
     [((8,), (8,)), ((8, 1), (8,)), ((8,), (8, 1)), ((8, 1), (8, 1)), ((8, 3), (8, 3)),
      ((8, 2, 3), (8, 6))],
 )
-def test_squared_error_matches_mse(pred_shape, target_shape):
+def test_squared_error_is_summed_over_outputs(pred_shape, target_shape):
+    """One output: F.mse_loss; k outputs: k times it (summed over outputs, as the reference)."""
     g = torch.Generator().manual_seed(7)
     pred = torch.randn(*pred_shape, generator=g, requires_grad=True)
     target = torch.randn(*target_shape, generator=g)
     loss = LearnedLoss("square(f - y)", task="regression")
     ours = loss(pred, target)
-    ref = F.mse_loss(pred.reshape(-1), target.reshape(-1))
+    k = pred.numel() // pred_shape[0]
+    ref = k * F.mse_loss(pred.reshape(-1), target.reshape(-1))
     torch.testing.assert_close(ours, ref)
     (g_ours,) = torch.autograd.grad(ours, pred)
     (g_ref,) = torch.autograd.grad(ref, pred)

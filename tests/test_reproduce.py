@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from symloss.config import preset
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce.py"
 
 
@@ -34,6 +36,23 @@ def test_metatest_seeds_differ_from_search_seed(reproduce):
     for seed in range(5):
         seeds = reproduce.metatest_seeds(seed, 5)
         assert seed not in seeds and len(set(seeds)) == 5
+
+
+def test_paper_budget_poor_training_steps_follow_the_reference(reproduce):
+    """The reference's filter_gradient_steps: 1,000, except 100 on MNIST."""
+    assert preset("paper").poor_training_steps == 1000
+    for task in ("sine", "diabetes", "digits", "fashion_mnist", "cifar10", "surname"):
+        assert reproduce.budget_settings("paper", task).poor_training_steps == 1000
+    assert reproduce.budget_settings("paper", "mnist").poor_training_steps == 100
+
+
+def test_paper_budget_optimiser_follows_the_reference(reproduce):
+    """Nesterov momentum 0.9 and weight decay 5e-4 where the reference's configs use them."""
+    for task in ("sine", "diabetes", "cifar10"):
+        s = reproduce.budget_settings("paper", task)
+        assert (s.momentum, s.nesterov, s.weight_decay) == (0.9, True, 5e-4)
+    s = reproduce.budget_settings("paper", "mnist")
+    assert (s.momentum, s.nesterov, s.weight_decay) == (0.0, False, 0.0)
 
 
 def test_tiny_run_writes_report(reproduce, tmp_path):

@@ -285,6 +285,20 @@ def test_metric_error_rate_and_mse(blobs):
     assert "3 classes" in task.describe() and "train" in task.describe()
 
 
+def test_multi_output_regression_objective_is_the_baseline_loss(blobs):
+    """Two outputs: the baseline loss and base_loss sum over outputs (the reference's
+    reduction); the metric stays the mean squared error over all values."""
+    x, _ = blobs
+    task = make_task((x, x[:, 1:3].copy()), "linear")
+    outputs = torch.tensor([[1.0, 0.0], [3.0, 2.0]])
+    targets = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    baseline_loss = LearnedLoss(task.baseline, task.kind)
+    # squared errors [[1, 0], [4, 4]]: per example 1 and 8, batch mean 4.5; all-value mean 2.25
+    assert float(baseline_loss(outputs, targets)) == pytest.approx(4.5)
+    assert float(task.base_loss(outputs, targets)) == pytest.approx(4.5)
+    assert task.metric_from_outputs(outputs, targets) == pytest.approx(2.25)
+
+
 # ----------------------------------------------------------------------------- errors
 
 

@@ -105,36 +105,65 @@ def _functional(task, seed):
     return model, params, buffers
 
 
-def test_unrolled_sgd_equals_manual_sgd_steps(sine_task):
+_SETTINGS_COMBOS = [
+    SGDSettings(lr=0.05),
+    SGDSettings(lr=0.05, weight_decay=5e-2),
+    SGDSettings(lr=0.05, momentum=0.9),
+    SGDSettings(lr=0.05, momentum=0.9, nesterov=True),
+    SGDSettings(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4),
+    SGDSettings(lr=0.02, momentum=0.5, weight_decay=1e-2),
+]
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+@pytest.mark.parametrize("sgd", _SETTINGS_COMBOS, ids=repr)
+def test_unrolled_sgd_equals_torch_sgd_steps(sine_task, sgd, create_graph):
+    """k unrolled steps are k steps of torch.optim.SGD with the same settings and batches."""
     model, params, buffers = _functional(sine_task, 2)
     generator = torch.Generator().manual_seed(0)
-    batches = [sine_task.train.batch(32, generator) for _ in range(3)]
-    stepped = unrolled_sgd(model, params, buffers, MSE, batches, lr=0.05)
+    batches = [sine_task.train.batch(32, generator) for _ in range(4)]
+    stepped = unrolled_sgd(model, params, buffers, MSE, batches, sgd, create_graph=create_graph)
 
     manual = sine_task.new_model(2)
-    optimizer = torch.optim.SGD(manual.parameters(), lr=0.05)
+    optimizer = sgd.optimizer(manual)
     for x, y in batches:
         optimizer.zero_grad()
         MSE(manual(x), y).backward()
         optimizer.step()
     for name, p in manual.named_parameters():
-        torch.testing.assert_close(stepped[name], p.detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(stepped[name], p.detach(), rtol=1e-6, atol=1e-7)
     # pure: the starting parameters are untouched
     for name, p in sine_task.new_model(2).named_parameters():
         assert torch.equal(params[name], p.detach())
 
 
-def test_unrolled_sgd_is_differentiable_in_loss_weights(sine_task):
+def test_unrolled_sgd_settings_change_the_step(sine_task):
+    """Momentum, Nesterov and weight decay each move the parameters differently."""
+    model, params, buffers = _functional(sine_task, 2)
+    generator = torch.Generator().manual_seed(0)
+    batches = [sine_task.train.batch(32, generator) for _ in range(3)]
+    results = [unrolled_sgd(model, params, buffers, MSE, batches, sgd)
+               for sgd in _SETTINGS_COMBOS[:4]]
+    for i, a in enumerate(results):
+        for b in results[i + 1:]:
+            assert not all(torch.allclose(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("sgd", [
+    SGDSettings(lr=0.01),
+    SGDSettings(lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4),
+], ids=repr)
+def test_unrolled_sgd_is_differentiable_in_loss_weights(sine_task, sgd):
     loss = LearnedLoss("square(f - y)", "regression")
     model, params, buffers = _functional(sine_task, 0)
     generator = torch.Generator().manual_seed(1)
-    batches = [sine_task.train.batch(32, generator) for _ in range(2)]
+    batches = [sine_task.train.batch(32, generator) for _ in range(3)]
     weights = torch.ones(loss.network.n_edges, dtype=torch.float64, requires_grad=True)
 
     def candidate(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return loss(outputs, targets, weights)
 
-    stepped = unrolled_sgd(model, params, buffers, candidate, batches, lr=0.01)
+    stepped = unrolled_sgd(model, params, buffers, candidate, batches, sgd)
     outputs = functional_call(model, (stepped, buffers), (sine_task.val.x,))
     objective = sine_task.base_loss(outputs, sine_task.val.y)
     (grad,) = torch.autograd.grad(objective, weights)
@@ -145,7 +174,7 @@ def test_unrolled_sgd_is_differentiable_in_loss_weights(sine_task):
         def fn(o: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return loss(o, t, w)
 
-        p = unrolled_sgd(model, params, buffers, fn, batches, lr=0.01)
+        p = unrolled_sgd(model, params, buffers, fn, batches, sgd)
         out = functional_call(model, (p, buffers), (sine_task.val.x,))
         return sine_task.base_loss(out, sine_task.val.y).item()
 

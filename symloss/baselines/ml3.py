@@ -3,7 +3,7 @@
 The loss is a small MLP ``2 -> 50 -> 50 -> 1`` (ReLU hidden layers, softplus output, no
 biases) applied to every ``(f, y)`` pair, where ``f`` and ``y`` are the same transformed
 outputs and targets a :class:`~symloss.network.LearnedLoss` sees: the values are summed
-over classes and averaged over the batch (classification) or averaged (regression). Its
+over classes (or regression outputs) and averaged over the batch. Its
 parameters are learned only by the local-search procedure of EvoMAL: fresh model, a few
 differentiable SGD steps with the meta-loss, baseline objective on a validation batch,
 gradient into the MLP's weights.
@@ -47,7 +47,8 @@ class ML3Loss(nn.Module):
         one class at a time, with shared weights); regression takes ``[B]``/``[B, k]``.
     weights : sequence of 2-d arrays, optional
         The layer weight matrices, ``[out, in]`` each; by default a fresh random
-        initialisation (PyTorch's default for linear layers) drawn from ``seed``.
+        initialisation drawn from ``seed``: ``kaiming_normal_`` (normal, standard deviation
+        ``sqrt(2 / fan_in)``), as EvoMAL's ML3.
     hidden : sequence of int
         Widths of the hidden layers; ``(50, 50)`` as in ML3.
     seed : int
@@ -94,6 +95,10 @@ class ML3Loss(nn.Module):
             self.layers = nn.ModuleList(
                 nn.Linear(a, b, bias=False) for a, b in zip(widths[:-1], widths[1:], strict=True)
             )
+            # As EvoMAL's ML3: PyTorch's default init (uniform, bound 1/sqrt(fan_in)) starts
+            # with a meta-loss gradient an order of magnitude weaker.
+            for layer in self.layers:
+                nn.init.kaiming_normal_(layer.weight)
         if weights is not None:
             if len(weights) != len(self.layers):
                 raise ValueError(

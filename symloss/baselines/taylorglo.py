@@ -12,9 +12,16 @@ contain the prediction dropped (they do not change the gradient):
 
 In symloss's variables the label is ``y`` and the prediction ``f``, so :class:`TaylorGLOLoss`
 computes ``l(x=y, y=f)``. It is applied elementwise to the same transformed outputs as a
-:class:`~symloss.network.LearnedLoss` (softmax / one-hot, summed over classes and averaged
-over the batch; averaged for regression). The paper negates and averages over classes; a
-sign and a positive factor on ``theta2..theta7`` express the same losses, so nothing is lost.
+:class:`~symloss.network.LearnedLoss` (softmax / one-hot for classification; summed over
+classes or regression outputs, averaged over the batch). The paper negates and averages
+over classes; a sign and a positive factor on ``theta2..theta7`` express the same losses,
+so nothing is lost.
+
+This is the paper's parameterisation (and that of the TaylorGLO authors' code): cubic in
+the prediction, at most quadratic in the label. The EvoMAL reference's TaylorGLO puts the
+three single-variable terms on the target instead, so they carry no gradient to the
+model and 3 of its 8 parameters are inert; it also passes each term through a softplus.
+We follow the paper in both.
 """
 
 from __future__ import annotations
@@ -32,13 +39,12 @@ import torch
 from torch import nn
 
 from symloss.config import Settings
-from symloss.evaluator import sgd_settings
 from symloss.expression import Expression, readable, round_floats
 from symloss.library import check_task_kind
 from symloss.network import LOSS_FORMATS, prepare_outputs, reduce_loss
 from symloss.serialization import check_header, write_json
 from symloss.task import Task
-from symloss.training import train
+from symloss.training import sgd_settings, train
 
 TAYLORGLO_FORMAT_NAME = "symloss.taylorglo"
 TAYLORGLO_FORMAT_VERSION = 1
@@ -230,9 +236,15 @@ def fit_taylorglo(
 
     The search starts at :data:`SQUARED_ERROR_THETA` (evaluated first, so the result is
     never worse on validation than that start) with step size ``sigma``; each candidate
-    is scored by :func:`taylorglo_fitness` and the best candidate seen is returned. The
-    search ends when the budget is spent or when CMA-ES's own termination criteria fire
-    (e.g. a generation of equal fitnesses); ``metadata["cma_stop"]`` names those.
+    is scored by :func:`taylorglo_fitness`, CMA-ES is told every generation's fitnesses,
+    and the best candidate seen is returned. The search ends when the budget is spent or
+    when CMA-ES's own termination criteria fire (e.g. a generation of equal fitnesses);
+    ``metadata["cma_stop"]`` names those.
+
+    The EvoMAL reference starts at all zeros instead, a loss that is zero everywhere and
+    trains nothing; starting at the baseline's gradient, as the GP search seeds its
+    population with the baseline, makes small budgets compare what the search adds to
+    the baseline rather than whether it can find a trainable loss at all.
 
     Parameters
     ----------
@@ -248,7 +260,7 @@ def fit_taylorglo(
         Number of candidates trained, the start included; a last incomplete generation
         is evaluated but not told to CMA-ES.
     popsize : int, optional
-        CMA-ES population size; ``settings.population_size`` clipped to ``[8, 20]``.
+        CMA-ES population size; ``settings.population_size`` by default, as the reference.
     sigma : float
         Initial CMA-ES step size.
 
@@ -277,9 +289,12 @@ def fit_taylorglo(
     if budget < 1:
         raise ValueError(f"evaluations must be at least 1, got {budget}")
     if popsize is None:
-        popsize = min(20, max(8, settings.population_size))
+        popsize = settings.population_size
     if popsize < 2:
-        raise ValueError(f"popsize must be at least 2, got {popsize}")
+        raise ValueError(
+            f"the CMA-ES population size must be at least 2, got {popsize}; pass popsize= "
+            f"or use a population_size of at least 2"
+        )
     if not sigma > 0:
         raise ValueError(f"sigma must be positive, got {sigma}")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -90,6 +91,15 @@ def repair(tree: _Individual, pset: gp.PrimitiveSet) -> _Individual:
     return tree
 
 
+def mutation_subtree(pset: gp.PrimitiveSet, type_: Any, max_height: int) -> list[Any]:
+    """A new subtree for uniform mutation: ramped half-and-half of height 0 to ``max_height``.
+
+    As the reference (``genHalfAndHalf(0, 2)``): half the subtrees are full, half grown,
+    so a mutation can insert a lopsided subtree as well as a balanced one.
+    """
+    return gp.genHalfAndHalf(pset, min_=0, max_=max_height, type_=type_)
+
+
 @contextlib.contextmanager
 def _own_random(state: dict[str, Any]) -> Iterator[None]:
     """Run with the engine's generator state in Python's global ``random``."""
@@ -119,7 +129,7 @@ class DeapEngine(Engine):
         """DEAP is a core dependency; nothing to check."""
 
     def search(self, context: SearchContext) -> list[GenerationStats]:
-        """Run the generational loop of DESIGN.md, "Outer loop"."""
+        """Run the generational loop of docs/design.md, "Outer loop"."""
         s = context.settings
         pset = primitive_set()
         saved = context.load_state()
@@ -199,10 +209,7 @@ class DeapEngine(Engine):
                 mate = copy.deepcopy(random.choice(parents))
                 child, _ = gp.cxOnePoint(child, mate)
             elif draw < s.crossover_prob + s.mutation_prob:
-
-                def subtree(pset: gp.PrimitiveSet, type_: Any) -> list[Any]:
-                    return gp.genFull(pset, min_=0, max_=s.mutation_max_height, type_=type_)
-
+                subtree = functools.partial(mutation_subtree, max_height=s.mutation_max_height)
                 (child,) = gp.mutUniform(child, expr=subtree, pset=pset)
             child = repair(child, pset)
             if child.height > s.height_limit:
