@@ -83,6 +83,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
         },
         "seeds": (0,),
         "metatest_seeds": 2,
+        "metatest_lr_grid": (0.03, 0.1),
         "curve_points": 10,
         "task_settings": {},
         "max_len": {"surname": 12},
@@ -96,6 +97,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
         },
         "seeds": (0, 1, 2),
         "metatest_seeds": 2,
+        "metatest_lr_grid": (0.01, 0.03, 0.1),
         "curve_points": 15,
         # The character GRU costs 10-25 ms a step on one busy core, 20-50x the MLPs: a
         # lighter inner loop and names cut to 12 characters (1% of them are longer).
@@ -116,6 +118,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
         },
         "seeds": (0, 1, 2),
         "metatest_seeds": 5,
+        "metatest_lr_grid": (0.003, 0.01, 0.03, 0.1),
         "curve_points": 20,
         # As the reference's configs: its poor-training check runs 1,000 steps except on
         # MNIST (100), and its regression and CIFAR configs train (fitness, the unrolled
@@ -345,10 +348,14 @@ def learn_loss(
 
 def run_metatest(
     loss: Any, task: Task, settings: Settings, seeds: Sequence[int], curve_points: int,
+    lr_grid: Sequence[float],
 ) -> LossResult:
-    """Train fresh models with ``loss`` under ``seeds``; test metrics and curves."""
+    """Train fresh models with ``loss`` under ``seeds`` at its best rate on validation
+    from ``lr_grid`` (grown past an edge where the best sits there); test metrics,
+    curves and the rate chosen. A one-rate grid trains at that rate."""
     result = meta_test(loss, task, steps=settings.metatest_steps, seeds=seeds,
-                       baseline=False, sgd=sgd_settings(settings), curve_points=curve_points)
+                       baseline=False, sgd=sgd_settings(settings), curve_points=curve_points,
+                       lr_grid=lr_grid)
     return result.learned
 
 
@@ -384,16 +391,21 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
         search_time = "-" if row["method"] == "baseline" else f"{statistics.fmean(seconds):.0f} s"
         if row.get("transfer_from"):
             search_time += " (on " + row["transfer_from"] + ")"
+        rates = sorted({r["lr"] for r in runs if r.get("lr") is not None})
+        fixed = row.get("baseline_fixed_lr_summary")
         rows.append([
             row["task"], METHOD_LABELS[row["method"]], _fmt(row["summary"]),
+            ", ".join(f"{lr:g}" for lr in rates) or "-",
             _fmt(row["baseline_summary"]) if row.get("baseline_summary") else "-",
+            _fmt(fixed) if fixed else "-",
             search_time, evals_text, rej_text,
         ])
     return rows
 
 
-HEADER = ["task", "method", "test metric (mean ± std)", "baseline, same seeds",
-          "search time / seed", "evaluations / seed", "rejections / seed"]
+HEADER = ["task", "method", "test metric (mean ± std), at its best lr", "lr chosen",
+          "baseline at its best lr", "baseline at the fixed lr", "search time / seed",
+          "evaluations / seed", "rejections / seed"]
 
 
 def markdown_table(rows: list[list[str]]) -> str:
@@ -443,6 +455,14 @@ def write_report(results: dict[str, Any], out: Path) -> str:
         "meta-gradient steps (no candidates, so no evaluations or rejections). TaylorGLO: "
         "CMA-ES over the 8 Taylor parameters, `population_size x generations` candidates. "
         "Search time includes the rejection checks; meta-testing is not included.",
+        "",
+        "Every loss, the baseline included, is meta-tested at its own best SGD learning "
+        f"rate on validation, from {', '.join(f'{lr:g}' for lr in meta['metatest_lr_grid'])}"
+        " (grown past an edge while the best rate sits there); `lr chosen` lists the rates "
+        "picked over the search seeds. A learned loss that only acts as a larger step "
+        "gains nothing against the baseline at its best rate. `baseline at the fixed lr` "
+        f"is cross-entropy / MSE at the budget's rate {meta['settings'].get('lr', 0.01)}, "
+        "the comparison the reference makes.",
         "",
         "## Learned losses",
         "",
@@ -675,6 +695,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def _main(args: argparse.Namespace, command: str) -> dict[str, Any]:
     spec = BUDGETS[args.budget]
+    grid = tuple(spec["metatest_lr_grid"])
     seeds = tuple(args.seeds if args.seeds else spec["seeds"])
     n_meta = args.metatest_seeds or spec["metatest_seeds"]
     curve_points = spec["curve_points"]
@@ -717,22 +738,27 @@ def _main(args: argparse.Namespace, command: str) -> dict[str, Any]:
         _log(f"{task_name} ({model}): {data.description}")
         per_method: dict[str, list[dict[str, Any]]] = {m: [] for m in args.methods}
         base_metrics: dict[int, LossResult] = {}
+        fixed_metrics: dict[int, LossResult] = {}
         transfer_runs: list[dict[str, Any]] = []
         transfer_base: list[LossResult] = []
         mnist_data = load_task_data("mnist", args) if transfer and task_name == "digits" else None
         for seed in seeds:
             task = build_task(data, model, seed, args.device)
             meta_seeds = metatest_seeds(seed, n_meta)
-            reference = run_metatest(LearnedLoss(task.baseline, task.kind), task, settings,
-                                     meta_seeds, curve_points)
+            baseline_loss = LearnedLoss(task.baseline, task.kind)
+            reference = run_metatest(baseline_loss, task, settings, meta_seeds, curve_points,
+                                     grid)
             base_metrics[seed] = reference
+            # the old comparison, for contrast: the baseline at the budget's fixed rate
+            fixed_metrics[seed] = run_metatest(baseline_loss, task, settings, meta_seeds, 0,
+                                               (settings.lr,))
             mnist_task = None
             if mnist_data is not None:
                 mnist_task = build_task(mnist_data, models.get("mnist", "mlp"), seed,
                                         args.device)
                 transfer_base.append(run_metatest(
                     LearnedLoss(mnist_task.baseline, mnist_task.kind), mnist_task, settings,
-                    meta_seeds, curve_points))
+                    meta_seeds, curve_points, grid))
             for method in args.methods:
                 run_dir = out / "runs" / f"{task_name}-{method}-s{seed}"
                 _log(f"  {task_name} / {method} / seed {seed}: learning")
@@ -741,14 +767,16 @@ def _main(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 if method == "baseline":
                     result = reference
                 else:
-                    result = run_metatest(loss, task, settings, meta_seeds, curve_points)
+                    result = run_metatest(loss, task, settings, meta_seeds, curve_points, grid)
                 text = loss_text(loss)
                 _log(f"  {task_name} / {method} / seed {seed}: {info['seconds']:.1f} s, "
                      f"test {result.metrics} (baseline {reference.metrics}): {text}")
                 per_method[method].append({
                     "seed": seed, "metatest_seeds": list(meta_seeds),
                     "metrics": list(result.metrics), "diverged": list(result.diverged),
-                    "baseline_metrics": list(reference.metrics),
+                    "lr": result.lr, "baseline_metrics": list(reference.metrics),
+                    "baseline_lr": reference.lr,
+                    "baseline_fixed_lr_metrics": list(fixed_metrics[seed].metrics),
                     "curves": [list(map(list, c)) for c in result.curves],
                     "info": info, "loss": text,
                     # ML3's 2,650 weights stay in its loss.json (info["run_dir"])
@@ -757,23 +785,26 @@ def _main(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 })
                 if mnist_task is not None and method == transfer_method:
                     t_result = run_metatest(loss, mnist_task, settings, meta_seeds,
-                                            curve_points)
+                                            curve_points, grid)
                     _log(f"  digits->mnist / {method} / seed {seed}: test {t_result.metrics} "
                          f"(baseline {transfer_base[-1].metrics})")
                     transfer_runs.append({
                         "method": method, "seed": seed, "metatest_seeds": list(meta_seeds),
                         "metrics": list(t_result.metrics), "diverged": list(t_result.diverged),
-                        "baseline_metrics": list(transfer_base[-1].metrics),
+                        "lr": t_result.lr, "baseline_metrics": list(transfer_base[-1].metrics),
+                        "baseline_lr": transfer_base[-1].lr,
                         "curves": [list(map(list, c)) for c in t_result.curves],
                         "info": info, "loss": text,
                     })
         base_all = [m for s in seeds for m in base_metrics[s].metrics]
+        fixed_all = [m for s in seeds for m in fixed_metrics[s].metrics]
         for method in args.methods:
             runs = per_method[method]
             rows.append({
                 "task": task_name, "model": model, "kind": data.task, "method": method,
                 "summary": summarise([m for r in runs for m in r["metrics"]]),
                 "baseline_summary": summarise(base_all),
+                "baseline_fixed_lr_summary": summarise(fixed_all),
                 "mean_curve": mean_curve([c for r in runs for c in r["curves"]]),
                 "runs": runs,
             })
@@ -803,6 +834,7 @@ def _main(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 t: settings_for(t).to_dict() for t in args.tasks},
             "models": models, "seeds": list(seeds), "metatest_seeds_per_seed": n_meta,
             "curve_points": curve_points, "methods": list(args.methods),
+            "metatest_lr_grid": list(grid),
             "loss_grid": [float(v) for v in F_GRID],
             "transfer": bool(transfer), "subsets": dict(args.subset),
             "max_len": {t: n for t, n in args.max_len.items() if t in args.tasks and n},

@@ -16,7 +16,7 @@ from typing import Any
 
 from symloss.executors import single_torch_thread
 from symloss.network import LearnedLoss
-from symloss.step_size import rate_ladder
+from symloss.step_size import best_rate, ladder_search, mean_or_inf, rate_ladder
 from symloss.task import ModelSpec, Task, make_task, resolve_data
 from symloss.training import SGDSettings, train
 
@@ -76,7 +76,8 @@ class MetaTestResult:
         if self.extras.get("lr_grid"):
             lines.append("lr".ljust(8) + "".join(f"{r.lr:g}".rjust(width + 2) for r in results))
             grid = ", ".join(f"{lr:g}" for lr in self.extras["lr_grid"])
-            lines.append(f"(each loss trained with its best learning rate on validation of {grid})")
+            lines.append(f"(each loss trained at its best learning rate on validation, from {grid}"
+                         " and beyond an edge where the best sat there)")
         if any(any(r.diverged) for r in results):
             lines.append("* training diverged (NaN/inf loss) and stopped early")
         return "\n".join(lines)
@@ -101,22 +102,32 @@ def _run(
     task: Task, loss: LearnedLoss, name: str, seeds: Sequence[int], steps: int,
     sgd: SGDSettings, curve_points: int, lr_grid: Sequence[float],
 ) -> LossResult:
-    """Train on every seed; with a grid, at the learning rate best on validation."""
-    chosen: tuple[float, float, list] | None = None
-    for lr in lr_grid or (sgd.lr,):
-        runs = [
-            train(task, loss, steps, dataclasses.replace(sgd, lr=lr), seed,
-                  curve_split=task.test, curve_points=curve_points)
-            for seed in seeds
-        ]
-        if len(lr_grid) > 1:
-            scores = [math.inf if r.diverged else task.metric(r.model, task.val) for r in runs]
-            validation = statistics.fmean(scores) if all(map(math.isfinite, scores)) else math.inf
-        else:
-            validation = 0.0
-        if chosen is None or validation < chosen[0]:
-            chosen = (validation, lr, runs)
-    _, lr, runs = chosen
+    """Train on every seed; with a grid, at the learning rate best on validation (the
+    grid grows past an edge while the best rate sits there, see
+    :func:`symloss.step_size.ladder_search`)."""
+    runs_at: dict[float, list] = {}
+
+    def measure(pairs: list[tuple[int, float]]) -> list[float]:
+        means = []
+        for _, lr in pairs:
+            runs = [train(task, loss, steps, dataclasses.replace(sgd, lr=lr), seed,
+                          curve_split=task.test, curve_points=curve_points)
+                    for seed in seeds]
+            runs_at[lr] = runs
+            means.append(mean_or_inf(
+                [math.inf if r.diverged else task.metric(r.model, task.val) for r in runs]))
+        return means
+
+    if len(lr_grid) > 1:
+        (by_lr,) = ladder_search(measure, 1, lr_grid)
+        try:
+            lr = best_rate(by_lr).lr
+        except ValueError:  # diverged everywhere: report the first rate's runs
+            lr = lr_grid[0]
+    else:
+        lr = lr_grid[0] if lr_grid else sgd.lr
+        measure([(0, lr)])
+    runs = runs_at[lr]
     metrics = tuple(math.inf if r.diverged else task.metric(r.model, task.test) for r in runs)
     return LossResult(name, metrics, tuple(r.diverged for r in runs),
                       tuple(tuple(r.curve) for r in runs), lr)
