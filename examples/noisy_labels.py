@@ -5,7 +5,8 @@ class (validation and test labels clean). Cross-entropy fits the wrong labels; a
 with another shape can resist them. The search returns its loss *normalised* to
 cross-entropy's gradient scale, so it drops into a loop tuned for cross-entropy.
 
-Then, with no symloss beyond ``symloss.load``, an ordinary PyTorch loop (64-64-10 MLP,
+It is meta-tested against cross-entropy, each at its own best learning rate. Then,
+with no symloss beyond ``symloss.load``, an ordinary PyTorch loop (64-64-10 MLP,
 batch 64, 30 epochs) trains with the learned loss and with ``nn.CrossEntropyLoss`` at
 the same optimiser settings: SGD at lr 0.1 and Adam at lr 1e-3, on several seeds.
 
@@ -29,12 +30,12 @@ import symloss
 from symloss.datasets import load_dataset
 
 BUDGETS = {
-    # search settings, plain-loop epochs, plain-loop seeds
+    # search settings, meta-test steps and seeds, plain-loop epochs and seeds
     "tiny": ({"preset": "quick", "population_size": 4, "generations": 1,
               "settings": {"meta_steps": 2, "fitness_steps": 30, "poor_training_steps": 10,
                            "selection_steps": 30, "selection_seeds": 1,
-                           "lr": 0.1}}, 2, 1),
-    "full": ({"preset": "quick"}, 30, 3),
+                           "lr": 0.1}}, (30, (1,)), 2, 1),
+    "full": ({"preset": "quick"}, (2000, (1, 2, 3, 4, 5)), 30, 3),
 }
 OPTIMISERS = {
     "SGD lr 0.1": lambda params: torch.optim.SGD(params, lr=0.1),
@@ -66,7 +67,7 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=Path("symloss_examples"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    search_params, epochs, n_seeds = BUDGETS[args.budget]
+    search_params, (steps, metatest_seeds), epochs, n_seeds = BUDGETS[args.budget]
 
     data = load_dataset("digits", label_noise=0.4, seed=args.seed)
     print(f"data: {data.description}")
@@ -82,7 +83,13 @@ def main() -> None:
           f"used SGD lr {loss.learned_with.lr:g}, the selection found lr "
           f"{loss.learned_with.recommended_lr} best for it; saved to {path}")
 
-    # 2. Someone else's loop: load the file and train as with any criterion.
+    # 2. Meta-test: fresh models, seeds other than the search's, each loss at its own best
+    #    SGD rate on validation (symloss.evaluate's default grid around lr).
+    print()
+    print(symloss.evaluate(loss, data, "mlp", steps=steps, seeds=metatest_seeds,
+                           lr=loss.learned_with.lr))
+
+    # 3. Someone else's loop: load the file and train as with any criterion.
     learned = symloss.load(path)
     tensors = tuple((torch.as_tensor(x), torch.as_tensor(y)) for x, y in (data.train, data.test))
     print(f"\nplain PyTorch loop, {epochs} epochs, batch 64, test accuracy "
