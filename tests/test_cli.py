@@ -133,8 +133,23 @@ def test_evaluate_with_lr_grid(searched, capsys):
                                "--lr-grid", "0.01", "0.05"], capsys)
     assert code == 0, err
     lr_row = next(line.split() for line in out.splitlines() if line.startswith("lr "))
-    assert len(lr_row) == 3 and set(lr_row[1:]) <= {"0.01", "0.05"}
-    assert "best learning rate on validation of 0.01, 0.05" in out
+    # the grid grows past an edge where the best rate sits there
+    assert len(lr_row) == 3 and all(0.001 <= float(lr) <= 0.5 for lr in lr_row[1:])
+    assert "best learning rate on validation, from 0.01, 0.05" in out
+    assert "at each loss's best rate of 0.01, 0.05 on validation" in out
+
+
+def test_evaluate_grid_by_default_and_single_rate_on_request(searched, capsys):
+    *_, output = searched
+    code, out, err = run_main(["evaluate", output, "sine", "--steps", "10", "--seeds", "1",
+                               "--lr", "0.03"], capsys)
+    assert code == 0, err
+    assert "at each loss's best rate of 0.003, 0.01, 0.03, 0.1, 0.3 on validation" in out
+    code, out, err = run_main(["evaluate", output, "sine", "--steps", "10", "--seeds", "1",
+                               "--lr", "0.03", "--single-lr"], capsys)
+    assert code == 0, err
+    assert "SGD at lr 0.03" in out and not any(line.startswith("lr ")
+                                                for line in out.splitlines())
 
 
 def test_list(capsys):
