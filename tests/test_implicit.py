@@ -217,3 +217,37 @@ def test_evaluator_scores_with_the_implicit_search(digits_task, tiny_settings):
     evaluation = Evaluator(digits_task, settings, seed=0).evaluate("-(y * log(f))")
     assert evaluation.status == OK and len(evaluation.weights) == 5
     assert evaluation.weights != (1.0,) * 5 and "local_search" in evaluation.timings
+
+
+def _search(known, **overrides):
+    """100 Adam steps at 1e-2; the implicit search at a reduced inner budget (10 SGD steps,
+    5 Neumann terms) to keep the suite fast."""
+    settings = Settings(lr=known.lr, meta_batch_size=128, meta_steps=100, meta_lr=1e-2,
+                        implicit_inner_steps=10, neumann_terms=5, **overrides)
+    return local_search(known.task, known.expression, settings, seed=1).weights
+
+
+def test_known_answer_quantile(known_answer):
+    """Asymmetric label noise: the best edge weights turn absolute error into the pinball
+    loss of a known quantile. The implicit search lands there; the one-step unroll, with
+    the same meta-budget, does not."""
+    known = known_answer.quantile_task()
+    tau = known_answer.QUANTILE
+    assert known.implied_quantile() == pytest.approx(0.5, abs=0.02)  # the median at the start
+    implicit = known.implied_quantile(_search(known, local_search_method="implicit"))
+    unrolled = known.implied_quantile(_search(known, unroll_steps=1))
+    assert abs(implicit - tau) < 0.05, implicit
+    assert abs(unrolled - tau) > 0.1, unrolled
+
+
+def test_known_answer_mixture(known_answer):
+    """An equal mix of squared and absolute error is biased under skewed label noise; the
+    unbiased mix is known. The implicit search moves the loss's offset well towards 0; the
+    one-step unroll, with the same meta-budget, does not."""
+    known = known_answer.mixture_task()
+    start = known.offset()
+    assert start < -0.3
+    implicit = known.offset(_search(known, local_search_method="implicit"))
+    unrolled = known.offset(_search(known, unroll_steps=1))
+    assert abs(implicit) < 0.65 * abs(start), (start, implicit)
+    assert abs(unrolled) > 0.9 * abs(start), (start, unrolled)
