@@ -12,9 +12,10 @@ Tasks:
   labels only (``known_answer.py``); trained at the task's fixed SGD rate.
 - ``digits``: the built-in 64-40-40-10 MLP on scikit-learn digits with 40% of the training
   labels replaced by random ones (validation and test clean), starting from a mix of
-  cross-entropy and squared error. Every loss, the baseline (cross-entropy) included, is
-  trained at its best rate of ``--lr-grid`` (chosen on validation), so no loss wins by
-  being a larger step size in disguise.
+  cross-entropy and squared error. Losses are normalised to cross-entropy's gradient
+  scale (in the search, as the default search does, and after it), and every loss, the
+  baseline included, is trained at its best rate of a small grid (chosen on validation
+  per fresh seed), so no loss wins by being a larger step size in disguise.
 
 Usage: python benchmarks/local_search.py --quick     (a few minutes on two CPU cores)
 """
@@ -37,8 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from known_answer import KnownAnswerTask, mixture_task, quantile_task  # noqa: E402
 
 from symloss.config import Settings, preset  # noqa: E402
+from symloss.evaluator import search_loss  # noqa: E402
 from symloss.local_search import local_search  # noqa: E402
 from symloss.network import LearnedLoss  # noqa: E402
+from symloss.scale import reference_batch  # noqa: E402
 from symloss.task import Task, make_task, resolve_data  # noqa: E402
 from symloss.training import SGDSettings, train  # noqa: E402
 
@@ -67,6 +70,7 @@ class Case:
     task: Task
     expression: str
     lrs: tuple[float, ...]
+    normalize: bool = False
     known: KnownAnswerTask | None = None
 
 
@@ -105,15 +109,17 @@ def run_case(case: Case, settings: Settings, meta_seeds: Sequence[int], steps: i
     """One row per method: seconds per candidate, test metric, offset."""
     baseline = score_loss(case, LearnedLoss(case.task.baseline, case.task.kind), steps,
                            fresh_seeds)
+    reference = reference_batch(case.task) if case.normalize else None
+    settings = settings.replace(normalize=case.normalize)
     rows = []
     for method, overrides in METHODS.items():
         seconds, metrics, offsets = [], [], []
         for seed in meta_seeds:
             started = time.perf_counter()
             result = local_search(case.task, case.expression, settings.replace(**overrides),
-                                  seed)
+                                  seed, reference)
             seconds.append(time.perf_counter() - started)
-            loss = LearnedLoss(case.expression, case.task.kind, result.weights)
+            loss = search_loss(case.task, settings, case.expression, result.weights, reference)
             metrics.append(score_loss(case, loss, steps, fresh_seeds))
             if case.known is not None:
                 offsets.append(case.known.offset(result.weights))
@@ -150,7 +156,7 @@ def cases(names: Sequence[str]) -> list[Case]:
             built.append(Case(name, known.task, known.expression, (known.lr,), known))
         elif name == "digits":
             built.append(Case("digits (40% noisy labels, MLP)", noisy_digits(),
-                              DIGITS_EXPRESSION, (0.03, 0.1, 0.3)))
+                              DIGITS_EXPRESSION, (0.03, 0.1, 0.3), normalize=True))
         else:
             raise SystemExit(f"unknown task {name!r}; choose from quantile, mixture, digits")
     return built

@@ -32,7 +32,7 @@ from torch.func import functional_call
 
 from symloss.config import Settings
 from symloss.task import Task
-from symloss.training import SGDSettings
+from symloss.training import sgd_settings
 
 Candidate = Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 Tensors = list[torch.Tensor]
@@ -135,11 +135,6 @@ def hypergradient(
     return objective.item(), [-m.detach() for m in mixed]
 
 
-def _sgd(settings: Settings) -> SGDSettings:
-    return SGDSettings(lr=settings.lr, momentum=settings.momentum, nesterov=settings.nesterov,
-                       weight_decay=settings.weight_decay, batch_size=settings.batch_size)
-
-
 def meta_train(
     task: Task,
     settings: Settings,
@@ -163,7 +158,7 @@ def meta_train(
     tensors = list(leaves.values())
     meta_optimizer = torch.optim.Adam(tensors, lr=settings.meta_lr)
     generator = torch.Generator().manual_seed(seed)
-    sgd = _sgd(settings)
+    sgd = sgd_settings(settings)
     model = task.new_model(seed + 1)
     optimizer = sgd.optimizer(model)
     history: list[float] = []

@@ -14,9 +14,10 @@ import torch
 from symloss.config import Settings
 from symloss.evaluator import Evaluator
 from symloss.implicit import hypergradient, neumann_inverse_hvp
-from symloss.local_search import local_search
+from symloss.local_search import local_search, normalised_candidate
 from symloss.network import LearnedLoss
 from symloss.records import OK
+from symloss.scale import reference_batch
 from symloss.task import make_task
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -169,34 +170,22 @@ def test_piecewise_linear_losses_do_not_crash(linear_task):
     assert all(math.isfinite(w) for w in result.weights)
 
 
-def _normalised(expression, probe):
-    """A candidate divided by the norm of its gradient in the outputs on a fixed probe,
-    differentiably (the scale-free loss network of the default search)."""
-    loss = LearnedLoss(expression, "regression")
-
-    def candidate(outputs, targets, leaves):
-        f = probe[0].clone().requires_grad_(True)
-        (scale,) = torch.autograd.grad(loss(f, probe[1], leaves["weights"]), f,
-                                       create_graph=True)
-        return loss(outputs, targets, leaves["weights"]) / scale.norm()
-
-    return candidate
-
-
 def test_normalised_candidate_learns_no_scale(linear_task):
     """Scaling ``square(f - y)`` by its last edge weight changes a normalised loss not at
     all, so that weight's hypergradient is zero; without normalisation it is not."""
     model = linear_task.new_model(0)  # far from a stationary point
     train, val = linear_task.train.head(64), linear_task.val.head(64)
-    probe = (linear_task.train.y[:32] + 1.0, linear_task.train.y[:32])
+    normalised = normalised_candidate(LearnedLoss("square(f - y)", "regression"), linear_task,
+                                      reference_batch(linear_task))
     phi = [1.2, 0.9, 1.1]
     _, (plain,) = hypergradient(linear_task, model, _candidate("square(f - y)"), _leaves(phi),
                                 train, val, Settings())
-    _, (scaled,) = hypergradient(linear_task, model, _normalised("square(f - y)", probe),
+    _, (scaled,) = hypergradient(linear_task, model, normalised,
                                  _leaves(phi), train, val, Settings())
-    assert abs(float(plain[2])) > 1e-3
-    assert abs(float(scaled[2])) < 1e-6 * abs(float(scaled[0]))
-    assert torch.isfinite(scaled).all() and abs(float(scaled[0])) > 1e-4
+    assert abs(float(plain[2])) > 0.05 * abs(float(plain[0])), plain
+    # zero up to float32 rounding, while the shape weights get a real signal
+    assert abs(float(scaled[2])) < 1e-3 * abs(float(scaled[0])), scaled
+    assert torch.isfinite(scaled).all() and abs(float(scaled[0])) > 1e-3
 
 
 def test_implicit_search_is_deterministic_and_stops_on_non_finite(sine_task, tiny_settings):
@@ -246,8 +235,8 @@ def test_known_answer_mixture(known_answer):
     one-step unroll, with the same meta-budget, does not."""
     known = known_answer.mixture_task()
     start = known.offset()
-    assert start < -0.3
+    assert start < -0.2
     implicit = known.offset(_search(known, local_search_method="implicit"))
     unrolled = known.offset(_search(known, unroll_steps=1))
-    assert abs(implicit) < 0.65 * abs(start), (start, implicit)
+    assert abs(implicit) < 0.35 * abs(start), (start, implicit)
     assert abs(unrolled) > 0.9 * abs(start), (start, unrolled)
