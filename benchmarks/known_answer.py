@@ -21,7 +21,7 @@ Used by ``benchmarks/local_search.py`` and ``tests/test_implicit.py``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -60,8 +60,8 @@ class KnownAnswerTask:
 
     name: str
     expression: str
-    task: Task
-    noise: torch.Tensor
+    task: Task = field(repr=False)
+    noise: torch.Tensor = field(repr=False)
     answer: str
     lr: float
 

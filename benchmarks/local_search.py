@@ -153,7 +153,7 @@ def cases(names: Sequence[str]) -> list[Case]:
     for name in names:
         if name in ("quantile", "mixture"):
             known = quantile_task() if name == "quantile" else mixture_task()
-            built.append(Case(name, known.task, known.expression, (known.lr,), known))
+            built.append(Case(name, known.task, known.expression, (known.lr,), known=known))
         elif name == "digits":
             built.append(Case("digits (40% noisy labels, MLP)", noisy_digits(),
                               DIGITS_EXPRESSION, (0.03, 0.1, 0.3), normalize=True))
