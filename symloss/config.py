@@ -11,6 +11,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+LOCAL_SEARCH_METHODS = ("unrolled", "implicit")
+"""Values of :attr:`Settings.local_search_method`."""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -36,6 +39,13 @@ class Settings:
     training run per candidate favours losses that merely train fast (short-horizon
     bias) or got a lucky seed; the longer, repeated runs counter both. ``0`` (the
     ``paper`` preset) keeps the reference's choice: the best search fitness.
+
+    ``local_search_method`` picks how the edge weights are refined: ``"unrolled"`` (the
+    reference: differentiate through ``unroll_steps`` SGD steps from a fresh model) or
+    ``"implicit"`` (train one model on with the current loss for ``implicit_inner_steps``
+    steps per meta-step, then the implicit-function-theorem hypergradient at its weights,
+    the inverse Hessian approximated by a ``neumann_terms``-term Neumann series with step
+    ``neumann_alpha``; see :mod:`symloss.implicit`).
     """
 
     # outer loop
@@ -66,6 +76,10 @@ class Settings:
     unroll_steps: int = 1
     meta_batch_size: int = 128
     weight_init_std: float = 1e-3
+    local_search_method: str = "unrolled"
+    implicit_inner_steps: int = 20
+    neumann_terms: int = 10
+    neumann_alpha: float = 0.01
     # inner loop: fitness training (also the local search's inner SGD step)
     fitness_steps: int = 500
     lr: float = 0.01
@@ -93,6 +107,8 @@ class Settings:
                 ok = isinstance(value, int | float) and not isinstance(value, bool)
                 if ok:
                     object.__setattr__(self, spec.name, float(value))
+            elif isinstance(default, str):
+                ok = isinstance(value, str)
             elif spec.name == "metatest_seeds":
                 ok = isinstance(value, tuple) and all(
                     isinstance(v, int) and not isinstance(v, bool) for v in value
@@ -113,14 +129,14 @@ class Settings:
         positive = (
             "population_size", "generations", "tournament_size", "height_limit",
             "poor_training_examples", "fingerprint_size", "meta_batch_size", "fitness_steps",
-            "batch_size", "metatest_steps", "unroll_steps",
+            "batch_size", "metatest_steps", "unroll_steps", "implicit_inner_steps",
         )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("meta_steps", "poor_training_steps", "elitism", "mutation_max_height",
                      "selection_top_k", "selection_seeds", "selection_steps",
-                     "selection_lr_width"):
+                     "selection_lr_width", "neumann_terms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         for name in ("crossover_prob", "mutation_prob"):
@@ -141,7 +157,12 @@ class Settings:
                 f"elitism ({self.elitism}) must be smaller than population_size "
                 f"({self.population_size})"
             )
-        for name in ("lr", "meta_lr", "poor_training_lr"):
+        if self.local_search_method not in LOCAL_SEARCH_METHODS:
+            raise ValueError(
+                f"local_search_method must be one of {LOCAL_SEARCH_METHODS}, got "
+                f"{self.local_search_method!r}"
+            )
+        for name in ("lr", "meta_lr", "poor_training_lr", "neumann_alpha"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not self.metatest_seeds:

@@ -4,6 +4,8 @@ Each meta-step initialises the base model afresh, takes ``unroll_steps`` differe
 SGD steps on random training batches with the candidate loss, scores the stepped model
 with the baseline objective (cross-entropy / MSE) on a random validation batch, and
 back-propagates that score through the steps into the loss weights (Adam).
+``settings.local_search_method = "implicit"`` selects the alternative of
+:mod:`symloss.implicit` instead; :func:`meta_train` is the one place that chooses.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch.func import functional_call
 
 from symloss.config import Settings
 from symloss.expression import Expression
+from symloss.implicit import meta_train as implicit_meta_train
 from symloss.network import LearnedLoss
 from symloss.scale import Reference, baseline_norm, gradient_norm
 from symloss.task import Task
@@ -64,7 +67,10 @@ def meta_train(
     leaves: dict[str, torch.Tensor],
     candidate: Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]], torch.Tensor],
 ) -> tuple[list[float], bool]:
-    """Train ``leaves`` (the loss's parameters) by unrolled differentiation, in place.
+    """Train ``leaves`` (the loss's parameters) by the configured local search, in place.
+
+    ``settings.local_search_method == "implicit"`` hands over to
+    :func:`symloss.implicit.meta_train`; the rest describes the unrolled method.
 
     Each meta-step initialises the model afresh, takes ``settings.unroll_steps``
     differentiable SGD steps (the fitness optimiser: learning rate, momentum, Nesterov and
@@ -74,6 +80,8 @@ def meta_train(
     completed meta-step and whether a non-finite objective or gradient stopped it early
     (the leaves then keep their last finite values).
     """
+    if settings.local_search_method == "implicit":
+        return implicit_meta_train(task, settings, seed, leaves, candidate)
     tensors = list(leaves.values())
     optimizer = torch.optim.Adam(tensors, lr=settings.meta_lr)
     generator = torch.Generator().manual_seed(seed)
