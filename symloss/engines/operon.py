@@ -98,8 +98,8 @@ PENALTY = 1e10
 
 MISSING_MESSAGE = (
     "engine='operon' needs pyoperon, which is not installed: pip install 'symloss[operon]' "
-    f"(or pip install pyoperon=={OPERON_VERSION}); its wheels are for CPython 3.10-3.13 on "
-    "x86-64 Linux with AVX2"
+    f"(or pip install pyoperon=={OPERON_VERSION}; it ships binary wheels, no compiler "
+    "needed)"
 )
 
 CROSSOVER_INTERNAL_PROBABILITY = 0.9
