@@ -26,6 +26,7 @@ from symloss.engines.operon import (
     PENALTY,
     OperonEngine,
     OperonSpace,
+    crossover_probability,
     objectives,
     operator_mismatches,
     repair,
@@ -193,6 +194,32 @@ def test_rejected_candidates_are_dominated():
     assert objectives(e("f - y"), 0.25) == [0.25, 3.0]
     assert objectives(e("y"), float("inf")) == [PENALTY, PENALTY]
     assert objectives(e("f - y"), float("nan")) == [PENALTY, PENALTY]
+
+
+def test_crossover_probability_keeps_deaps_chance_of_a_copy():
+    for crossover, mutation in ((0.7, 0.25), (0.5, 0.5), (0.0, 0.3), (0.9, 0.1)):
+        settings = preset("paper").replace(crossover_prob=crossover, mutation_prob=mutation)
+        p = crossover_probability(settings)
+        assert 0.0 <= p <= 1.0
+        assert (1 - p) * (1 - mutation) == pytest.approx(1 - crossover - mutation)
+    assert crossover_probability(preset("paper").replace(
+        crossover_prob=0.0, mutation_prob=1.0)) == 0.0
+
+
+@needs_operon
+def test_a_replay_that_breeds_other_children_is_an_error():
+    op = pytest.importorskip("pyoperon")
+    search = engine._Search(op, preset("quick").replace(population_size=4))
+    parents = [engine._Member(x, 1.0 + i) for i, x in enumerate(known_losses("regression")[:4])]
+    children = search.breed(parents, seed=7)
+    assert len(children) == 4
+    assert search.breed(parents, seed=7) == children
+    scored = [engine._Member(x, 0.5) for x in children]
+    survivors = search.survive(parents, 7, children, scored)
+    assert len(survivors) == 4
+    assert set(survivors) <= set(children) | {p.expression for p in parents}
+    with pytest.raises(RuntimeError, match="did not breed the same children"):
+        search.survive(parents, 7, list(reversed(children)) + [e("f - y")], scored)
 
 
 # -- the NSGA-II loop with a cheap synthetic objective ---------------------------------------

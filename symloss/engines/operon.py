@@ -112,9 +112,8 @@ _LEAVES: tuple[Expression, ...] = (
 """Operon's inputs, in column order: the terminal set of the DEAP engine."""
 
 _REPAIR_OPS = ("add", "sub", "mul", "div")
-_MUTATIONS = ("changefunc", "changevar", "replacesubtree", "insertsubtree", "removesubtree")
 _UNLIMITED = 2**62
-"""Evaluation budget and time limit handed to Operon: symloss counts generations itself."""
+"""Evaluation budget handed to Operon: symloss counts generations itself."""
 
 
 def supported_primitives() -> dict[str, str]:
@@ -458,7 +457,9 @@ class _Search:
             config, space.problem, self.initializer, self.coefficients, generator,
             self.reinserter, self.sorter,
         )
-        # Operon's warm start takes parents and offspring slots; the slots are overwritten
+        # A warm start takes parents followed by offspring slots (overwritten). pyoperon
+        # 0.6.2 treats the first pool_size individuals as the parents, hence pool_size ==
+        # population_size above.
         individuals = [self._individual(m) for m in parents] * 2
         algorithm.RestoreIndividuals(op.IndividualCollection(individuals))
         algorithm.IsFitted = True
