@@ -12,6 +12,7 @@ from pathlib import Path
 
 from symloss.config import PRESETS
 from symloss.datasets import DATASETS, load_dataset
+from symloss.engines import ENGINES
 from symloss.estimator import Equation, SymbolicLossSearch, equations_table
 from symloss.metatest import meta_test
 from symloss.models import MODELS
@@ -41,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--population", type=int, help="override the population size")
     search.add_argument("--generations", type=int, help="override the number of generations")
     search.add_argument("--no-local-search", action="store_true", help="GP-LFL ablation")
-    search.add_argument("--engine", default="deap", choices=("deap", "pysr"))
+    search.add_argument("--engine", default="deap", choices=ENGINES)
     search.add_argument("--device", default="cpu")
     search.add_argument("--data-path", help="folder of local data files (mnist, cifar10, ...)")
     search.add_argument("--label-noise", type=float, default=0.0, metavar="FRACTION",

@@ -116,8 +116,9 @@ class SymbolicLossSearch(BaseEstimator):
         ``False`` gives GP-LFL, the ablation.
     seed_expressions : sequence of str or Expression, optional
         Losses to include in the initial population (after the baseline).
-    engine : {"deap", "pysr"}
-        The outer loop. ``"pysr"`` needs PySR and Julia.
+    engine : {"deap", "pysr", "operon"}
+        The outer loop. ``"pysr"`` needs PySR and Julia; ``"operon"`` needs pyoperon
+        (NSGA-II on fitness and size, see :mod:`symloss.engines.operon`).
     n_jobs : int
         Worker processes evaluating candidates (``-1``: all cores).
     executor : {"auto", "process", "ray"}

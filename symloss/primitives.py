@@ -3,7 +3,8 @@
 This table is the single source of truth for every representation of a primitive:
 parsing and printing (:mod:`symloss.expression`), torch evaluation
 (:mod:`symloss.network`), SymPy and LaTeX rendering, and the Julia operators of the
-PySR engine. Adding a primitive is adding one row.
+PySR engine and the node names of the Operon engine. Adding a primitive is adding one
+row.
 
 The protected forms follow the EvoMAL reference: ``div`` is the analytic quotient
 ``a / sqrt(1 + b^2)``, ``log`` and ``sqrt`` act on ``max(|a|, 1e-7)``.
@@ -51,6 +52,8 @@ class Primitive:
         Julia source defining the operator ("" for Julia built-ins).
     infix : str
         Infix symbol in expression text ("" for function-call syntax).
+    operon : str
+        Name of the Operon node the operon engine uses ("" where Operon has none).
     """
 
     name: str
@@ -61,6 +64,7 @@ class Primitive:
     julia: str
     julia_definition: str = ""
     infix: str = ""
+    operon: str = ""
 
 
 Operand = torch.Tensor | float
@@ -99,30 +103,37 @@ def _psqrt(a: torch.Tensor) -> torch.Tensor:
 PRIMITIVES: dict[str, Primitive] = {
     p.name: p
     for p in (
-        Primitive("add", 2, operator.add, lambda a, b: a + b, r"{0} + {1}", "+", infix="+"),
-        Primitive("sub", 2, operator.sub, lambda a, b: a - b, r"{0} - {1}", "-", infix="-"),
-        Primitive("mul", 2, operator.mul, lambda a, b: a * b, r"{0} \cdot {1}", "*", infix="*"),
+        Primitive("add", 2, operator.add, lambda a, b: a + b, r"{0} + {1}", "+", infix="+",
+                  operon="+"),
+        Primitive("sub", 2, operator.sub, lambda a, b: a - b, r"{0} - {1}", "-", infix="-",
+                  operon="-"),
+        Primitive("mul", 2, operator.mul, lambda a, b: a * b, r"{0} \cdot {1}", "*", infix="*",
+                  operon="*"),
         Primitive(
             "div", 2, _aq, lambda a, b: a / sympy.sqrt(1 + b**2),
             r"\frac{{{0}}}{{\sqrt{{1 + {1}^{{2}}}}}}", "aq",
-            "aq(a, b) = a / sqrt(one(b) + b * b)",
+            "aq(a, b) = a / sqrt(one(b) + b * b)", operon="aq",
         ),
-        Primitive("min", 2, _minimum, sympy.Min, r"\min\left({0}, {1}\right)", "min"),
-        Primitive("max", 2, _maximum, sympy.Max, r"\max\left({0}, {1}\right)", "max"),
+        Primitive("min", 2, _minimum, sympy.Min, r"\min\left({0}, {1}\right)", "min",
+                  operon="fmin"),
+        Primitive("max", 2, _maximum, sympy.Max, r"\max\left({0}, {1}\right)", "max",
+                  operon="fmax"),
         Primitive("sign", 1, torch.sign, sympy.sign, r"\operatorname{{sign}}\left({0}\right)",
                   "sign"),
         Primitive("square", 1, torch.square, lambda a: a**2, r"\left({0}\right)^{{2}}",
-                  "square", "square(a) = a * a"),
-        Primitive("abs", 1, torch.abs, sympy.Abs, r"\left|{0}\right|", "abs"),
+                  "square", "square(a) = a * a", operon="square"),
+        Primitive("abs", 1, torch.abs, sympy.Abs, r"\left|{0}\right|", "abs", operon="abs"),
         Primitive(
             "log", 1, _plog, lambda a: sympy.log(sympy.Abs(a)), r"\log\left|{0}\right|",
-            "plog", "plog(a) = log(max(abs(a), convert(typeof(a), 1f-7)))",
+            "plog", "plog(a) = log(max(abs(a), convert(typeof(a), 1f-7)))", operon="logabs",
         ),
         Primitive(
             "sqrt", 1, _psqrt, lambda a: sympy.sqrt(sympy.Abs(a)), r"\sqrt{{\left|{0}\right|}}",
             "psqrt", "psqrt(a) = sqrt(max(abs(a), convert(typeof(a), 1f-7)))",
+            operon="sqrtabs",
         ),
-        Primitive("tanh", 1, torch.tanh, sympy.tanh, r"\tanh\left({0}\right)", "tanh"),
+        Primitive("tanh", 1, torch.tanh, sympy.tanh, r"\tanh\left({0}\right)", "tanh",
+                  operon="tanh"),
     )
 }
 """The 12 functions of the EvoMAL search space, by name."""

@@ -1,14 +1,14 @@
 """Search engines behind one small interface (:class:`~symloss.engines.base.Engine`).
 
 Optional engines are imported only when chosen, so importing symloss never imports
-PySR or Julia.
+PySR, Julia or pyoperon.
 """
 
 from __future__ import annotations
 
 from symloss.engines.base import Engine, SearchContext
 
-ENGINES = ("deap", "pysr")
+ENGINES = ("deap", "pysr", "operon")
 
 
 def get_engine(name: str) -> Engine:
@@ -21,6 +21,10 @@ def get_engine(name: str) -> Engine:
         from symloss.engines.pysr import PySREngine
 
         return PySREngine()
+    if name == "operon":
+        from symloss.engines.operon import OperonEngine
+
+        return OperonEngine()
     raise ValueError(f"unknown engine {name!r}; choose one of {ENGINES}")
 
 
