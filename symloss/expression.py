@@ -15,16 +15,17 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import sympy
 from sympy import Expr as SymPyExpr  # Expression.sympy shadows the module in the class
 
 from symloss.primitives import INFIX, PREDICTION, PRIMITIVES, TARGET, VARIABLES
+from symloss.symbolic import canonical, canonical_key, readable, sympy_form
+from symloss.symbolic import latex as symbolic_latex
 
-_SYMBOLS = {name: sympy.Symbol(name, real=True) for name in VARIABLES}
 _NUMBER = r"\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?"
 _TOKEN = re.compile(rf"\s*(?:({_NUMBER})|([A-Za-z_]\w*)|(\S))")
-_MAX_EXPANDED_POWER = 16  # (a + b)^64 alone takes SymPy seconds to expand
-_MAX_SIMPLIFY_OPS = 60
+MAX_HEIGHT = 100
+"""Deepest tree accepted (edges from root to leaf). Trees are walked recursively, by
+symloss and by SymPy; the genetic programming height limit is 10 in the reference."""
 _PREC_SUM, _PREC_PRODUCT, _PREC_UNARY, _PREC_ATOM = 1, 2, 3, 4
 
 
@@ -49,8 +50,16 @@ class Expression:
     args: tuple[Expression, ...] = ()
     value: float = 0.0
     _hash: int = field(default=0, init=False, repr=False, compare=False)
+    _height: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        height = 1 + max(a._height for a in self.args) if self.args else 0
+        if height > MAX_HEIGHT:
+            raise ValueError(
+                f"expression is nested deeper than the limit of {MAX_HEIGHT} levels; "
+                "write it with fewer nested calls or terms"
+            )
+        object.__setattr__(self, "_height", height)
         object.__setattr__(self, "_hash", hash((self.op, self.args, self.value)))
 
     def __hash__(self) -> int:
@@ -111,8 +120,9 @@ class Expression:
 
     @property
     def height(self) -> int:
-        """Edges on the longest root-to-leaf path (a leaf has height 0)."""
-        return 1 + max(a.height for a in self.args) if self.args else 0
+        """Edges on the longest root-to-leaf path (a leaf has height 0); at most
+        :data:`MAX_HEIGHT`."""
+        return self._height
 
     @property
     def variables(self) -> frozenset[str]:
@@ -135,58 +145,42 @@ class Expression:
         return f"Expression.parse({str(self)!r})"
 
     def sympy(self) -> SymPyExpr:
-        """The SymPy form (protected operators written as their mathematical meaning)."""
-        return _sympy(self)
+        """The SymPy form (protected operators written as their mathematical meaning).
+
+        Where SymPy cannot form that (``log(y - y)`` would be ``zoo``), the primitives
+        other than ``+``, ``-``, ``*`` are undefined SymPy functions of their names
+        instead (see :mod:`symloss.symbolic`); this never raises.
+        """
+        return sympy_form(self)
 
     def latex(self, simplify: bool = True) -> str:
         """LaTeX of the expression.
 
-        ``simplify=True`` renders the simplified SymPy form; ``simplify=False`` renders
-        the tree as it is, with the primitive table's LaTeX templates.
+        ``simplify=True`` renders the simplified SymPy form (time-bounded, falling back to
+        less simplified forms); ``simplify=False`` renders the tree as it is, with the
+        primitive table's LaTeX templates.
         """
+        tree = functools.partial(_render, self, latex=True)
         if simplify:
-            return sympy.latex(readable(self.sympy()))
-        return _render(self, latex=True)[0]
+            return symbolic_latex(readable(self.sympy()), lambda: tree()[0])
+        return tree()[0]
 
-    def canonical(self) -> SymPyExpr:
-        """The canonical SymPy form behind :meth:`key` (cached)."""
-        return _canonical(self)
+    def canonical(self) -> SymPyExpr | None:
+        """The canonical SymPy form behind :meth:`key` (cached), or None where SymPy
+        cannot form it (see :func:`symloss.symbolic.canonical`)."""
+        return canonical(self)
 
     def key(self) -> str:
         """Canonical key: expressions whose expanded SymPy forms agree share a key.
 
         SymPy's automatic canonical form (commutative reordering, collected terms) is
         expanded (products and integer powers multiplied out), e.g. ``f*y`` and ``y*f``,
-        or ``square(f - y)`` and ``square(y - f)``, share a key. Forms with powers above
-        16 are left unexpanded: multiplying them out can take SymPy minutes.
+        or ``square(f - y)`` and ``square(y - f)``, share a key. Forms whose expansion
+        would be large are left unexpanded: multiplying them out can take SymPy
+        minutes. Where SymPy cannot form the expression (``log(y - y)`` is ``zoo``), the
+        key is ``"tree:"`` and the text, so such candidates are never merged by key.
         """
-        return str(_canonical(self))
-
-
-def _expandable(form: sympy.Expr) -> bool:
-    """False when expanding ``form`` could take SymPy very long (high integer powers)."""
-    powers = (p.exp for p in form.atoms(sympy.Pow) if p.exp.is_Integer)
-    return max((abs(int(k)) for k in powers), default=1) <= _MAX_EXPANDED_POWER
-
-
-def readable(form: sympy.Expr) -> sympy.Expr:
-    """The simpler of ``form`` and its :func:`sympy.simplify` result, by operation count.
-
-    ``simplify`` sometimes rewrites ``sign`` or ``Max`` into long piecewise forms that
-    are correct but harder to read than the input. Large or high-power forms are left
-    as they are: simplifying them can take minutes.
-    """
-    if sympy.count_ops(form) > _MAX_SIMPLIFY_OPS or not _expandable(form):
-        return form
-    simpler = sympy.simplify(form)
-    return simpler if sympy.count_ops(simpler) <= sympy.count_ops(form) else form
-
-
-def round_floats(form: sympy.Expr, digits: int) -> sympy.Expr:
-    """``form`` with every floating-point number rounded to ``digits`` decimals."""
-    return form.xreplace(
-        {n: sympy.Float(round(float(n), digits)) for n in form.atoms(sympy.Float)}
-    )
+        return canonical_key(self)
 
 
 def _number_text(value: float) -> str:
@@ -230,23 +224,6 @@ def _render(e: Expression, latex: bool) -> tuple[str, int]:
     return f"{e.op}({', '.join(p[0] for p in parts)})", _PREC_ATOM
 
 
-def _sympy(e: Expression) -> sympy.Expr:
-    if e.op in VARIABLES:
-        return _SYMBOLS[e.op]
-    if e.op == "const":
-        return sympy.Integer(int(e.value)) if e.value.is_integer() else sympy.Float(e.value)
-    return PRIMITIVES[e.op].sympy(*(_sympy(a) for a in e.args))
-
-
-@functools.lru_cache(maxsize=65536)
-def _canonical(e: Expression) -> sympy.Expr:
-    # Expansion, not simplify(): it merges what GP produces over and over (reordered
-    # products, (f - y)^2 vs (y - f)^2, cancelling terms) some 20x faster, and the
-    # gradient fingerprint merges the functionally equal rest.
-    form = _sympy(e)
-    return sympy.expand(form) if _expandable(form) else form
-
-
 class _Parser:
     """Recursive-descent parser for the expression syntax."""
 
@@ -262,11 +239,13 @@ class _Parser:
             elif other is not None:
                 self.tokens.append(("op", other, m.start(3)))
         self.pos = 0
+        self.depth = 0
 
     def _error(self, what: str) -> ValueError:
         allowed = ", ".join([*VARIABLES, *sorted(PRIMITIVES)])
+        text = self.text if len(self.text) <= 80 else self.text[:80] + "..."
         return ValueError(
-            f"cannot parse {self.text!r}: {what}; allowed names are {allowed}, "
+            f"cannot parse {text!r}: {what}; allowed names are {allowed}, "
             "with infix +, -, *, unary -, parentheses and numbers "
             "(division is the function div(a, b) = a / sqrt(1 + b^2))"
         )
@@ -299,15 +278,37 @@ class _Parser:
         e = self._product()
         while (token := self._peek()) and token[0] == "op" and token[1] in "+-":
             self.pos += 1
-            e = Expression(INFIX[token[1]], (e, self._product()))
+            e = self._node(INFIX[token[1]], e, self._product(), at=token[2])
         return e
 
     def _product(self) -> Expression:
         e = self._unary()
         while (token := self._peek()) and token[0] == "op" and token[1] == "*":
             self.pos += 1
-            e = Expression("mul", (e, self._unary()))
+            e = self._node("mul", e, self._unary(), at=token[2])
         return e
+
+    def _nested(self, at: int) -> None:
+        """Enter one nesting level (a call, parentheses, a unary minus); the recursion of
+        this parser, and of everything that walks the tree, grows with the nesting."""
+        self.depth += 1
+        if self.depth > MAX_HEIGHT:
+            raise self._error(
+                f"nesting deeper than the limit of {MAX_HEIGHT} levels at position {at}"
+            )
+
+    def _number(self, text: str, at: int) -> Expression:
+        value = float(text)
+        if not math.isfinite(value):
+            raise self._error(f"the number at position {at} is too large to be a finite float")
+        return Expression.const(value)
+
+    def _node(self, op: str, *args: Expression, at: int) -> Expression:
+        """A new node; one that makes the tree too high is a parse error at ``at``."""
+        try:
+            return Expression(op, args)
+        except ValueError as error:
+            raise self._error(f"{error} (at position {at})") from None
 
     def _unary(self) -> Expression:
         token = self._peek()
@@ -316,31 +317,38 @@ class _Parser:
             nxt = self._peek()
             if nxt and nxt[0] == "num":
                 self.pos += 1
-                return Expression.const(-float(nxt[1]))
-            return Expression("mul", (Expression.const(-1.0), self._unary()))
+                return self._number("-" + nxt[1], nxt[2])
+            self._nested(token[2])
+            e = self._node("mul", Expression.const(-1.0), self._unary(), at=token[2])
+            self.depth -= 1
+            return e
         return self._atom()
 
     def _atom(self) -> Expression:
         kind, text, at = self._take()
         if kind == "num":
-            return Expression.const(float(text))
+            return self._number(text, at)
         if kind == "op" and text == "(":
+            self._nested(at)
             e = self._sum()
             self._expect(")")
+            self.depth -= 1
             return e
         if kind == "name" and text in VARIABLES:
             return Expression(text)
         if kind == "name" and text in PRIMITIVES:
             self._expect("(")
+            self._nested(at)
             args = [self._sum()]
             while (token := self._peek()) and token[:2] == ("op", ","):
                 self.pos += 1
                 args.append(self._sum())
             self._expect(")")
+            self.depth -= 1
             arity = PRIMITIVES[text].arity
             if len(args) != arity:
                 raise self._error(f"{text} takes {arity} argument(s) but got {len(args)}")
-            return Expression(text, tuple(args))
+            return self._node(text, *args, at=at)
         raise self._error(f"unexpected token {text!r} at position {at}")
 
 

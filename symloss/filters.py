@@ -27,8 +27,8 @@ def structural_reason(expression: Expression) -> str | None:
     missing = [v for v in (TARGET, PREDICTION) if v not in expression.variables]
     if missing:
         return f"{STRUCTURAL}: does not use {' or '.join(missing)}"
-    symbols = {s.name for s in expression.canonical().free_symbols}
-    if PREDICTION not in symbols:
+    form = expression.canonical()  # None where SymPy cannot form it: the fingerprint decides
+    if form is not None and PREDICTION not in {s.name for s in form.free_symbols}:
         return f"{STRUCTURAL}: constant in f after expansion"
     return None
 

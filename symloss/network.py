@@ -24,10 +24,12 @@ import sympy
 import torch
 from torch import nn
 
-from symloss.expression import Expression, readable, round_floats
+from symloss.expression import Expression
 from symloss.library import check_task_kind
-from symloss.primitives import PRIMITIVES, VARIABLES
+from symloss.primitives import PRIMITIVES
 from symloss.serialization import check_header, read_json, write_json
+from symloss.symbolic import latex as symbolic_latex
+from symloss.symbolic import loss_sympy
 
 FORMAT_NAME = "symloss.loss"
 FORMAT_VERSION = 2  # 2 added "scale" and "learned_with"; version 1 files still load
@@ -373,23 +375,10 @@ class LearnedLoss(nn.Module):
         """The SymPy form with learned weights folded in, rounded to ``digits``.
 
         A ``scale`` other than 1 shows as a leading factor (to 3 significant digits).
+        Simplified where SymPy manages within a time limit; see
+        :func:`symloss.symbolic.loss_sympy` for the fallbacks. Never raises.
         """
-        if all(abs(w - 1.0) < 0.5 * 10**-digits for w in self.weights):
-            return self._scaled(readable(self.expression.sympy()))
-        weights = self.weights
-        program = _postorder(self.expression)
-        values: list[sympy.Expr] = []
-        for i, (op, children, constant) in enumerate(program):
-            if op in VARIABLES:
-                v = Expression.var(op).sympy()
-            elif op == "const":
-                v = Expression.const(constant).sympy()
-            else:
-                v = PRIMITIVES[op].sympy(*(values[c] for c in children))
-            if i < len(weights) and round(weights[i], digits) != 1.0:
-                v = v * sympy.Float(round(weights[i], digits))
-            values.append(v)
-        return self._scaled(round_floats(readable(values[-1]), digits))
+        return self._scaled(loss_sympy(self.expression, self.weights, digits))
 
     def _scaled(self, expr: sympy.Expr) -> sympy.Expr:
         # unevaluated: SymPy would distribute a number over a sum, hiding the shape
@@ -398,7 +387,7 @@ class LearnedLoss(nn.Module):
 
     def latex(self, digits: int = 3) -> str:
         """LaTeX of the loss with learned weights folded in (rounded, simplified)."""
-        return sympy.latex(self.sympy(digits))
+        return symbolic_latex(self.sympy(digits), lambda: self.expression.latex(simplify=False))
 
     def extra_repr(self) -> str:
         return f"expression={str(self.expression)!r}, task={self.task!r}"

@@ -39,10 +39,11 @@ import torch
 from torch import nn
 
 from symloss.config import Settings
-from symloss.expression import Expression, readable, round_floats
+from symloss.expression import Expression
 from symloss.library import check_task_kind
 from symloss.network import LOSS_FORMATS, prepare_outputs, reduce_loss
 from symloss.serialization import check_header, write_json
+from symloss.symbolic import readable, round_floats
 from symloss.task import Task
 from symloss.training import sgd_settings, train
 
