@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from symloss.expression import MAX_HEIGHT
+
 LOCAL_SEARCH_METHODS = ("unrolled", "implicit")
 """Values of :attr:`Settings.local_search_method`."""
 
@@ -165,8 +167,40 @@ class Settings:
         for name in ("lr", "meta_lr", "poor_training_lr", "neumann_alpha"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """Values a run would otherwise refuse (or misuse) only when it first uses them."""
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"setting {spec.name} must be finite, got {value}")
+        for name in ("fingerprint_rtol", "weight_decay", "weight_init_std"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError(
+                "nesterov=True needs momentum > 0 (Nesterov momentum is a form of momentum); "
+                "set momentum, e.g. 0.9, or nesterov=False"
+            )
+        if self.height_limit > MAX_HEIGHT:
+            raise ValueError(
+                f"height_limit must be at most {MAX_HEIGHT} (the deepest expression symloss "
+                f"accepts), got {self.height_limit}"
+            )
+        if self.mutation_max_height > self.height_limit:
+            raise ValueError(
+                f"mutation_max_height ({self.mutation_max_height}) must not exceed "
+                f"height_limit ({self.height_limit})"
+            )
         if not self.metatest_seeds:
             raise ValueError("metatest_seeds must name at least one seed")
+        if any(not 0 <= s < 2**32 for s in self.metatest_seeds):
+            raise ValueError(
+                f"metatest_seeds must be integers in [0, 2**32), got {list(self.metatest_seeds)}"
+            )
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (unknown names raise a ValueError)."""

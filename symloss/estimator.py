@@ -6,6 +6,7 @@ import hashlib
 import inspect
 import logging
 import math
+import numbers
 import os
 import time
 import warnings
@@ -282,7 +283,7 @@ class SymbolicLossSearch(BaseEstimator):
         self
         """
         settings = self._settings()
-        seed = 0 if self.random_state is None else int(self.random_state)
+        seed = _seed(self.random_state)
         engine = get_engine(self.engine)
         engine.check_available()
         data, kind = resolve_data(dataset, seed=seed)
@@ -295,49 +296,55 @@ class SymbolicLossSearch(BaseEstimator):
             "kind": task.kind, "data": _data_fingerprint(task),
             "settings": settings.to_dict(), "seeds": [str(e) for e in seeds],
         })
-        executor = _executor_for(task, self.executor, self.n_jobs)
-        lr_choice = _search_rate(task, settings, seed, run, executor)
-        if lr_choice is not None:
-            settings = settings.replace(lr=lr_choice.lr)
-        history, all_evaluations = _search(
-            engine, task, settings, seed, seeds, run, resumed, executor, self.verbose,
-            self.callback,
-        )
-
-        selection = []
-        if settings.selection_top_k > 0:
-            selection = select(task, settings, all_evaluations, seed, executor)
-            run.save_selection([r.to_dict() for r in selection])
-        equations = _equations(all_evaluations, task.kind,
-                               selection[0].evaluation if selection else None)
-        if not equations:
-            raise RuntimeError(
-                "no candidate loss could be trained successfully; check the model and data "
-                f"(records in {run.path})"
+        try:
+            executor = _executor_for(task, self.executor, self.n_jobs)
+            lr_choice = _search_rate(task, settings, seed, run, executor)
+            if lr_choice is not None:
+                settings = settings.replace(lr=lr_choice.lr)
+            history, all_evaluations = _search(
+                engine, task, settings, seed, seeds, run, resumed, executor, self.verbose,
+                self.callback,
             )
-        chosen = next(row for row in equations if row.chosen)
-        metadata: dict[str, Any] = {
-            "fitness": chosen.fitness, "run_dir": str(run.path), "engine": self.engine,
-            "seed": seed, "local_search": settings.local_search,
-        }
-        if selection:
-            metadata["selection_metric"] = selection[0].mean
-        self.best_loss_ = _normalised_loss(
-            LearnedLoss(chosen.expression, task.kind, chosen.weights or None, metadata=metadata),
-            task, settings, seed, selection[0] if selection else None,
-        )
-        self.best_loss_.save(run.best_loss_path)
-        run.save_hall_of_fame([row.to_dict() for row in equations])
-        self.equations_ = equations
-        self.history_ = history
-        self.evaluations_ = all_evaluations
-        self.n_evaluations_ = len(all_evaluations)
-        self.selection_ = selection
-        self.run_dir_ = run.path
-        self.settings_ = settings
-        self.lr_choice_ = lr_choice
-        self.task_ = task
-        return self
+
+            selection = []
+            if settings.selection_top_k > 0:
+                selection = select(task, settings, all_evaluations, seed, executor)
+                _save_or_warn(run, "the final selection",
+                              lambda: run.save_selection([r.to_dict() for r in selection]))
+            equations = _equations(all_evaluations, task.kind,
+                                   selection[0].evaluation if selection else None)
+            if not equations:
+                raise RuntimeError(
+                    "no candidate loss could be trained successfully; check the model and data "
+                    f"(records in {run.path})"
+                )
+            chosen = next(row for row in equations if row.chosen)
+            metadata: dict[str, Any] = {
+                "fitness": chosen.fitness, "run_dir": str(run.path), "engine": self.engine,
+                "seed": seed, "local_search": settings.local_search,
+            }
+            if selection:
+                metadata["selection_metric"] = selection[0].mean
+            self.best_loss_ = _normalised_loss(
+                LearnedLoss(chosen.expression, task.kind, chosen.weights or None,
+                            metadata=metadata),
+                task, settings, seed, selection[0] if selection else None,
+            )
+            _save_or_warn(run, "the chosen loss", lambda: self.best_loss_.save(run.best_loss_path))
+            _save_or_warn(run, "the equations table",
+                          lambda: run.save_hall_of_fame([row.to_dict() for row in equations]))
+            self.equations_ = equations
+            self.history_ = history
+            self.evaluations_ = all_evaluations
+            self.n_evaluations_ = len(all_evaluations)
+            self.selection_ = selection
+            self.run_dir_ = run.path
+            self.settings_ = settings
+            self.lr_choice_ = lr_choice
+            self.task_ = task
+            return self
+        finally:
+            run.close()
 
     def _seed_expressions(self, task: Task) -> list[Expression]:
         user = [Expression.parse(e) for e in self.seed_expressions or ()]
@@ -366,6 +373,33 @@ _DEFAULTS = {
     for name, parameter in inspect.signature(SymbolicLossSearch.__init__).parameters.items()
     if name != "self"
 }
+
+
+def _seed(random_state: Any) -> int:
+    """``random_state`` as a seed: None is 0; any other value must be an integer that
+    NumPy and torch accept as a seed."""
+    if random_state is None:
+        return 0
+    if (isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral)
+            or not 0 <= random_state < 2**32):
+        raise ValueError(
+            f"random_state must be None or an integer in [0, 2**32), got {random_state!r}"
+        )
+    return int(random_state)
+
+
+def _save_or_warn(run: RunDirectory, what: str, save: Callable[[], object]) -> None:
+    """Write a summary file of a finished search. A failure to write it must not lose the
+    search: the records are on disk, so warn and go on."""
+    try:
+        save()
+    except OSError as error:
+        warnings.warn(
+            f"could not save {what} in {run.path} ({error}); the search itself is complete: "
+            "fit again with the same run_dir to write it without evaluating any candidate "
+            "again",
+            stacklevel=3,
+        )
 
 
 def _executor_for(task: Task, kind: str, n_jobs: int) -> tuple[str, int]:
@@ -451,7 +485,9 @@ def _search(
     executor = make_executor(*executor_kind, score, (task, settings, seed))
     try:
         evaluator = Evaluator(task, settings, seed, executor,
-                              known=[r.evaluation for r in records])
+                              known=[r.evaluation for r in records],
+                              passed=run.passed() if resumed else (),
+                              on_passed=run.append_passed)
         # in search order, not file order: records are written as results are decided
         kept = sorted((r for r in records if r.generation <= done),
                       key=lambda r: (r.generation, r.index))

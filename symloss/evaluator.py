@@ -24,6 +24,7 @@ from symloss.config import Settings
 from symloss.executors import Executor, InProcessExecutor, single_torch_thread
 from symloss.expression import Expression
 from symloss.filters import (
+    FAILED,
     NON_FINITE,
     fingerprint,
     fingerprint_reason,
@@ -115,6 +116,12 @@ class Evaluator:
     known : iterable of Evaluation, optional
         Earlier records of this search (a resumed run): a candidate found there is not
         trained again.
+    passed : iterable of str, optional
+        Expressions (text) that passed the poor-training check earlier in this search;
+        the check is not repeated for them.
+    on_passed : callable, optional
+        Called with a candidate's text when it passes the poor-training check, before it
+        is trained, so that a resumed search need not repeat the check.
 
     Attributes
     ----------
@@ -129,6 +136,8 @@ class Evaluator:
         seed: int = 0,
         executor: Executor | None = None,
         known: Iterable[Evaluation] = (),
+        passed: Iterable[str] = (),
+        on_passed: Callable[[str], None] | None = None,
     ) -> None:
         self.task, self.settings, self.seed = task, settings, seed
         self.executor = executor or InProcessExecutor(score, (task, settings, seed))
@@ -137,6 +146,8 @@ class Evaluator:
         self._fingerprints: list[tuple[torch.Tensor, str]] = []
         self._probe = probe(task, settings, seed)
         self._memo = {e.key: e for e in known if e.status != CACHED}
+        self._passed = frozenset(passed)
+        self._on_passed = on_passed
 
     def evaluate(self, expression: Expression | str) -> Evaluation:
         """Evaluate one candidate."""
@@ -180,33 +191,21 @@ class Evaluator:
             if key in self._results or key in pending:
                 followers.append((i, expression, key, "same expression as", timings))
                 continue
-            started = time.perf_counter()
-            reason = structural_reason(expression)
-            timings["structural"] = time.perf_counter() - started
+            try:
+                reason, grad, match = self._checks(expression, key, timings, pending)
+            except Exception as error:  # one candidate's failure must not end the search
+                reason, grad, match = f"{FAILED}: {type(error).__name__}: {error}", None, None
             if reason:
                 decide(i, self._register(Evaluation(str(expression), key, REJECTED,
-                                                    reason=reason, timings=timings), None))
-                continue
-            started = time.perf_counter()
-            grad, reason = self._fingerprint(expression)
-            match = None if reason else self._equivalent(grad, pending)
-            timings["fingerprint"] = time.perf_counter() - started
-            if reason:
-                decide(i, self._register(Evaluation(str(expression), key, REJECTED,
-                                                    reason=reason, timings=timings), None))
+                                                    reason=reason, timings=timings), grad))
             elif match is not None:
                 followers.append((i, expression, match, "same gradient as", timings))
-            elif key in self._memo:
+            elif self._remembered(key, expression):
                 decide(i, self._register(self._memo[key], grad))
             else:
-                started = time.perf_counter()
-                reason = poor_training_reason(expression, self.task, self.settings, self.seed)
-                timings["poor_training"] = time.perf_counter() - started
-                if reason:
-                    decide(i, self._register(Evaluation(str(expression), key, REJECTED,
-                                                        reason=reason, timings=timings), grad))
-                else:
-                    pending[key] = (i, expression, timings, grad)
+                if str(expression) not in self._passed and self._on_passed is not None:
+                    self._on_passed(str(expression))
+                pending[key] = (i, expression, timings, grad)
 
         scored = self.executor.map([str(e) for _, e, _, _ in pending.values()])
         for (key, (i, expression, timings, grad)), fields in zip(
@@ -219,12 +218,43 @@ class Evaluator:
 
         for i, expression, source_key, relation, timings in followers:
             source = self._results[source_key]
+            # the source's weights are edge weights of the source's tree: they belong to
+            # this candidate only when it is the same tree
+            weights = source.weights if source.expression == str(expression) else ()
             decide(i, Evaluation(
                 str(expression), expression.key(), CACHED, fitness=source.fitness,
-                reason=f"{relation} {source.expression}", weights=source.weights,
-                timings=timings,
+                reason=f"{relation} {source.expression}", weights=weights, timings=timings,
             ))
         return results  # type: ignore[return-value]
+
+    def _checks(
+        self, expression: Expression, key: str, timings: dict[str, float], pending: dict
+    ) -> tuple[str | None, torch.Tensor | None, str | None]:
+        """The cheap checks, cheapest first: (rejection reason, fingerprint to register,
+        key of an earlier candidate with the same gradient). The poor-training check is
+        skipped for a candidate known from the run's records or known to pass it."""
+        started = time.perf_counter()
+        reason = structural_reason(expression)
+        timings["structural"] = time.perf_counter() - started
+        if reason:
+            return reason, None, None
+        started = time.perf_counter()
+        grad, reason = self._fingerprint(expression)
+        match = None if reason else self._equivalent(grad, pending)
+        timings["fingerprint"] = time.perf_counter() - started
+        if reason:
+            return reason, None, None
+        if match is not None or self._remembered(key, expression):
+            return None, grad, match
+        started = time.perf_counter()
+        if str(expression) not in self._passed:
+            reason = poor_training_reason(expression, self.task, self.settings, self.seed)
+        timings["poor_training"] = time.perf_counter() - started
+        return reason, grad, None
+
+    def _remembered(self, key: str, expression: Expression) -> bool:
+        """True when the run's records hold this very candidate's result."""
+        return key in self._memo and self._memo[key].expression == str(expression)
 
     def restore(self, evaluations: Iterable[Evaluation]) -> None:
         """Mark earlier results of a resumed search as already seen, in their order.
@@ -237,7 +267,8 @@ class Evaluator:
                 continue
             expression = Expression.parse(evaluation.expression)
             grad = None
-            if structural_reason(expression) is None:
+            # a candidate whose check failed has no fingerprint to take again
+            if not evaluation.reason.startswith(FAILED) and structural_reason(expression) is None:
                 grad, reason = self._fingerprint(expression)
                 if reason is not None:
                     grad = None

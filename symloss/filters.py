@@ -20,6 +20,8 @@ STRUCTURAL = "structural"
 POOR_TRAINING = "poor training"
 NON_FINITE = "non-finite"
 FLAT = "flat"
+FAILED = "failed check"
+"""A check raised for this candidate (the message follows); the search goes on."""
 
 
 def structural_reason(expression: Expression) -> str | None:

@@ -8,22 +8,30 @@ Layout::
     hall_of_fame.json   the equations table of the finished search
     selection.json      the finalists of the final selection and their metrics
     best_loss.json      the chosen loss (symloss.load reads it)
+    passed.jsonl        candidates that passed the poor-training check (a cache for resume)
+    lock                the process searching in the directory now (pid and host)
 
-JSON files are written atomically (temporary name, then rename); the JSON-lines file is
+JSON files are written atomically (temporary name, then rename); the JSON-lines files are
 append-only and a torn last line (a killed process) is ignored on reading.
+
+One process at a time: :meth:`RunDirectory.open` creates ``lock`` exclusively and refuses
+a directory whose lock belongs to a running process. A lock left by a process that no
+longer runs on this host is taken over; one from another host, or written by a process
+killed in the instant of creating it, must be deleted by hand.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from symloss.records import Evaluation
-from symloss.serialization import write_json
+from symloss.serialization import read_json, write_json
 
 RUN_FILE = "run.json"
 EVALUATIONS_FILE = "evaluations.jsonl"
@@ -32,6 +40,25 @@ HALL_OF_FAME_FILE = "hall_of_fame.json"
 BEST_LOSS_FILE = "best_loss.json"
 SELECTION_FILE = "selection.json"
 SEARCH_LR_FILE = "search_lr.json"
+PASSED_FILE = "passed.jsonl"
+LOCK_FILE = "lock"
+
+
+class RunDirectoryInUse(RuntimeError):
+    """Another process is searching in the run directory."""
+
+
+def _process_alive(pid: int) -> bool:
+    """True when process ``pid`` runs on this host (or it cannot be told)."""
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, under another user
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -54,22 +81,38 @@ class RunDirectory:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._locked = False
 
     def open(self, description: Mapping[str, Any]) -> bool:
-        """Start or continue the run described by ``description``.
+        """Lock the directory and start or continue the run described by ``description``.
 
         Returns True when an earlier run with the same description exists (resume).
+        Call :meth:`close` when done, to release the lock.
 
         Raises
         ------
         ValueError
-            If the directory holds a different run.
+            If the path is not a directory, or the directory holds a different run.
+        RunDirectoryInUse
+            If another running process has the directory open.
         """
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"run directory {self.path} is an existing file; pass a directory")
         self.path.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        try:
+            return self._describe(description)
+        except BaseException:
+            self.close()
+            raise
+
+    def _describe(self, description: Mapping[str, Any]) -> bool:
         run_file = self.path / RUN_FILE
         description = json.loads(json.dumps(description))
         if run_file.exists():
-            existing = json.loads(run_file.read_text())
+            existing = read_json(run_file, "symloss run description")
+            if not isinstance(existing, dict):
+                raise ValueError(f"{run_file} is not a symloss run description")
             if existing != description:
                 changed = sorted(
                     k for k in set(existing) | set(description)
@@ -82,6 +125,51 @@ class RunDirectory:
             return True
         write_json(run_file, description)
         return False
+
+    def _lock(self) -> None:
+        """Create the lock file exclusively; take over one whose process has ended."""
+        path = self.path / LOCK_FILE
+        owner = {"pid": os.getpid(), "host": socket.gethostname()}
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._lock_holder()
+                if holder is None or holder["host"] != owner["host"] or (
+                    _process_alive(holder["pid"])
+                ):
+                    who = (f"process {holder['pid']} on {holder['host']}" if holder
+                           else "another process")
+                    raise RunDirectoryInUse(
+                        f"{self.path} is in use by {who} (lock file {path}); wait for it to "
+                        "finish or use another run directory, and delete the lock file only "
+                        "if no symloss search runs in that directory"
+                    ) from None
+                path.unlink(missing_ok=True)  # its process has ended
+                continue
+            with os.fdopen(fd, "w") as handle:
+                json.dump(owner, handle)
+            self._locked = True
+            return
+        raise RunDirectoryInUse(f"could not lock {self.path}: processes keep taking it over")
+
+    def _lock_holder(self) -> dict[str, Any] | None:
+        """The lock file's pid and host, or None while it is being written or unreadable."""
+        try:
+            holder = json.loads((self.path / LOCK_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        valid = (isinstance(holder, dict) and isinstance(holder.get("pid"), int)
+                 and isinstance(holder.get("host"), str))
+        return holder if valid else None
+
+    def close(self) -> None:
+        """Release the lock taken by :meth:`open` (nothing if not held)."""
+        if self._locked:
+            self._locked = False
+            holder = self._lock_holder()
+            if holder is not None and holder["pid"] == os.getpid():
+                (self.path / LOCK_FILE).unlink(missing_ok=True)
 
     def append(self, generation: int, index: int, evaluation: Evaluation) -> None:
         """Append one evaluation record and flush it to disk."""
@@ -100,7 +188,10 @@ class RunDirectory:
         path = self.path / EVALUATIONS_FILE
         if not path.exists():
             return []
-        text = path.read_text()
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path} is not a symloss records file: {error}") from error
         lines = text.splitlines()
         records = []
         for number, line in enumerate(lines, 1):
@@ -121,7 +212,33 @@ class RunDirectory:
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The engine state of the last completed generation, or None."""
         path = self.path / CHECKPOINT_FILE
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        state = read_json(path, "symloss checkpoint")
+        if not isinstance(state, dict) or not isinstance(state.get("generation"), int):
+            raise ValueError(f"{path} is not a symloss checkpoint (no generation number)")
+        return state
+
+    def append_passed(self, expression: str) -> None:
+        """Record that ``expression`` passed the poor-training check."""
+        with open(self.path / PASSED_FILE, "a") as handle:
+            handle.write(json.dumps({"expression": expression}) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def passed(self) -> set[str]:
+        """Expressions recorded by :meth:`append_passed`; unreadable lines (a torn last
+        line) are skipped: the file is only a cache, a missing entry repeats a check."""
+        path = self.path / PASSED_FILE
+        if not path.exists():
+            return set()
+        passed = set()
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                passed.add(str(json.loads(line)["expression"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return passed
 
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
         """Save the engine state after a generation."""
