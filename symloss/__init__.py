@@ -8,6 +8,7 @@
 >>> loss = symloss.load("loss.json")   # doctest: +SKIP
 """
 
+import symloss.baselines  # noqa: F401  (registers the baselines' loss formats with load)
 from symloss.config import Settings
 from symloss.estimator import NotFittedError, SymbolicLossSearch, fit
 from symloss.expression import Expression

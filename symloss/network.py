@@ -27,7 +27,7 @@ from torch import nn
 from symloss.expression import Expression
 from symloss.library import check_task_kind
 from symloss.primitives import PRIMITIVES
-from symloss.serialization import check_header, read_json, write_json
+from symloss.serialization import check_header, read_json, real_numbers, write_json
 from symloss.symbolic import latex as symbolic_latex
 from symloss.symbolic import loss_sympy
 
@@ -410,9 +410,8 @@ class LearnedLoss(nn.Module):
         """Rebuild a loss from :meth:`to_dict` output."""
         check_header(data, source, FORMAT_NAME, FORMAT_VERSION, "symloss loss")
         try:
+            _check_fields(data)
             weights = [float(w) for w in data["weights"]]
-            if not all(math.isfinite(w) for w in weights):
-                raise ValueError("non-finite weight")
             scale = data.get("scale", 1.0)
             learned_with = data.get("learned_with")
             return cls(data["expression"], data["task"], weights, data.get("metadata") or {},
@@ -427,27 +426,48 @@ class LearnedLoss(nn.Module):
         return write_json(path, self.to_dict())
 
 
+def _check_fields(data: Mapping[str, Any]) -> None:
+    """The types and values of a saved loss's fields, checked before anything is built."""
+    for name in ("expression", "task"):
+        if not isinstance(data.get(name), str):
+            raise ValueError(f"'{name}' must be a string, got {data.get(name)!r}")
+    real_numbers(data.get("weights"), "'weights'")
+    if not isinstance(data.get("metadata") or {}, Mapping):
+        raise ValueError(f"'metadata' must be an object, got {data.get('metadata')!r}")
+
+
 LOSS_FORMATS: dict[str, type] = {FORMAT_NAME: LearnedLoss}
 """Saved-loss format name -> class with ``from_dict(data, source)``; :func:`load` dispatches
-on it. The baselines (:mod:`symloss.baselines`) register their formats when imported."""
+on it. Other modules add theirs with :func:`register_loss_format` (the baselines do, when
+``symloss`` is imported)."""
+
+
+def register_loss_format(name: str, cls: type) -> None:
+    """Let :func:`load` read files whose ``"format"`` is ``name`` with
+    ``cls.from_dict(data, source)``."""
+    LOSS_FORMATS[name] = cls
 
 
 def load(path: str | os.PathLike[str]) -> nn.Module:
     """Load a loss saved by :meth:`LearnedLoss.save` (or a baseline loss's ``save``).
 
     The file's ``"format"`` picks the class: :class:`LearnedLoss` for ``"symloss.loss"``,
-    the baselines' classes for theirs (see :data:`LOSS_FORMATS`).
+    the baselines' classes for theirs (see :data:`LOSS_FORMATS`). Every field is checked
+    before a loss is built, and every error names the file.
 
     Raises
     ------
     FileNotFoundError
         If the file does not exist.
     ValueError
-        If the file is corrupt or was written by a newer symloss.
+        If the file is corrupt, in an unknown format, or was written by a newer symloss.
     """
     data = read_json(path, "symloss loss")
     name = data.get("format") if isinstance(data, Mapping) else None
     if isinstance(name, str) and name not in LOSS_FORMATS:
-        import symloss.baselines  # noqa: F401  (registers the baselines' formats)
-    cls = LOSS_FORMATS.get(name, LearnedLoss) if isinstance(name, str) else LearnedLoss
+        raise ValueError(
+            f"{path} is not a symloss loss this version reads: its format is {name!r}, "
+            f"known formats are {', '.join(sorted(LOSS_FORMATS))}"
+        )
+    cls = LOSS_FORMATS[name] if isinstance(name, str) else LearnedLoss
     return cls.from_dict(data, source=str(path))

@@ -7,6 +7,7 @@ tell a corrupt file, a file of another kind and one from a newer symloss apart.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,12 +29,49 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike[str], what: str) -> Any:
-    """Parse a JSON file; a corrupt one gets a ValueError naming ``what`` was expected."""
+    """Parse a JSON file; an unreadable one gets a ValueError naming the file and ``what``
+    was expected (invalid UTF-8 or JSON, a number too long to convert, nesting too deep,
+    a directory).
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; give the path of a {what} file")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as error:  # JSON, UTF-8, int-digit limit errors
         raise ValueError(f"{path} is not valid JSON ({error}); is it a {what} file?") from error
+
+
+MAX_ABS_VALUE = 1e6
+"""Largest magnitude accepted for a saved weight or parameter. Learned values stay near
+1; a larger one is taken for a corrupt or hand-edited file, since it would make float32
+losses overflow to inf or NaN."""
+
+
+def real_numbers(values: Any, what: str, length: int | None = None) -> list[float]:
+    """``values`` as floats, or a ValueError naming ``what``.
+
+    Accepts a list of real numbers -- not booleans, not strings -- each finite and at most
+    :data:`MAX_ABS_VALUE` in magnitude, ``length`` of them when given.
+    """
+    if not isinstance(values, list | tuple):
+        raise ValueError(f"{what} must be a list of numbers, got {type(values).__name__}")
+    if length is not None and len(values) != length:
+        raise ValueError(f"{what} must have {length} values, got {len(values)}")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{what} must hold numbers, got {value!r}")
+        if not (math.isfinite(value) and abs(value) <= MAX_ABS_VALUE):
+            raise ValueError(
+                f"{what} holds a non-finite or too large value {value!r}; values must be "
+                f"finite and at most {MAX_ABS_VALUE:g} in magnitude"
+            )
+    return [float(v) for v in values]
 
 
 def check_header(data: Any, source: str, name: str, version: int, what: str) -> None:

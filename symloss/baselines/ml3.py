@@ -27,8 +27,8 @@ from torch.func import functional_call
 from symloss.config import Settings
 from symloss.library import check_task_kind
 from symloss.local_search import meta_train
-from symloss.network import LOSS_FORMATS, prepare_outputs, reduce_loss
-from symloss.serialization import check_header, write_json
+from symloss.network import prepare_outputs, reduce_loss, register_loss_format
+from symloss.serialization import check_header, real_numbers, write_json
 from symloss.task import Task
 
 ML3_FORMAT_NAME = "symloss.ml3"
@@ -192,10 +192,9 @@ class ML3Loss(nn.Module):
         """
         check_header(data, source, ML3_FORMAT_NAME, ML3_FORMAT_VERSION, "symloss ML3 loss")
         try:
-            weights = [torch.as_tensor(w, dtype=torch.float32) for w in data["weights"]]
-            if not all(bool(torch.isfinite(w).all()) for w in weights):
-                raise ValueError("non-finite weight")
-            return cls(data["task"], weights, hidden=data.get("hidden", ML3_HIDDEN),
+            hidden, weights = _checked_layers(data.get("hidden", list(ML3_HIDDEN)),
+                                              data.get("weights"))
+            return cls(data["task"], weights, hidden=hidden,
                        metadata=data.get("metadata") or {})
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{source} is not a valid symloss ML3 loss: {error}") from error
@@ -203,6 +202,27 @@ class ML3Loss(nn.Module):
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the loss as a JSON file (atomically); :func:`symloss.network.load` reads it."""
         return write_json(path, self.to_dict())
+
+
+def _checked_layers(hidden: Any, weights: Any) -> tuple[list[int], list[list[list[float]]]]:
+    """Hidden widths and weight matrices read from a file, checked against each other
+    before any layer is allocated: the widths alone could ask for gigabytes."""
+    if not isinstance(hidden, list) or not all(
+        isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden
+    ):
+        raise ValueError(f"'hidden' must be a list of positive integers, got {hidden!r}")
+    widths = [2, *hidden, 1]
+    if not isinstance(weights, list) or len(weights) != len(widths) - 1:
+        raise ValueError(
+            f"'weights' must be a list of {len(widths) - 1} matrices for hidden widths {hidden}"
+        )
+    matrices = []
+    for i, (rows, n_in, n_out) in enumerate(zip(weights, widths[:-1], widths[1:], strict=True)):
+        if not isinstance(rows, list) or len(rows) != n_out:
+            raise ValueError(f"weight matrix {i} must have {n_out} rows of {n_in} numbers")
+        matrices.append([real_numbers(row, f"row {j} of weight matrix {i}", n_in)
+                         for j, row in enumerate(rows)])
+    return hidden, matrices
 
 
 def fit_ml3(task: Task, settings: Settings, seed: int = 0) -> ML3Loss:
@@ -261,4 +281,4 @@ def fit_ml3(task: Task, settings: Settings, seed: int = 0) -> ML3Loss:
     return loss
 
 
-LOSS_FORMATS[ML3_FORMAT_NAME] = ML3Loss
+register_loss_format(ML3_FORMAT_NAME, ML3Loss)

@@ -41,8 +41,8 @@ from torch import nn
 from symloss.config import Settings
 from symloss.expression import Expression
 from symloss.library import check_task_kind
-from symloss.network import LOSS_FORMATS, prepare_outputs, reduce_loss
-from symloss.serialization import check_header, write_json
+from symloss.network import prepare_outputs, reduce_loss, register_loss_format
+from symloss.serialization import check_header, real_numbers, write_json
 from symloss.symbolic import readable, round_floats
 from symloss.task import Task
 from symloss.training import sgd_settings, train
@@ -185,7 +185,7 @@ class TaylorGLOLoss(nn.Module):
             "symloss TaylorGLO loss",
         )
         try:
-            theta = [float(t) for t in data["theta"]]
+            theta = real_numbers(data.get("theta"), "'theta'", N_PARAMETERS)
             return cls(data["task"], theta, data.get("metadata") or {})
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{source} is not a valid symloss TaylorGLO loss: {error}") from error
@@ -345,4 +345,4 @@ def fit_taylorglo(
     return TaylorGLOLoss(task.kind, best_theta, metadata)
 
 
-LOSS_FORMATS[TAYLORGLO_FORMAT_NAME] = TaylorGLOLoss
+register_loss_format(TAYLORGLO_FORMAT_NAME, TaylorGLOLoss)
