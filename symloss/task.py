@@ -226,6 +226,132 @@ def _check_finite(array: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} contain {bad} NaN/inf values; clean or impute them first")
 
 
+_LARGE, _TOO_LARGE = 1e6, 1e15
+
+
+def _numeric(array: np.ndarray, name: str) -> np.ndarray:
+    """``array`` as numbers: object arrays of numbers are converted, anything else that
+    is not numeric (strings, mixed objects, complex numbers) is refused, naming it."""
+    if array.dtype.kind in "biuf":
+        return array
+    if array.dtype.kind == "O":
+        try:
+            return array.astype(np.float64)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"{name} are an object array that does not convert to numbers ({error}); "
+                "encode non-numeric columns as numbers first"
+            ) from error
+    raise ValueError(
+        f"{name} have dtype {array.dtype}, not numbers; encode them as numbers first"
+    )
+
+
+def _check_consistent(parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Every split has the training split's input and target shapes, and no split given
+    twice: training, validating and testing on the same examples would make the search
+    reward memorising and the meta-test measure it."""
+    x, y = parts["train"]
+    for name, (other_x, other_y) in parts.items():
+        if other_x.shape[1:] != x.shape[1:]:
+            raise ValueError(
+                f"{name} inputs have shape {other_x.shape[1:]} per example but train inputs "
+                f"have {x.shape[1:]}; every split needs the same features"
+            )
+        if other_y.shape[1:] != y.shape[1:]:
+            raise ValueError(
+                f"{name} targets have shape {other_y.shape[1:]} per example but train "
+                f"targets have {y.shape[1:]}"
+            )
+    names = list(parts)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if all(np.array_equal(p, q) for p, q in zip(parts[a], parts[b], strict=True)):
+                raise ValueError(
+                    f"the {a} and {b} splits are the same data; give separate examples, or "
+                    f"leave {b!r} out to have it split off from train"
+                )
+
+
+def _is_text(labels: np.ndarray) -> bool:
+    return labels.dtype.kind in "US" or (
+        labels.dtype.kind == "O" and any(isinstance(v, str) for v in labels.reshape(-1))
+    )
+
+
+def _encode_labels(
+    parts: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Class labels given as strings -> 0..C-1 in sorted order of the training labels."""
+    texts = {}
+    for name, (_, y) in parts.items():
+        if not (y.dtype.kind in "US" or all(isinstance(v, str) for v in y.reshape(-1))):
+            raise ValueError(
+                f"{name} class labels mix strings with other types; give the labels of "
+                "every split as strings, or all as integers 0..C-1"
+            )
+        texts[name] = y.astype(str)
+    classes = np.unique(texts["train"])
+    encoded = {}
+    for name, (x, _) in parts.items():
+        unseen = sorted(set(np.unique(texts[name])) - set(classes))
+        if unseen:
+            raise ValueError(
+                f"class(es) {unseen[:5]} appear in the {name} split but not in train; the "
+                "model could never learn them: give train examples of every class"
+            )
+        encoded[name] = (x, np.searchsorted(classes, texts[name]).astype(np.int64))
+    return encoded
+
+
+def _check_scale(parts: dict[str, tuple[np.ndarray, np.ndarray]], kind: str) -> None:
+    """Refuse float inputs (and regression targets) so large that float32 training
+    overflows; warn when they are large enough that plain SGD usually diverges."""
+    for name, (x, y) in parts.items():
+        arrays = [(x, "inputs")] + ([(y, "targets")] if kind == "regression" else [])
+        for array, what in arrays:
+            if array.dtype.kind != "f" or array.size == 0:
+                continue
+            largest = float(np.abs(array).max())
+            if largest > _TOO_LARGE:
+                raise ValueError(
+                    f"{name} {what} reach {largest:.3g}: training in float32 overflows at "
+                    f"this scale; standardise them (e.g. sklearn's StandardScaler)"
+                )
+            if largest > _LARGE:
+                warnings.warn(
+                    f"{name} {what} reach {largest:.3g}; SGD usually diverges on values "
+                    "this large: standardise them (e.g. sklearn's StandardScaler)",
+                    stacklevel=4,
+                )
+
+
+def _check_classes(parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> int:
+    """The number of classes, after checking the labels can be learned: every class of
+    the other splits is in train, train has two or more, and the labels are 0..C-1
+    without most numbers skipped (the model gets one output per number)."""
+    present = np.unique(parts["train"][1])
+    if len(present) < 2:
+        raise ValueError(
+            "the training split has fewer than 2 classes; classification needs at least 2"
+        )
+    for name, (_, y) in parts.items():
+        unseen = np.setdiff1d(np.unique(y), present)
+        if len(unseen):
+            raise ValueError(
+                f"class(es) {unseen[:5].tolist()} appear in the {name} split but not in "
+                "train; the model could never learn them: give train examples of every class"
+            )
+    n_classes = int(present.max()) + 1
+    if n_classes > 2 * len(present):
+        raise ValueError(
+            f"the labels are {len(present)} classes numbered up to {n_classes - 1}, and the "
+            f"model would get one output for each of the {n_classes} numbers; encode the "
+            "classes as 0..C-1 (e.g. np.unique(y, return_inverse=True))"
+        )
+    return n_classes
+
+
 def _infer_kind(y: np.ndarray, task: str | None) -> str:
     if task is not None:
         return check_task_kind(task)
@@ -293,7 +419,16 @@ def make_task(
     Raises
     ------
     ValueError
-        For inconsistent or unusable input, before any training.
+        For inconsistent or unusable input, before any training: splits with different
+        features, the same data given as two splits (a search would reward memorising),
+        classes missing from train, labels numbered far beyond their count, non-numeric
+        inputs, or values so large (above 1e15) that float32 training overflows; values
+        above 1e6 only warn.
+
+    Notes
+    -----
+    Class labels given as strings are encoded as 0..C-1 in sorted order of the
+    training split's labels.
     """
     for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 < fraction < 1.0:
@@ -315,10 +450,18 @@ def make_task(
             raise ValueError(f"{name}: {len(x)} inputs but {len(y)} targets; they must match")
         if len(x) == 0:
             raise ValueError(f"{name} split is empty")
-        _check_finite(x, f"{name} inputs")
+        parts[name] = (_numeric(x, f"{name} inputs"), y)
+        _check_finite(parts[name][0], f"{name} inputs")
         _check_finite(y, f"{name} targets")
+    _check_consistent(parts)
 
     kind = _infer_kind(parts["train"][1], task)
+    if kind == "classification" and any(_is_text(y) for _, y in parts.values()):
+        parts = _encode_labels(parts)
+    parts = {k: (x, _numeric(y, f"{k} targets")) for k, (x, y) in parts.items()}
+    for name, (_, y) in parts.items():
+        _check_finite(y, f"{name} targets")
+    _check_scale(parts, kind)
     if kind == "classification":
         for name, (_, y) in parts.items():
             if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
@@ -343,11 +486,7 @@ def make_task(
 
     n_classes = None
     if kind == "classification":
-        n_classes = int(max(int(y.max()) for _, y in parts.values())) + 1
-        if len(np.unique(parts["train"][1])) < 2:
-            raise ValueError(
-                "the training split has fewer than 2 classes; classification needs at least 2"
-            )
+        n_classes = _check_classes(parts)
 
     def tensors(name: str) -> Split:
         x, y = parts[name]

@@ -83,11 +83,13 @@ def test_torch_dataset_yielding_pairs(blobs):
 
 def test_dict_with_all_splits_is_used_as_given(blobs):
     x, y = blobs
-    data = {"train": (x[:80], y[:80]), "val": (x[80:100], y[80:100]), "test": (x[100:], y[100:])}
-    task = make_task(data, "mlp")
-    assert _rows(task.train) == set(range(80))
-    assert _rows(task.val) == set(range(80, 100))
-    assert _rows(task.test) == set(range(100, 120))
+    part = np.arange(120) % 6  # every class in every split
+    rows = {name: np.flatnonzero(np.isin(part, p)) for name, p in
+            (("train", [0, 1, 2, 3]), ("val", [4]), ("test", [5]))}
+    task = make_task({name: (x[r], y[r]) for name, r in rows.items()}, "mlp")
+    assert _rows(task.train) == set(rows["train"])
+    assert _rows(task.val) == set(rows["val"])
+    assert _rows(task.test) == set(rows["test"])
 
 
 def test_dict_without_val_splits_it_off_train(blobs):
