@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from symloss.config import PRESETS
+from symloss.config import PRESETS, preset
 from symloss.datasets import DATASETS, load_dataset
 from symloss.engines import ENGINES
 from symloss.estimator import Equation, SymbolicLossSearch, equations_table
@@ -18,8 +19,9 @@ from symloss.metatest import meta_test
 from symloss.models import MODELS
 from symloss.network import LearnedLoss, load
 from symloss.records import GenerationStats
-from symloss.runs import CHECKPOINT_FILE, HALL_OF_FAME_FILE
+from symloss.runs import BEST_LOSS_FILE, CHECKPOINT_FILE, HALL_OF_FAME_FILE, RunDirectory
 from symloss.selection import selection_rates
+from symloss.serialization import read_json
 from symloss.step_size import rate_ladder
 from symloss.task import make_task, resolve_data
 from symloss.training import SGDSettings, sgd_settings
@@ -94,12 +96,30 @@ def _setting_overrides(pairs: Sequence[str]) -> dict[str, object]:
     return overrides
 
 
+def _check_output(path: str | None) -> None:
+    """Refuse an ``--output`` that cannot be written, before the search rather than after."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"--output {path} is a directory; give a file name such as "
+                         f"{target / 'loss.json'}")
+    parent = next((p for p in target.parents if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ValueError(f"--output {path} cannot be written: {parent} is not a writable "
+                         "directory")
+
+
 def _search(args: argparse.Namespace) -> None:
+    settings = _setting_overrides(args.set)
+    if args.metatest_steps is not None:
+        settings["metatest_steps"] = args.metatest_steps
+    budget = {"population_size": args.population, "generations": args.generations}
+    # refuse bad settings before loading data or searching
+    preset(args.preset, **settings, **{k: v for k, v in budget.items() if v is not None})
+    _check_output(args.output)
     data = load_dataset(args.task, path=args.data_path, seed=args.seed,
                         label_noise=args.label_noise)
-    settings = _setting_overrides(args.set)
-    if args.metatest_steps:
-        settings["metatest_steps"] = args.metatest_steps
     run_dir = args.run_dir or str(Path("runs") / f"{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
     search = SymbolicLossSearch(
         preset=args.preset, population_size=args.population, generations=args.generations,
@@ -108,10 +128,10 @@ def _search(args: argparse.Namespace) -> None:
     )
     print(f"symloss: searching a loss for {args.task} ({data.description}) with model "
           f"{args.model!r}, preset {args.preset!r}; records in {run_dir}")
-    checkpoint = Path(run_dir) / CHECKPOINT_FILE
-    if checkpoint.exists():
-        done = json.loads(checkpoint.read_text()).get("generation")
-        print(f"symloss: resuming the run in {run_dir} after generation {done}")
+    checkpoint = RunDirectory(run_dir).load_checkpoint() if Path(run_dir).is_dir() else None
+    if checkpoint is not None:
+        print(f"symloss: resuming the run in {run_dir} after generation "
+              f"{checkpoint['generation']}")
     started = time.perf_counter()
     try:
         search.fit(data, args.model)
@@ -153,7 +173,7 @@ def _search(args: argparse.Namespace) -> None:
     result = meta_test(loss, search.task_, steps=s.metatest_steps, seeds=seeds,
                        sgd=sgd_settings(s), lr_grid=grid)
     print(result.table())
-    print(f"\nsaved the loss to {search.run_dir_ / 'best_loss.json'}")
+    print(f"\nsaved the loss to {search.run_dir_ / BEST_LOSS_FILE}")
     if args.output:
         print(f"and to {search.best_loss_.save(args.output)}")
 
@@ -164,19 +184,26 @@ def _show(args: argparse.Namespace) -> None:
         raise FileNotFoundError(
             f"{path} not found; is {args.run_dir} the run directory of a finished search?"
         )
-    rows = [
-        Equation(r["size"], r["fitness"], r["expression"], tuple(r["weights"]), r["latex"],
-                 r["chosen"])
-        for r in json.loads(path.read_text())
-    ]
+    try:
+        rows = [
+            Equation(int(r["size"]), float(r["fitness"]), str(r["expression"]),
+                     tuple(float(w) for w in r["weights"]), str(r["latex"]), bool(r["chosen"]))
+            for r in read_json(path, "symloss equations table")
+        ]
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path} is not a valid symloss equations table ({error!r})") from None
     print(equations_table(rows))
     chosen = next((r for r in rows if r.chosen), None)
     if chosen is not None:
         print(f"\nchosen: {chosen.expression}\nLaTeX: {chosen.latex}")
-    checkpoint = Path(args.run_dir) / CHECKPOINT_FILE
-    if checkpoint.exists():
-        history = [GenerationStats.from_dict(h)
-                   for h in json.loads(checkpoint.read_text()).get("history", [])]
+    state = RunDirectory(args.run_dir).load_checkpoint()
+    if state is not None:
+        try:
+            history = [GenerationStats.from_dict(h) for h in state.get("history", [])]
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(
+                f"{Path(args.run_dir) / CHECKPOINT_FILE} holds an invalid history ({error!r})"
+            ) from None
         print("\ngeneration   best     median   evaluated  cached  rejected   seconds")
         for h in history:
             rejected = sum(h.rejected.values())
@@ -224,9 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             _evaluate(args)
         else:
             _list()
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as error:
+    except (ValueError, OSError, ImportError, RuntimeError) as error:
         print(f"symloss: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nsymloss: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 
