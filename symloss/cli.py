@@ -138,6 +138,16 @@ def _search(args: argparse.Namespace) -> None:
     except KeyboardInterrupt:
         print(f"\ninterrupted; resume with the same command and --run-dir {run_dir}")
         raise SystemExit(130) from None
+    try:
+        _report(args, search, started)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted after the search; the search is complete and the loss is saved "
+              f"in {search.run_dir_ / BEST_LOSS_FILE}", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _report(args: argparse.Namespace, search: SymbolicLossSearch, started: float) -> None:
+    """Print a finished search's results, meta-test its loss, save the requested copy."""
     s = search.settings_
     print()
     if search.lr_choice_ is not None:

@@ -1,0 +1,119 @@
+"""The ``symloss`` command on bad input: one line on stderr and exit status 2, no traceback,
+and nothing searched before the input is known to be usable."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from symloss.baselines import ML3Loss, TaylorGLOLoss
+from symloss.cli import main
+from symloss.network import LearnedLoss
+from symloss.runs import CHECKPOINT_FILE, HALL_OF_FAME_FILE
+
+FAST_SEARCH = ["--population", "3", "--generations", "1", "--jobs", "1",
+               "--set", "fitness_steps=5", "--set", "meta_steps=1",
+               "--set", "selection_top_k=0", "--set", "poor_training_steps=5"]
+
+
+def _error(capsys, argv: list[str]) -> str:
+    """Run the command; it must fail with one line on stderr and status 2."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("symloss: error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("loss", [ML3Loss("regression", seed=0), TaylorGLOLoss("regression")])
+def test_evaluate_meta_tests_baseline_files(tmp_path, capsys, loss):
+    path = loss.save(tmp_path / "loss.json")
+    assert main(["evaluate", str(path), "sine", "--steps", "5", "--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "learned" in out and "MSE" in out
+
+
+def test_evaluate_refuses_a_directory(tmp_path, capsys):
+    assert "is a directory" in _error(capsys, ["evaluate", str(tmp_path), "sine"])
+
+
+def test_show_names_a_corrupt_equations_table(tmp_path, capsys):
+    (tmp_path / HALL_OF_FAME_FILE).write_text("[{}]")
+    assert HALL_OF_FAME_FILE in _error(capsys, ["show", str(tmp_path)])
+    (tmp_path / HALL_OF_FAME_FILE).write_text("{not json")
+    assert HALL_OF_FAME_FILE in _error(capsys, ["show", str(tmp_path)])
+
+
+def test_show_names_a_corrupt_checkpoint(tmp_path, capsys):
+    (tmp_path / HALL_OF_FAME_FILE).write_text("[]")
+    (tmp_path / CHECKPOINT_FILE).write_text('{"generation": 0, "history": [{}]}')
+    assert CHECKPOINT_FILE in _error(capsys, ["show", str(tmp_path)])
+    (tmp_path / CHECKPOINT_FILE).write_bytes(b"\xff")
+    assert CHECKPOINT_FILE in _error(capsys, ["show", str(tmp_path)])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "metatest_seeds=5"], "metatest_seeds must be a list"),
+    (["--set", "nesterov=true"], "nesterov=True needs momentum"),
+    (["--set", "fingerprint_rtol=-1"], "fingerprint_rtol must be non-negative"),
+    (["--metatest-steps", "0"], "metatest_steps must be at least 1"),
+    (["--generations", "0"], "generations must be at least 1"),
+])
+def test_search_refuses_bad_settings_before_searching(tmp_path, capsys, argv, message):
+    run_dir = tmp_path / "run"
+    assert message in _error(capsys, ["search", "sine", "--run-dir", str(run_dir), *argv])
+    assert not run_dir.exists()
+
+
+def test_search_refuses_an_output_directory_before_searching(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    message = _error(capsys, ["search", "sine", "--run-dir", str(run_dir),
+                              "--output", str(tmp_path), *FAST_SEARCH])
+    assert "is a directory" in message
+    assert not run_dir.exists() and not list(tmp_path.parent.glob("*.tmp"))
+
+
+def test_search_refuses_a_run_dir_that_is_a_file(tmp_path, capsys):
+    path = tmp_path / "file"
+    path.write_text("x")
+    assert "is an existing file" in _error(
+        capsys, ["search", "sine", "--run-dir", str(path), *FAST_SEARCH])
+
+
+def _interrupt_when(argv: list[str], marker: str) -> subprocess.CompletedProcess:
+    """Run the command in a subprocess and send Ctrl-C once ``marker`` is printed."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen([sys.executable, "-m", "symloss.cli", *argv], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if marker in line:
+            process.send_signal(signal.SIGINT)
+            break
+    out, err = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(argv, process.returncode, "".join(lines) + out, err)
+
+
+def test_ctrl_c_during_evaluate_is_clean(tmp_path):
+    path = LearnedLoss("square(f - y)", "regression").save(tmp_path / "loss.json")
+    result = _interrupt_when(["evaluate", str(path), "sine", "--steps", "100000000"],
+                             "meta-testing")
+    assert result.returncode == 130
+    assert "Traceback" not in result.stderr and "interrupted" in result.stderr
+
+
+def test_ctrl_c_during_the_search_meta_test_is_clean(tmp_path):
+    run_dir = tmp_path / "run"
+    result = _interrupt_when(
+        ["search", "sine", "--model", "linear", "--run-dir", str(run_dir),
+         "--metatest-steps", "100000000", *FAST_SEARCH], "meta-test:")
+    assert result.returncode == 130
+    assert "Traceback" not in result.stderr
+    assert "the search is complete" in result.stderr
+    assert json.loads((run_dir / "best_loss.json").read_text())["format"] == "symloss.loss"
