@@ -58,7 +58,7 @@ def test_show_names_a_corrupt_checkpoint(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--set", "metatest_seeds=5"], "metatest_seeds must be a list"),
+    (["--set", "metatest_seeds=5"], "metatest_seeds must be a tuple"),
     (["--set", "nesterov=true"], "nesterov=True needs momentum"),
     (["--set", "fingerprint_rtol=-1"], "fingerprint_rtol must be non-negative"),
     (["--metatest-steps", "0"], "metatest_steps must be at least 1"),

@@ -310,7 +310,7 @@ def test_unknown_formats_list_the_known_ones(tmp_path):
     ({"weight_decay": -1.0}, "weight_decay must be non-negative"),
     ({"momentum": 1.5}, "momentum must be in"),
     ({"lr": math.inf}, "lr must be finite"),
-    ({"metatest_seeds": 5}, "metatest_seeds must be a list"),
+    ({"metatest_seeds": 5}, "metatest_seeds must be a tuple"),
     ({"metatest_seeds": [-1]}, "metatest_seeds must be integers in"),
     ({"height_limit": MAX_HEIGHT + 1}, f"at most {MAX_HEIGHT}"),
     ({"mutation_max_height": 11}, "mutation_max_height"),

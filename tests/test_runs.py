@@ -84,8 +84,11 @@ def test_open_new_same_and_different(tmp_path):
     run = RunDirectory(tmp_path / "a" / "run")
     description = {"seed": 0, "settings": {"x": (1, 2)}}
     assert run.open(description) is False
+    run.close()  # open() locks the directory until close()
     assert json.loads((run.path / RUN_FILE).read_text()) == {"seed": 0, "settings": {"x": [1, 2]}}
-    assert RunDirectory(run.path).open(description) is True
+    again = RunDirectory(run.path)
+    assert again.open(description) is True
+    again.close()
     with pytest.raises(ValueError, match="different run.*differs in seed, settings"):
         RunDirectory(run.path).open({"seed": 1, "settings": {"x": [2]}})
     assert not list(run.path.glob("*.tmp"))
