@@ -372,7 +372,7 @@ class LearnedLoss(nn.Module):
         return value if self.scale == 1.0 else value * self.scale
 
     def sympy(self, digits: int = 3) -> sympy.Expr:
-        """The SymPy form with learned weights folded in, rounded to ``digits``.
+        """The SymPy form with learned weights folded in, to ``digits`` significant digits.
 
         A ``scale`` other than 1 shows as a leading factor (to 3 significant digits).
         Simplified where SymPy manages within a time limit; see

@@ -188,11 +188,12 @@ def readable(form: sympy.Expr) -> sympy.Expr:
 
 
 def round_floats(form: sympy.Expr, digits: int) -> sympy.Expr:
-    """``form`` with every floating-point number rounded to ``digits`` decimals
-    (``form`` itself if rounding fails)."""
+    """``form`` with every floating-point number rounded to ``digits`` significant
+    digits (``form`` itself if rounding fails). Significant, not decimal, digits: a
+    small coefficient rounded to decimals becomes 0 and can turn a loss into a constant."""
     return attempt(
         lambda: _finite(form.xreplace(
-            {n: sympy.Float(round(float(n), digits)) for n in form.atoms(sympy.Float)}
+            {n: sympy.Float(significant(float(n), digits)) for n in form.atoms(sympy.Float)}
         )),
         lambda: form,
         SYMPY_SECONDS,
@@ -200,8 +201,13 @@ def round_floats(form: sympy.Expr, digits: int) -> sympy.Expr:
     )
 
 
+def significant(value: float, digits: int) -> float:
+    """``value`` rounded to ``digits`` significant digits."""
+    return float(f"{value:.{digits}g}")
+
+
 def _rounded(weights: Sequence[float], digits: int) -> list[float]:
-    return [round(w, digits) for w in weights]
+    return [significant(w, digits) for w in weights]
 
 
 def loss_sympy(expression: Expression, weights: Sequence[float], digits: int) -> sympy.Expr:
