@@ -351,7 +351,10 @@ def test_latex_folds_non_unit_weights():
     assert float(loss.sympy().subs({fs: 2.0, ys: 1.0})) == pytest.approx(1.4)
     rounded = LearnedLoss("square(f - y)", "regression", weights=[1.23456, 0.5, 1.0])
     assert "1.23" in rounded.latex() and "1.23456" not in rounded.latex()
-    assert "1.2346" in rounded.latex(digits=4)
+    assert "1.235" in rounded.latex(digits=4)  # significant digits
+    small = LearnedLoss("square(f - y) + abs(f - y)", "regression",
+                        weights=[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0003859])
+    assert "0.000386" in small.latex()  # not rounded away to a constant
 
 
 def test_latex_omits_weights_that_round_to_one():
