@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+_REPEAT_SECONDS = 0.05
 
 
 class _Expired(BaseException):
@@ -87,7 +88,9 @@ def _within(fn: Callable[[], T], seconds: float) -> T:
     signal.signal(signal.SIGALRM, expire)
     try:
         limit = min(seconds, outer_delay) if outer_delay > 0 else seconds
-        signal.setitimer(signal.ITIMER_REAL, max(limit, 1e-6))
+        # repeating: an exception raised inside a weakref or __del__ callback is
+        # swallowed by Python, so the timer fires again until one reaches ``fn``
+        signal.setitimer(signal.ITIMER_REAL, max(limit, 1e-6), _REPEAT_SECONDS)
         try:
             return fn()
         finally:
