@@ -389,6 +389,14 @@ class LearnedLoss(nn.Module):
         """LaTeX of the loss with learned weights folded in (rounded, simplified)."""
         return symbolic_latex(self.sympy(digits), lambda: self.expression.latex(simplify=False))
 
+    def to_source(self, framework: str = "torch") -> str:
+        """Source of a standalone ``loss(y_pred, y_true)`` function for ``"torch"``,
+        ``"numpy"`` or ``"jax"`` that needs no symloss (see :func:`symloss.export.to_source`).
+        """
+        from symloss.export import to_source
+
+        return to_source(self, framework)
+
     def extra_repr(self) -> str:
         return f"expression={str(self.expression)!r}, task={self.task!r}"
 
