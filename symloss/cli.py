@@ -1,4 +1,4 @@
-"""The ``symloss`` command: search, show, evaluate, list."""
+"""The ``symloss`` command: search, show, report, evaluate, export, list."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from symloss.config import PRESETS, preset
 from symloss.datasets import DATASETS, load_dataset
 from symloss.engines import ENGINES
 from symloss.estimator import Equation, SymbolicLossSearch, equations_table
+from symloss.export import FRAMEWORKS, to_source
 from symloss.metatest import meta_test
 from symloss.models import MODELS
 from symloss.network import LearnedLoss, load
@@ -78,6 +79,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--label-noise", type=float, default=0.0, metavar="FRACTION",
                           help="as for search: noisy training labels, clean validation/test")
     evaluate.add_argument("--device", default="cpu")
+
+    export = commands.add_parser(
+        "export", help="write a saved loss as standalone code (torch, numpy, jax) or math")
+    export.add_argument("loss", help="loss JSON file (e.g. RUN_DIR/best_loss.json)")
+    export.add_argument("--to", required=True, choices=(*FRAMEWORKS, "latex", "sympy"))
+    export.add_argument("-o", "--output", help="write to this file instead of printing")
+    export.add_argument("--digits", type=int, default=3,
+                        help="decimals of the weights in latex and sympy (code keeps them all)")
 
     commands.add_parser("list", help="list built-in datasets, models and presets")
     return parser
@@ -238,6 +247,27 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(result.table())
 
 
+def _export(args: argparse.Namespace) -> None:
+    loss = load(args.loss)
+    if not isinstance(loss, LearnedLoss):
+        raise ValueError(
+            f"{args.loss} holds a {type(loss).__name__}, not a symbolic loss; only symbolic "
+            "losses (symloss search, LearnedLoss) can be exported"
+        )
+    if args.to == "latex":
+        text = loss.latex(args.digits) + "\n"
+    elif args.to == "sympy":
+        text = str(loss.sympy(args.digits)) + "\n"
+    else:
+        text = to_source(loss, args.to)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+        print(f"wrote the {args.to} form of {loss.expression} to {args.output}")
+    else:
+        print(text, end="")
+
+
 def _list() -> None:
     print("datasets:")
     for name, text in DATASETS.items():
@@ -259,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _show(args)
         elif args.command == "evaluate":
             _evaluate(args)
+        elif args.command == "export":
+            _export(args)
         else:
             _list()
     except (ValueError, OSError, ImportError, RuntimeError) as error:

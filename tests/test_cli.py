@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import symloss
 from symloss.cli import main
@@ -150,6 +151,36 @@ def test_evaluate_grid_by_default_and_single_rate_on_request(searched, capsys):
     assert code == 0, err
     assert "SGD at lr 0.03" in out and not any(line.startswith("lr ")
                                                 for line in out.splitlines())
+
+
+def test_export_every_target(searched, capsys, tmp_path):
+    *_, output = searched
+    saved = symloss.load(output)
+    code, out, err = run_main(["export", output, "--to", "torch"], capsys)
+    assert code == 0, err
+    namespace: dict = {}
+    exec(out, namespace)  # noqa: S102
+    pred, target = torch.randn(32, 1), torch.randn(32, 1)
+    assert torch.equal(namespace["loss"](pred, target), saved(pred, target))
+    code, out, err = run_main(["export", output, "--to", "numpy", "-o", tmp_path / "l.py"],
+                              capsys)
+    assert code == 0, err
+    assert f"to {tmp_path / 'l.py'}" in out
+    assert "import numpy as np" in (tmp_path / "l.py").read_text()
+    code, out, err = run_main(["export", output, "--to", "latex"], capsys)
+    assert code == 0 and out == saved.latex() + "\n"
+    code, out, err = run_main(["export", output, "--to", "sympy", "--digits", "5"], capsys)
+    assert code == 0 and out == f"{saved.sympy(5)}\n"
+
+
+def test_export_refuses_a_neural_loss(capsys, tmp_path):
+    from symloss.baselines import ML3Loss
+
+    path = ML3Loss("regression").save(tmp_path / "ml3.json")
+    code, _, err = run_main(["export", path, "--to", "torch"], capsys)
+    assert_one_line_error(code, err, "ML3Loss, not a symbolic loss")
+    code, _, err = run_main(["export", tmp_path / "missing.json", "--to", "jax"], capsys)
+    assert_one_line_error(code, err, "missing.json")
 
 
 def test_list(capsys):
