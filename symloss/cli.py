@@ -204,11 +204,7 @@ def _show(args: argparse.Namespace) -> None:
             f"{path} not found; is {args.run_dir} the run directory of a finished search?"
         )
     try:
-        rows = [
-            Equation(int(r["size"]), float(r["fitness"]), str(r["expression"]),
-                     tuple(float(w) for w in r["weights"]), str(r["latex"]), bool(r["chosen"]))
-            for r in read_json(path, "symloss equations table")
-        ]
+        rows = [Equation.from_dict(r) for r in read_json(path, "symloss equations table")]
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path} is not a valid symloss equations table ({error!r})") from None
     print(equations_table(rows))

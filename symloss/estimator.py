@@ -11,7 +11,6 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from symloss.runs import RunDirectory
 from symloss.scale import normalising_factor, reference_batch
 from symloss.selection import Selection, select
 from symloss.step_size import RateChoice, tune_search_lr
+from symloss.tables import Equation, equations_frame, equations_table, latex_table
 from symloss.task import ModelSpec, Task, make_task, resolve_data
 
 logger = logging.getLogger("symloss")
@@ -38,32 +38,6 @@ logger = logging.getLogger("symloss")
 
 class NotFittedError(ValueError, AttributeError):
     """Raised when a fitted attribute is used before ``fit``."""
-
-
-@dataclass(frozen=True)
-class Equation:
-    """One row of the equations table: the best loss of one size."""
-
-    size: int
-    fitness: float
-    expression: str
-    weights: tuple[float, ...]
-    latex: str
-    chosen: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        return {"size": self.size, "fitness": self.fitness, "expression": self.expression,
-                "weights": list(self.weights), "latex": self.latex, "chosen": self.chosen}
-
-
-def equations_table(rows: Sequence[Equation]) -> str:
-    """The equations table as text, the chosen row marked with ``>>>``."""
-    lines = ["     size   fitness   expression"]
-    for row in rows:
-        mark = ">>>" if row.chosen else "   "
-        lines.append(f"{mark} {row.size:5d}  {row.fitness:8.4f}   {row.expression}")
-    return "\n".join(lines)
 
 
 def _equations(
@@ -88,7 +62,7 @@ def _equations(
         e = best[size]
         loss = LearnedLoss(e.expression, kind, e.weights or None)
         rows.append(Equation(size, e.fitness, e.expression, e.weights, loss.latex(),
-                             e is chosen))
+                             e is chosen, loss.sympy()))
     return rows
 
 
@@ -149,10 +123,12 @@ class SymbolicLossSearch(BaseEstimator):
         ``learned_with`` holds the search's optimiser settings, the rate the final
         selection found best for it (``recommended_lr``) and the scale at which the
         search scored it (``best_loss_.as_searched()`` gives that loss back).
-    equations_ : list of Equation
-        The best loss at each expression size by search fitness; the chosen one (the
-        winner of the final selection, see :class:`~symloss.config.Settings`) takes the
-        row of its size and has ``chosen=True``.
+    equations_ : pandas.DataFrame
+        The best loss at each expression size by search fitness, one row per size with
+        columns ``size, fitness, expression, weights, latex, sympy, chosen`` (``sympy``
+        holds SymPy expressions, learned weights folded in); the chosen one (the winner
+        of the final selection, see :class:`~symloss.config.Settings`) takes the row of
+        its size and has ``chosen=True``.
     history_ : list of GenerationStats
         Per generation: best/median fitness, counts, seconds.
     evaluations_ : list of Evaluation
@@ -333,7 +309,7 @@ class SymbolicLossSearch(BaseEstimator):
             _save_or_warn(run, "the chosen loss", lambda: self.best_loss_.save(run.best_loss_path))
             _save_or_warn(run, "the equations table",
                           lambda: run.save_hall_of_fame([row.to_dict() for row in equations]))
-            self.equations_ = equations
+            self.equations_ = equations_frame(equations)
             self.history_ = history
             self.evaluations_ = all_evaluations
             self.n_evaluations_ = len(all_evaluations)
@@ -361,6 +337,12 @@ class SymbolicLossSearch(BaseEstimator):
         """SymPy form of the chosen loss (learned weights folded in)."""
         self._check_fitted()
         return self.best_loss_.sympy()
+
+    def latex_table(self, precision: int = 4) -> str:
+        """The equations table as a booktabs LaTeX table for a paper (needs
+        ``\\usepackage{booktabs}``); the chosen loss's size is starred."""
+        self._check_fitted()
+        return latex_table(self.equations_, f"validation {self.task_.kind_metric}", precision)
 
     def pytorch(self) -> LearnedLoss:
         """The chosen loss as a torch module (same as ``best_loss_``)."""

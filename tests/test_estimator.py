@@ -5,21 +5,26 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import shutil
+import subprocess
 
 import numpy as np
+import pandas as pd
 import pytest
 import sklearn.base
 import sklearn.exceptions
 import sklearn.utils.validation
+import sympy
 import torch
 from torch import nn
 
 import symloss
-from symloss.estimator import Equation, NotFittedError, SymbolicLossSearch, equations_table
+from symloss.estimator import NotFittedError, SymbolicLossSearch
 from symloss.expression import Expression
 from symloss.network import LearnedLoss
 from symloss.records import CACHED, OK, REJECTED, GenerationStats
 from symloss.runs import RunDirectory
+from symloss.tables import Equation, equations_frame, equations_table, latex_table
 
 TINY = {"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10, "unroll_steps": 1,
         "selection_steps": 20, "selection_seeds": 2}
@@ -123,11 +128,18 @@ def test_fitted_best_loss(fitted):
 
 
 def test_fitted_equations(fitted):
-    rows = fitted.equations_
-    assert rows and all(isinstance(r, Equation) for r in rows)
+    frame = fitted.equations_
+    assert isinstance(frame, pd.DataFrame) and len(frame) > 0
+    assert list(frame.columns) == ["size", "fitness", "expression", "weights", "latex",
+                                   "sympy", "chosen"]
+    rows = list(frame.itertuples(index=False))
     sizes = [r.size for r in rows]
     assert sizes == sorted(set(sizes))
     assert sizes == [Expression.parse(r.expression).size for r in rows]
+    for row in rows:
+        loss = LearnedLoss(row.expression, "regression", row.weights or None)
+        assert isinstance(row.sympy, sympy.Expr) and row.sympy == loss.sympy()
+        assert row.latex == loss.latex()
     chosen = [r for r in rows if r.chosen]
     assert len(chosen) == 1
     assert str(fitted.best_loss_.expression) == chosen[0].expression
@@ -142,14 +154,40 @@ def test_fitted_equations(fitted):
     assert table.count(">>>") == 1 and chosen[0].expression in table
 
 
+def test_print_and_latex_table(fitted, tmp_path):
+    rows = list(fitted.equations_.itertuples(index=False))
+    assert repr(fitted).endswith(equations_table(rows))
+    table = fitted.latex_table(precision=3)
+    assert table == latex_table(fitted.equations_, "validation MSE", 3)
+    lines = table.splitlines()
+    assert r"\toprule" in lines and r"\midrule" in lines and r"\bottomrule" in lines
+    body = lines[lines.index(r"\midrule") + 1:lines.index(r"\bottomrule")]
+    assert len(body) == len(rows)
+    for line, row in zip(body, rows, strict=True):
+        size, fitness, loss = line.removesuffix(r" \\").split(" & ")
+        assert size == (rf"{row.size}$^\star$" if row.chosen else str(row.size))
+        assert fitness == f"{row.fitness:.3f}" and loss == rf"$\displaystyle {row.latex}$"
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not installed; the table's text was checked, not compiled")
+    document = tmp_path / "table.tex"
+    document.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{amsmath}\n"
+                        f"\\begin{{document}}\n{table}\\end{{document}}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
+                           document.name], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert (tmp_path / "table.pdf").stat().st_size > 0
+
+
 def test_without_final_selection_the_min_fitness_is_chosen(fitted, tmp_path):
     search = tiny(tmp_path / "nosel", settings={**TINY, "selection_top_k": 0})
     search.fit("sine", "mlp")
     assert search.selection_ == []
-    chosen = [r for r in search.equations_ if r.chosen]
+    chosen = search.equations_[search.equations_["chosen"]]
     assert len(chosen) == 1
-    assert chosen[0].fitness == min(r.fitness for r in search.equations_)
-    assert chosen[0].fitness == min(e.fitness for e in search.evaluations_ if e.status == OK)
+    assert chosen["fitness"].iloc[0] == search.equations_["fitness"].min()
+    assert chosen["fitness"].iloc[0] == min(e.fitness for e in search.evaluations_
+                                            if e.status == OK)
     # the search itself does not depend on the final selection
     assert outcome(search.evaluations_) == outcome(fitted.evaluations_)
 
@@ -187,8 +225,9 @@ def test_fitted_run_directory(fitted):
     records.sort(key=lambda r: (r.generation, r.index))
     assert outcome(r.evaluation for r in records) == outcome(fitted.evaluations_)
     assert json.loads((path / "checkpoint.json").read_text())["generation"] == GENS
-    hall = json.loads((path / "hall_of_fame.json").read_text())
-    assert hall == [r.to_dict() for r in fitted.equations_]
+    hall = [Equation.from_dict(row)
+            for row in json.loads((path / "hall_of_fame.json").read_text())]
+    assert equations_frame(hall).equals(fitted.equations_)
     loaded = symloss.load(path / "best_loss.json")
     assert isinstance(loaded, LearnedLoss)
     assert loaded.to_dict() == fitted.best_loss_.to_dict()
@@ -203,7 +242,7 @@ def test_fit_function_and_determinism(fitted, tmp_path):
                         run_dir=tmp_path / "again")
     assert isinstance(again, SymbolicLossSearch)
     assert outcome(again.evaluations_) == outcome(fitted.evaluations_)
-    assert again.equations_ == fitted.equations_
+    assert again.equations_.equals(fitted.equations_)
     assert again.best_loss_.to_dict()["weights"] == fitted.best_loss_.to_dict()["weights"]
 
 
@@ -260,7 +299,7 @@ def test_classification_dataset_without_local_search(tmp_path):
     assert search.evaluations_[0].expression == "-(y * log(f))"
     assert search.settings_.local_search is False
     assert all(e.weights == () for e in search.evaluations_)
-    assert all(row.weights == () for row in search.equations_)
+    assert all(w == () for w in search.equations_["weights"])
     assert all(w == 1.0 for w in search.best_loss_.weights)
     assert search.best_loss_.metadata["local_search"] is False
     logits, labels = torch.randn(5, 3), torch.randint(0, 3, (5,))
@@ -286,7 +325,7 @@ def test_n_jobs_2_equals_n_jobs_1(heavy_tailed, tmp_path):
     serial = tiny(tmp_path / "serial", generations=1, n_jobs=1).fit((x, y), small_net)
     pooled = tiny(tmp_path / "pooled", generations=1, n_jobs=2).fit((x, y), small_net)
     assert outcome(pooled.evaluations_) == outcome(serial.evaluations_)
-    assert pooled.equations_ == serial.equations_
+    assert pooled.equations_.equals(serial.equations_)
     def finalists(search):
         return [(r.evaluation.expression, r.evaluation.weights, r.metrics)
                 for r in search.selection_]

@@ -168,7 +168,7 @@ def test_resume_a_finished_run_trains_nothing(reference, tmp_path):
     again = search(run_dir).fit("sine", "mlp")
     assert line_count(run_dir) == lines
     assert sorted(outcome(again.evaluations_)) == sorted(outcome(fitted.evaluations_))
-    assert again.equations_ == fitted.equations_
+    assert again.equations_.equals(fitted.equations_)
     assert again.best_loss_.to_dict()["expression"] == fitted.best_loss_.to_dict()["expression"]
     assert [h.to_dict() for h in again.history_] == [h.to_dict() for h in fitted.history_]
 
@@ -200,7 +200,7 @@ def test_resume_after_keyboard_interrupt(reference, tmp_path):
     assert file_outcome(run_dir) == file_outcome(fitted.run_dir_)
     assert line_count(run_dir) == line_count(fitted.run_dir_)
     assert sorted(outcome(resumed.evaluations_)) == sorted(outcome(fitted.evaluations_))
-    assert resumed.equations_ == fitted.equations_
+    assert resumed.equations_.equals(fitted.equations_)
     assert [h.best_fitness for h in resumed.history_] == [
         h.best_fitness for h in fitted.history_]
     assert (run_dir / "best_loss.json").read_text() == (
@@ -227,7 +227,7 @@ def test_resume_after_a_torn_partial_generation(reference, tmp_path):
     resumed = search(run_dir).fit("sine", "mlp")
     assert file_outcome(run_dir) == file_outcome(fitted.run_dir_)
     assert sorted(outcome(resumed.evaluations_)) == sorted(outcome(fitted.evaluations_))
-    assert resumed.equations_ == fitted.equations_
+    assert resumed.equations_.equals(fitted.equations_)
 
 
 def max_generation(text: str) -> int:
@@ -273,4 +273,4 @@ def test_resume_after_sigkill_mid_run(reference, tmp_path):
     resumed = search(run_dir).fit("sine", "mlp")
     assert file_outcome(run_dir) == file_outcome(fitted.run_dir_)
     assert sorted(outcome(resumed.evaluations_)) == sorted(outcome(fitted.evaluations_))
-    assert resumed.equations_ == fitted.equations_
+    assert resumed.equations_.equals(fitted.equations_)
