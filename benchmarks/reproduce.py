@@ -11,9 +11,11 @@ Writes to ``--out`` (default ``benchmarks/results/<budget>/``):
 - ``report.md``: the command, date, machine, budget settings, the results table and the
   learned losses;
 - ``results.json``: every per-seed number, learning curve and loss;
-- ``curves_<task>.png``: test metric vs SGD step, mean over seeds, every method;
+- ``curves_<task>.png``: test metric vs SGD step, mean and range over seeds, every
+  method (:func:`symloss.plots.learning_curves`);
 - ``loss_<task>.png`` (classification): each learned loss as a function of ``f`` for
-  ``y = 0`` and ``y = 1``, beside cross-entropy;
+  the true class (``y = 1``) and a wrong class (``y = 0``), beside cross-entropy,
+  normalised (drawn by :func:`symloss.plots.loss_shape`);
 - ``runs/<task>-<method>-s<seed>/``: each search's run directory (GP methods) or loss
   JSON (ML3, TaylorGLO).
 
@@ -54,7 +56,8 @@ from symloss.datasets import Dataset, load_dataset
 from symloss.estimator import SymbolicLossSearch
 from symloss.library import baseline as task_baseline
 from symloss.metatest import LossResult, meta_test
-from symloss.network import LearnedLoss
+from symloss.network import LOSS_FORMATS, LearnedLoss, load
+from symloss.plots import learning_curves, loss_shape
 from symloss.records import CACHED, REJECTED
 from symloss.task import Task, make_task, resolve_data
 from symloss.training import sgd_settings
@@ -217,29 +220,6 @@ def loss_text(loss: Any) -> str:
         except Exception:  # noqa: BLE001 - a description must not stop the benchmark
             return str(loss.expression)
     return str(loss)
-
-
-F_GRID = np.linspace(0.005, 0.995, 199)
-"""Predictions ``f`` at which the loss plots evaluate classification losses."""
-
-
-def elementwise(loss: Any, f: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    """A loss's per-element value at predictions ``f`` and targets ``y``."""
-    with torch.no_grad():
-        # LearnedLoss: its meta-loss network; ML3Loss / TaylorGLOLoss: elementwise()
-        fn = loss.network if isinstance(loss, LearnedLoss) else loss.elementwise
-        out = fn(f, y)
-    return out.detach().double().cpu().numpy()
-
-
-def loss_shape(loss: Any) -> list[list[float]]:
-    """Elementwise values of a classification loss on ``F_GRID`` for y = 0 and y = 1."""
-    f = torch.as_tensor(F_GRID, dtype=torch.float32)
-    shape = []
-    for label in (0.0, 1.0):
-        values = elementwise(loss, f, torch.full_like(f, label))
-        shape.append([float(f"{v:.6g}") for v in values])
-    return shape
 
 
 def _finite(values: Sequence[float]) -> list[float]:
@@ -501,92 +481,75 @@ def write_report(results: dict[str, Any], out: Path) -> str:
 
 
 def plot_curves(results: dict[str, Any], out: Path, dpi: int) -> None:
-    """Test metric vs SGD step, mean over seeds, one figure per task."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Test metric vs SGD step per task, every method: mean and range over all seeds."""
     tasks: dict[str, list[dict[str, Any]]] = {}
     for row in results["rows"]:
         tasks.setdefault(row["task"], []).append(row)
     for task, rows in tasks.items():
-        fig, ax = plt.subplots(figsize=(6, 4))
+        curves: dict[str, list[Any]] = {}
         for row in rows:
-            curve = row.get("mean_curve") or []
-            if curve:
-                steps, values = zip(*curve, strict=True)
-                style = "--" if row["method"] == "baseline" else "-"
-                ax.plot(steps, values, style, label=METHOD_LABELS[row["method"]])
-            base = row.get("baseline_curve")
-            if base and row.get("transfer_from"):
-                steps, values = zip(*base, strict=True)
-                ax.plot(steps, values, "--", label=METHOD_LABELS["baseline"])
-        metric = "test error rate" if rows[0]["kind"] == "classification" else "test MSE"
-        ax.set_xlabel("SGD step")
-        ax.set_ylabel(metric)
-        if rows[0]["kind"] == "regression":
-            ax.set_yscale("log")
-        ax.set_title(f"{task}: meta-test learning curves (mean over seeds)")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / f"curves_{task.replace('->', '_to_')}.png", dpi=dpi)
-        plt.close(fig)
+            runs = [c for run in row["runs"] for c in run["curves"]]
+            if runs:
+                curves[METHOD_LABELS[row["method"]]] = runs
+            if row.get("transfer_from") and row.get("baseline_curve"):
+                # the transfer baseline keeps only its mean curve
+                curves[METHOD_LABELS["baseline"]] = [row["baseline_curve"]]
+        if not curves:
+            continue
+        regression = rows[0]["kind"] == "regression"
+        figure = learning_curves(
+            curves, "test MSE" if regression else "test error rate",
+            baseline=METHOD_LABELS["baseline"], log_scale=regression,
+            title=f"{task}: meta-test learning curves (band: range over seeds)",
+        )
+        figure.savefig(out / f"curves_{task.replace('->', '_to_')}.png", dpi=dpi)
+
+
+def restore_loss(run: dict[str, Any]) -> Any | None:
+    """The loss of one run of results.json: from its saved dict, or ML3's loss.json in its
+    run directory (None when that directory is gone)."""
+    data = run.get("loss_json")
+    if data is None:
+        path = Path(run["info"].get("run_dir") or "") / "loss.json"
+        return load(path) if path.is_file() else None
+    import symloss.baselines  # noqa: F401  (registers the baselines' formats)
+
+    return LOSS_FORMATS[data["format"]].from_dict(data)
 
 
 def plot_losses(results: dict[str, Any], out: Path, dpi: int) -> None:
-    """Classification: each learned loss vs f for y = 0 and y = 1, beside cross-entropy.
+    """Classification: each method's learned losses (one per seed) beside cross-entropy,
+    for the true class's and a wrong class's element, normalised."""
+    from matplotlib.figure import Figure
 
-    Uses the ``shape`` each run records (the loss's elementwise values on ``F_GRID``).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    f = np.asarray(results["meta"].get("loss_grid", F_GRID.tolist()), dtype=float)
-    visible = f >= 0.05  # the log-like blow-up at f -> 0 stays off-scale
     tasks: dict[str, list[dict[str, Any]]] = {}
     for row in results["rows"]:
         if row["kind"] == "classification" and not row.get("transfer_from"):
             tasks.setdefault(row["task"], []).append(row)
     for task, rows in tasks.items():
-        learned = [r for r in rows if r["method"] != "baseline"
-                   and any(run.get("shape") for run in r["runs"])]
+        learned = []
+        for row in rows:
+            if row["method"] == "baseline":
+                continue
+            losses = {f"seed {run['seed']}": restore_loss(run) for run in row["runs"]}
+            losses = {label: loss for label, loss in losses.items() if loss is not None}
+            if losses:
+                learned.append((METHOD_LABELS[row["method"]], losses))
         if not learned:
             continue
-        ce = loss_shape(LearnedLoss(task_baseline("classification"), "classification"))
-        fig, axes = plt.subplots(2, len(learned), figsize=(3.2 * len(learned), 5.2),
-                                 squeeze=False)
-        for j, row in enumerate(learned):
+        figure = Figure(figsize=(3.4 * len(learned), 6.4), layout="constrained")
+        axes = figure.subplots(2, len(learned), squeeze=False)
+        cross_entropy = LearnedLoss(task_baseline("classification"), "classification")
+        for j, (method, losses) in enumerate(learned):
+            loss_shape(losses, "classification", cross_entropy, axes=[axes[0][j], axes[1][j]])
+            axes[0][j].set_title(f"{method}: true class", fontsize=9)
+            axes[1][j].set_title(f"{method}: a wrong class", fontsize=9)
             for i in (0, 1):
-                ax = axes[i][j]
-                ax.plot(f, _values(ce[i]), "k--", lw=1, label="cross-entropy")
-                for run in row["runs"]:
-                    if run.get("shape"):
-                        ax.plot(f, _values(run["shape"][i]), lw=1.3, label=f"seed {run['seed']}")
-                finite = np.concatenate([np.asarray(line.get_ydata())[visible]
-                                         for line in ax.lines])
-                finite = finite[np.isfinite(finite)]
-                if finite.size:
-                    lo, hi = finite.min(), finite.max()
-                    pad = 0.05 * (hi - lo or 1.0)
-                    ax.set_ylim(lo - pad, hi + pad)
-                ax.set_title(f"{METHOD_LABELS[row['method']]}, y = {i}", fontsize=9)
-                ax.set_xlabel("f (softmax output)", fontsize=8)
-                ax.tick_params(labelsize=7)
-                ax.grid(alpha=0.3)
-                if i == 0 and j == 0:
-                    ax.legend(fontsize=7)
-        fig.suptitle(f"{task}: learned losses per (f, y) element", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(out / f"loss_{task}.png", dpi=dpi)
-        plt.close(fig)
-
-
-def _values(values: Sequence[float | None]) -> np.ndarray:
-    return np.asarray([math.nan if v is None else v for v in values], dtype=float)
+                axes[i][j].set_ylabel("loss (normalised)" if j == 0 else "")
+                axes[i][j].xaxis.label.set_fontsize(8)
+                axes[i][j].tick_params(labelsize=7)
+        figure.suptitle(f"{task}: learned losses per (f, y) element", fontsize=10)
+        figure.savefig(out / f"loss_{task}.png", dpi=dpi)
 
 
 # --------------------------------------------------------------------------- main
@@ -781,7 +744,6 @@ def _main(args: argparse.Namespace, command: str) -> dict[str, Any]:
                     "info": info, "loss": text,
                     # ML3's 2,650 weights stay in its loss.json (info["run_dir"])
                     "loss_json": None if method == "ml3" else loss.to_dict(),
-                    "shape": loss_shape(loss) if task.kind == "classification" else None,
                 })
                 if mnist_task is not None and method == transfer_method:
                     t_result = run_metatest(loss, mnist_task, settings, meta_seeds,
@@ -835,7 +797,6 @@ def _main(args: argparse.Namespace, command: str) -> dict[str, Any]:
             "models": models, "seeds": list(seeds), "metatest_seeds_per_seed": n_meta,
             "curve_points": curve_points, "methods": list(args.methods),
             "metatest_lr_grid": list(grid),
-            "loss_grid": [float(v) for v in F_GRID],
             "transfer": bool(transfer), "subsets": dict(args.subset),
             "max_len": {t: n for t, n in args.max_len.items() if t in args.tasks and n},
             "wall_seconds": wall,

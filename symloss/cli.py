@@ -27,6 +27,10 @@ from symloss.step_size import rate_ladder
 from symloss.task import make_task, resolve_data
 from symloss.training import SGDSettings, sgd_settings
 
+METATEST_CURVE_POINTS = 20
+"""Points of the meta-test learning curves recorded for reports (each one evaluates the
+test split once)."""
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -58,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("show", help="print the equations table of a run")
     show.add_argument("run_dir")
+    show.add_argument("--plot", metavar="DIR",
+                      help="also draw the run's figures (PNG) into DIR (needs matplotlib)")
+
+    report = commands.add_parser("report", help="write a Markdown report of a run")
+    report.add_argument("run_dir")
+    report.add_argument("--out", metavar="DIR",
+                        help="where report.md and its figures go (default: the run directory)")
 
     evaluate = commands.add_parser("evaluate", help="meta-test a saved loss on a task")
     evaluate.add_argument("loss", help="loss JSON file")
@@ -190,8 +201,9 @@ def _report(args: argparse.Namespace, search: SymbolicLossSearch, started: float
           f"each loss at its best SGD rate of {', '.join(f'{lr:g}' for lr in grid)} on "
           "validation")
     result = meta_test(loss, search.task_, steps=s.metatest_steps, seeds=seeds,
-                       sgd=sgd_settings(s), lr_grid=grid)
+                       sgd=sgd_settings(s), lr_grid=grid, curve_points=METATEST_CURVE_POINTS)
     print(result.table())
+    RunDirectory(search.run_dir_).save_metatest(result.to_dict())
     print(f"\nsaved the loss to {search.run_dir_ / BEST_LOSS_FILE}")
     if args.output:
         print(f"and to {search.best_loss_.save(args.output)}")
@@ -224,6 +236,17 @@ def _show(args: argparse.Namespace) -> None:
             rejected = sum(h.rejected.values())
             print(f"{h.generation:10d} {h.best_fitness:8.4f} {h.median_fitness:9.4g} "
                   f"{h.evaluated:10d} {h.cached:7d} {rejected:9d} {h.seconds:9.1f}")
+    if args.plot:
+        from symloss.plots import save_run_figures
+
+        paths = save_run_figures(args.run_dir, args.plot)
+        print("\nfigures: " + ", ".join(str(p) for p in paths.values()))
+
+
+def _report(args: argparse.Namespace) -> None:
+    from symloss.report import write_report
+
+    print(f"wrote {write_report(args.run_dir, args.out)}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -283,6 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _search(args)
         elif args.command == "show":
             _show(args)
+        elif args.command == "report":
+            _report(args)
         elif args.command == "evaluate":
             _evaluate(args)
         elif args.command == "export":

@@ -31,7 +31,7 @@ from symloss.scale import normalising_factor, reference_batch
 from symloss.selection import Selection, select
 from symloss.step_size import RateChoice, tune_search_lr
 from symloss.tables import Equation, equations_frame, equations_table, latex_table
-from symloss.task import ModelSpec, Task, make_task, resolve_data
+from symloss.task import ModelSpec, Task, make_task, resolve_data, task_summary
 
 logger = logging.getLogger("symloss")
 
@@ -273,6 +273,7 @@ class SymbolicLossSearch(BaseEstimator):
             "settings": settings.to_dict(), "seeds": [str(e) for e in seeds],
         })
         try:
+            run.save_task(task_summary(task, dataset, model))
             executor = _executor_for(task, self.executor, self.n_jobs)
             lr_choice = _search_rate(task, settings, seed, run, executor)
             if lr_choice is not None:

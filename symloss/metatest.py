@@ -88,14 +88,39 @@ class MetaTestResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
         def one(r: LossResult) -> dict[str, Any]:
-            return {"name": r.name, "metrics": list(r.metrics), "diverged": list(r.diverged),
-                    "mean": r.mean, "std": r.std, "lr": r.lr}
+            return {"name": r.name, "metrics": [_finite_or_none(m) for m in r.metrics],
+                    "diverged": list(r.diverged), "mean": _finite_or_none(r.mean),
+                    "std": _finite_or_none(r.std), "lr": r.lr,
+                    "curves": [[[step, _finite_or_none(v)] for step, v in c] for c in r.curves]}
 
         return {
             "metric": self.metric, "seeds": list(self.seeds), "steps": self.steps,
             "learned": one(self.learned),
             "baseline": one(self.baseline) if self.baseline else None,
+            "extras": dict(self.extras),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MetaTestResult:
+        """Inverse of :meth:`to_dict` (``null`` metrics read back as ``inf``)."""
+        def one(d: dict[str, Any]) -> LossResult:
+            def number(v: Any) -> float:
+                return math.inf if v is None else float(v)
+
+            curves = tuple(tuple((int(step), number(v)) for step, v in c)
+                           for c in d.get("curves", ()))
+            return LossResult(d["name"], tuple(number(m) for m in d["metrics"]),
+                              tuple(bool(x) for x in d["diverged"]), curves, d.get("lr"))
+
+        baseline = data.get("baseline")
+        return cls(data["metric"], tuple(int(s) for s in data["seeds"]), int(data["steps"]),
+                   one(data["learned"]), one(baseline) if baseline else None,
+                   dict(data.get("extras") or {}))
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no infinity: a diverged run's metric is written as ``null``."""
+    return value if math.isfinite(value) else None
 
 
 def _run(

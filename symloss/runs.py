@@ -10,6 +10,8 @@ Layout::
     best_loss.json      the chosen loss (symloss.load reads it)
     passed.jsonl        candidates that passed the poor-training check (a cache for resume)
     lock                the process searching in the directory now (pid and host)
+    task.json           what the data and model were (for reports)
+    metatest.json       the meta-test of the chosen loss (written by ``symloss search``)
 
 JSON files are written atomically (temporary name, then rename); the JSON-lines files are
 append-only and a torn last line (a killed process) is ignored on reading.
@@ -22,6 +24,7 @@ killed in the instant of creating it, must be deleted by hand.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -30,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from symloss.records import Evaluation
+from symloss.engines.base import generation_stats
+from symloss.records import Evaluation, GenerationStats
 from symloss.serialization import read_json, write_json
 
 RUN_FILE = "run.json"
@@ -42,6 +46,8 @@ SELECTION_FILE = "selection.json"
 SEARCH_LR_FILE = "search_lr.json"
 PASSED_FILE = "passed.jsonl"
 LOCK_FILE = "lock"
+TASK_FILE = "task.json"
+METATEST_FILE = "metatest.json"
 
 
 class RunDirectoryInUse(RuntimeError):
@@ -260,6 +266,38 @@ class RunDirectory:
         """The saved learning-rate choice of this run, or None."""
         path = self.path / SEARCH_LR_FILE
         return json.loads(path.read_text()) if path.exists() else None
+
+    def save_task(self, summary: Mapping[str, Any]) -> None:
+        """Save the description of the data and model (see ``Task.summary``)."""
+        write_json(self.path / TASK_FILE, summary)
+
+    def save_metatest(self, result: Mapping[str, Any]) -> None:
+        """Save the meta-test of the chosen loss (``MetaTestResult.to_dict()``)."""
+        write_json(self.path / METATEST_FILE, result)
+
+    def load(self, name: str) -> Any:
+        """The parsed JSON file ``name`` of the run, or None when the run has none."""
+        path = self.path / name
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def history(self) -> list[GenerationStats]:
+        """Per-generation statistics: the engine's own (saved with each checkpoint) or,
+        for engines that keep no checkpoint, summarised from the evaluation records, with
+        each generation's new candidates as its population."""
+        checkpoint = self.load_checkpoint()
+        if checkpoint and checkpoint.get("history"):
+            return [GenerationStats.from_dict(h) for h in checkpoint["history"]]
+        by_generation: dict[int, list[Record]] = {}
+        for record in self.records():
+            by_generation.setdefault(record.generation, []).append(record)
+        history = []
+        for generation, records in sorted(by_generation.items()):
+            new = [r.evaluation for r in sorted(records, key=lambda r: r.index)]
+            stats = generation_stats(generation, [(e.expression, e.fitness) for e in new], new,
+                                     started=0.0)
+            seconds = sum(sum(e.timings.values()) for e in new)  # of work, not of waiting
+            history.append(dataclasses.replace(stats, seconds=seconds))
+        return history
 
     @property
     def best_loss_path(self) -> Path:

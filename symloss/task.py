@@ -577,3 +577,40 @@ def _check_model(task: Task, model: ModelSpec) -> None:
                 f"have {per_example} value(s) per example; make the model output "
                 f"[batch, {per_example}]"
             )
+
+
+def task_summary(task: Task, dataset: Any, model: ModelSpec) -> dict[str, Any]:
+    """What a report says about a search's data and model: where the data came from,
+    split sizes, input shape, the targets' distribution, the model and its size."""
+    from symloss.datasets import DATASETS
+
+    name = dataset if isinstance(dataset, str) else getattr(dataset, "name", None)
+    description = getattr(dataset, "description", None)
+    if description is None and isinstance(dataset, str):
+        description = DATASETS.get(dataset)
+    network = task.new_model(0)
+    targets = task.train.y.detach().cpu()
+    summary: dict[str, Any] = {
+        "format": "symloss.task", "version": 1, "kind": task.kind,
+        "dataset": name, "description": description, "splits": task.describe(),
+        "sizes": {"train": len(task.train), "val": len(task.val), "test": len(task.test)},
+        "input_shape": list(task.train.x.shape[1:]), "input_dtype": str(task.train.x.dtype),
+        "n_classes": task.n_classes, "single_output": task.single_output,
+        "model": model if isinstance(model, str) else type(network).__name__,
+        "model_parameters": sum(p.numel() for p in network.parameters()),
+        "metric": task.kind_metric, "baseline": str(task.baseline),
+    }
+    if task.kind == "classification":
+        counts = torch.bincount(targets.reshape(-1).long(), minlength=task.n_classes or 0)
+        summary["class_counts"] = counts.tolist()
+    else:
+        values = targets.double().reshape(-1)
+        quantiles = torch.quantile(values, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
+        summary["targets"] = {
+            "outputs": int(targets.reshape(len(task.train), -1).shape[1]),
+            "mean": float(values.mean()), "std": float(values.std()),
+            "min": float(values.min()), "max": float(values.max()),
+            "quantiles": {"10%": float(quantiles[0]), "50%": float(quantiles[1]),
+                          "90%": float(quantiles[2])},
+        }
+    return summary
