@@ -160,7 +160,8 @@ def loss_shape(
         axes[0].set_ylabel("loss (normalised)")
     for ax in axes:
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    if entries:
+        axes[0].legend(fontsize=8)
     if title:
         figure.suptitle(textwrap.fill(title, 90), fontsize=10)
     return figure

@@ -1,0 +1,137 @@
+"""The run's records for reports, ``symloss show --plot`` and ``symloss report``, on a real
+(tiny) ``symloss search``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import re
+import shutil
+
+import pytest
+import torch
+
+import symloss
+from symloss.cli import main
+from symloss.metatest import LossResult, MetaTestResult
+from symloss.runs import RunDirectory
+
+pytest.importorskip("matplotlib", reason="figures need matplotlib (symloss[plots])")
+
+TINY_SEARCH = [
+    "--population", "4", "--generations", "1", "--jobs", "1",
+    "--set", "meta_steps=2", "--set", "fitness_steps=20", "--set", "poor_training_steps=10",
+    "--set", "selection_steps=20", "--set", "selection_seeds=1",
+    "--set", "metatest_seeds=[1, 2]", "--metatest-steps", "20",
+]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A finished ``symloss search sine`` run directory."""
+    path = tmp_path_factory.mktemp("report") / "sine-run"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["search", "sine", *TINY_SEARCH, "--run-dir", str(path)]) == 0
+    return path
+
+
+def run_main(argv, capsys):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_search_records_task_and_metatest(run_dir):
+    run = RunDirectory(run_dir)
+    task = run.load("task.json")
+    assert task["dataset"] == "sine" and task["kind"] == "regression"
+    assert task["sizes"] == {"train": 800, "val": 200, "test": 1000}
+    assert task["model"] == "mlp" and task["model_parameters"] == 1 * 40 + 40 + 40 * 40 + 40 + 41
+    assert task["targets"]["quantiles"]["10%"] < task["targets"]["quantiles"]["90%"]
+    result = MetaTestResult.from_dict(run.load("metatest.json"))
+    assert result.seeds == (1, 2) and result.steps == 20
+    assert len(result.learned.curves) == 2 and result.learned.curves[0][0][0] == 0
+    assert result.learned.curves[0][-1][0] == 20
+    assert result.baseline is not None and result.baseline.name == "MSE"
+    assert all(row["weights"] is not None for row in run.load("selection.json"))
+
+
+def test_metatest_result_round_trip_with_divergence():
+    result = MetaTestResult("error rate", (1, 2), 10,
+                            LossResult("learned", (0.1, math.inf), (False, True),
+                                       (((0, 0.9), (10, 0.1)), ((0, 0.9),)), 0.1),
+                            None, {"lr_grid": [0.01, 0.1]})
+    data = json.loads(json.dumps(result.to_dict()))  # strict JSON: no Infinity
+    assert data["learned"]["metrics"] == [0.1, None]
+    assert MetaTestResult.from_dict(data) == result
+
+
+def test_history_from_records_when_no_checkpoint(run_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    saved = RunDirectory(copy).history()
+    (copy / "checkpoint.json").unlink()
+    rebuilt = RunDirectory(copy).history()
+    assert [h.generation for h in rebuilt] == [h.generation for h in saved] == [0, 1]
+    for a, b in zip(rebuilt, saved, strict=True):
+        assert (a.evaluated, a.cached, a.rejected) == (b.evaluated, b.cached, b.rejected)
+    # the best of a generation's new candidates is never better than the population's
+    assert all(a.best_fitness >= b.best_fitness for a, b in zip(rebuilt, saved, strict=True))
+
+
+def test_show_plot(run_dir, capsys, tmp_path):
+    code, out, err = run_main(["show", run_dir, "--plot", tmp_path / "figures"], capsys)
+    assert code == 0, err
+    for name in ("loss_shape", "history", "learning_curves"):
+        path = tmp_path / "figures" / f"{name}.png"
+        assert str(path) in out
+        assert path.read_bytes().startswith(PNG)
+
+
+def test_report_beside_the_run(run_dir, capsys):
+    code, out, err = run_main(["report", run_dir], capsys)
+    assert code == 0, err
+    report = (run_dir / "report.md").read_text()
+    assert out.strip() == f"wrote {run_dir / 'report.md'}"
+    for heading in ("# symloss run `sine-run`", "## Chosen loss", "## Data", "## Equations",
+                    "## Final selection", "## Search history", "## Meta-test", "## Settings"):
+        assert heading in report
+    for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
+        assert (run_dir / image).read_bytes().startswith(PNG)
+    loss = symloss.load(run_dir / "best_loss.json")
+    assert f"```math\n{loss.latex()}\n```" in report
+    hall = json.loads((run_dir / "hall_of_fame.json").read_text())
+    equations = report[report.index("## Equations"):report.index("## Final selection")]
+    assert len([line for line in equations.splitlines() if line.startswith("| ")]) == \
+        len(hall) + 1
+    metatest = json.loads((run_dir / "metatest.json").read_text())
+    for value in metatest["learned"]["metrics"]:
+        assert f"{value:.4f}" in report
+    for table in re.findall(r"(?:^\|.*\|\n)+", report, flags=re.MULTILINE):
+        widths = {len(re.findall(r"(?<!\\)\|", row)) for row in table.splitlines()}
+        assert len(widths) == 1, table  # every row has the header's cells
+
+
+def test_report_elsewhere_stands_alone(run_dir, capsys, tmp_path):
+    out_dir = tmp_path / "published"
+    code, _, err = run_main(["report", run_dir, "--out", out_dir], capsys)
+    assert code == 0, err
+    assert (out_dir / "report.md").is_file() and (out_dir / "history.png").is_file()
+    copied = symloss.load(out_dir / "best_loss.json")
+    code, source, err = run_main(["export", out_dir / "best_loss.json", "--to", "torch"],
+                                 capsys)
+    assert code == 0, err
+    namespace: dict = {}
+    exec(source, namespace)  # noqa: S102
+    pred, target = torch.randn(8, 1), torch.randn(8, 1)
+    assert torch.equal(namespace["loss"](pred, target), copied(pred, target))
+
+
+def test_report_of_an_unfinished_run(capsys, tmp_path):
+    code, _, err = run_main(["report", tmp_path], capsys)
+    assert code == 2 and "hall_of_fame.json not found" in err
+    code, _, err = run_main(["show", tmp_path, "--plot", tmp_path / "f"], capsys)
+    assert code == 2 and "not found" in err
