@@ -3,19 +3,23 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# The demo needs symloss and its own dependencies only; the tests need the dev extras.
 install: $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+
+install-dev: $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[dev]"
 
 demo: install
 	$(BIN)/symloss search sine --preset quick --seed 0
 
-test: install
+test: install-dev
 	$(BIN)/ruff check symloss tests examples benchmarks
 	$(BIN)/python -m pytest -q
 

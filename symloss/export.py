@@ -206,7 +206,7 @@ def to_source(loss: LearnedLoss, framework: str = "torch") -> str:
     body, _, constant = _render(loss.expression, loss.weights, fw, helpers, [0], root=True)
     if constant is not None:
         body = fw.full_like.format(repr(constant))
-    scale = float(getattr(loss, "scale", 1.0))
+    scale = loss.scale
     reduction = _REDUCTIONS[framework, loss.task]
     if scale != 1.0:
         reduction = f"{scale!r} * {reduction}"

@@ -111,7 +111,7 @@ def _chosen(loss: Any, rows: Sequence[Equation], figures: dict[str, Path]) -> st
                      + ", ".join(f"{w:.4g}" for w in loss.weights)
                      + " folded into the formula (rounded to 3 digits)"
                      if any(w != 1.0 for w in loss.weights) else ", plain (no learned weights)")
-                  + ". Per element: "
+                  + ". " + _rate_text(loss) + "Per element: "
                   + ("`f` is the softmax (sigmoid for one output) probability and `y` the "
                      "one-hot label; summed over classes, averaged over the batch."
                      if loss.task == "classification" else
@@ -126,6 +126,19 @@ def _chosen(loss: Any, rows: Sequence[Equation], figures: dict[str, Path]) -> st
               f"`symloss export {BEST_LOSS_FILE} --to torch` (or `numpy`, `jax`, `latex`, "
               "`sympy`)."]
     return "\n".join(lines)
+
+
+def _rate_text(loss: LearnedLoss) -> str:
+    """How the saved loss is scaled and the learning rate it was chosen at."""
+    text = ""
+    if loss.scale != 1.0:
+        text += (f"It is normalised to the baseline's gradient scale (factor {loss.scale:.4g}),"
+                 " so it works at the learning rate a loop uses for the baseline")
+    with_ = loss.learned_with
+    if with_ is not None and with_.recommended_lr is not None:
+        text += ("; " if text else "") + (f"the final selection trained it best at SGD rate "
+                                          f"{with_.recommended_lr:g}")
+    return text + ". " if text else ""
 
 
 def _data(task: dict[str, Any]) -> str:
@@ -163,10 +176,11 @@ def _selection(selection: list[dict[str, Any]] | None, metric: str,
     lines = ["## Final selection", "",
              f"The best distinct losses and the baseline retrained for "
              f"{settings.get('selection_steps', '?')} SGD steps on "
-             f"{settings.get('selection_seeds', '?')} seeds; the lowest mean validation "
+             f"{settings.get('selection_seeds', '?')} seeds, each at its best SGD rate; the "
+             "lowest mean validation "
              f"{metric} is chosen (first row).", "",
-             f"| mean validation {metric} | per seed | search fitness | expression | "
-             "with learned weights |", "|---:|---|---:|---|---|"]
+             f"| mean validation {metric} | per seed | SGD rate | search fitness | expression | "
+             "with learned weights |", "|---:|---|---:|---:|---|---|"]
     for row in selection:
         mean = "diverged" if row["mean"] is None else f"{row['mean']:.4f}"
         seeds = ", ".join("div." if m is None else f"{m:.4f}" for m in row["metrics"])
@@ -179,7 +193,8 @@ def _selection(selection: list[dict[str, Any]] | None, metric: str,
             form = f"$`{LearnedLoss(row['expression'], kind, weights).latex()}`$"
         else:
             form = "(plain)"
-        lines.append(f"| {mean} | {seeds} | {fitness_text} | `{row['expression']}` | "
+        rate = "-" if row.get("lr") is None else f"{row['lr']:g}"
+        lines.append(f"| {mean} | {seeds} | {rate} | {fitness_text} | `{row['expression']}` | "
                      f"{form.replace('|', chr(92) + '|')} |")
     return "\n".join(lines)
 
@@ -218,6 +233,10 @@ def _metatest(data: dict[str, Any] | None, figures: dict[str, Path]) -> str:
         lines.append(f"| {seed} | " + " | ".join(_metric(r.metrics[i]) for r in results) + " |")
     lines.append("| **mean ± std** | " + " | ".join(
         f"**{_metric(r.mean)} ± {_metric(r.std)}**" for r in results) + " |")
+    if result.extras.get("lr_grid"):
+        lines.append("| SGD rate | " + " | ".join(f"{r.lr:g}" for r in results) + " |")
+        grid = ", ".join(f"{lr:g}" for lr in result.extras["lr_grid"])
+        lines += ["", f"Each loss trained at its best rate of {grid} on validation."]
     if "learning_curves" in figures:
         lines += ["", f"![Meta-test learning curves, learned against baseline]"
                       f"({figures['learning_curves'].name})"]

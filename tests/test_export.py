@@ -31,12 +31,14 @@ IMPORTS = {"torch": {"torch"}, "numpy": {"numpy"}, "jax": {"jax", "jax.numpy"}}
 
 
 def weighted(expression: str, task: str, seed: int | None) -> LearnedLoss:
-    """The loss with unit weights (seed None) or seeded random weights around 1."""
+    """The loss with unit weights and scale (seed None) or seeded random weights around 1
+    and a random scale."""
     loss = LearnedLoss(expression, task)
     if seed is None:
         return loss
     rng = np.random.default_rng(seed)
-    return LearnedLoss(expression, task, 1 + 0.5 * rng.standard_normal(len(loss.weights)))
+    return LearnedLoss(expression, task, 1 + 0.5 * rng.standard_normal(len(loss.weights)),
+                       scale=float(rng.uniform(0.1, 3.0)))
 
 
 def compile_loss(source: str):
@@ -130,13 +132,13 @@ def test_binary_cross_entropy_exports():
 
 
 def test_scale_multiplies_the_reduced_loss():
-    loss = weighted("abs(f - y) + square(f)", "regression", seed=3)
-    reference = loss(*batches("regression", torch.float64)[2])
-    loss.scale = 2.5
+    loss = LearnedLoss("abs(f - y) + square(f)", "regression", scale=2.5)
     source = loss.to_source("torch")
-    assert "2.5 * value.mean()" in source
-    value = compile_loss(source)(*batches("regression", torch.float64)[2])
-    assert float(value) == pytest.approx(2.5 * float(reference), rel=1e-12)
+    assert "return 2.5 * value.mean()" in source
+    f, y = batches("regression", torch.float64)[2]
+    assert torch.equal(compile_loss(source)(f, y), loss(f, y))
+    assert torch.equal(compile_loss(source)(f, y), 2.5 * loss.with_scale(1.0)(f, y))
+    assert "return value.mean()" in loss.with_scale(1.0).to_source("numpy")
 
 
 def test_constant_expression_and_long_lines():
