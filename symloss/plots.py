@@ -163,7 +163,9 @@ def loss_shape(
     if entries:
         axes[0].legend(fontsize=8)
     if title:
-        figure.suptitle(textwrap.fill(title, 90), fontsize=10)
+        # about ten characters of a 10-point title fit in an inch
+        width = int(figure.get_figwidth() * 10)
+        figure.suptitle(textwrap.fill(title, width), fontsize=10)
     return figure
 
 
@@ -367,7 +369,8 @@ def save_run_figures(
         residuals = np.linspace(-2 * spread["std"], 2 * spread["std"], 241)
     figures = {
         "loss_shape": loss_shape({"learned": loss}, kind, baseline, targets=targets,
-                                 residuals=residuals, title=f"chosen loss: {loss.expression}"),
+                                 residuals=residuals,
+                                 title=f"chosen loss {loss.sympy()} (learned weights folded in)"),
         "history": search_history(run.history(), metric),
     }
     metatest = run.load(METATEST_FILE)

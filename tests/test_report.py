@@ -135,3 +135,22 @@ def test_report_of_an_unfinished_run(capsys, tmp_path):
     assert code == 2 and "hall_of_fame.json not found" in err
     code, _, err = run_main(["show", tmp_path, "--plot", tmp_path / "f"], capsys)
     assert code == 2 and "not found" in err
+
+
+def test_report_of_a_classification_search_without_metatest(tmp_path, blobs):
+    from symloss.report import write_report
+
+    tiny = {"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10,
+            "selection_top_k": 0}
+    search = symloss.SymbolicLossSearch(population_size=4, generations=1, settings=tiny,
+                                        random_state=0, verbose=False, run_dir=tmp_path / "run")
+    search.fit(blobs, "linear")
+    path = write_report(search.run_dir_)
+    report = path.read_text()
+    assert "- classes: 3; training examples per class: " in report
+    counts = RunDirectory(search.run_dir_).load("task.json")["class_counts"]
+    assert sum(counts) == len(search.task_.train) and len(counts) == 3
+    assert "has no recorded meta-test" in report and "## Final selection" not in report
+    assert "softmax" in report
+    assert (search.run_dir_ / "loss_shape.png").read_bytes().startswith(PNG)
+    assert not (search.run_dir_ / "learning_curves.png").exists()
