@@ -3,10 +3,10 @@
 :func:`to_source` writes one self-contained Python function ``loss(y_pred, y_true)`` for
 PyTorch, NumPy or JAX that computes what :class:`~symloss.network.LearnedLoss` computes:
 the same output transform (softmax, or sigmoid for one output column, and one-hot
-labels), the expression with the learned edge weights folded in, the same reduction
-(summed over classes and averaged over the batch for classification, averaged for
-regression) and the same protected operators (``div(a, b) = a / sqrt(1 + b^2)``,
-``log`` and ``sqrt`` of ``max(|a|, 1e-7)``).
+labels), the expression with the learned edge weights and the scale folded in, the same
+reduction (summed over the classes or the outputs, averaged over the batch) and the same
+protected operators (``div(a, b) = a / sqrt(1 + b^2)``, ``log`` and ``sqrt`` of
+``max(|a|, 1e-7)``).
 
 The code is generated from the expression tree itself, node by node, not through
 SymPy's code printers: SymPy's forms of the protected operators drop the ``1e-7`` floor
@@ -141,16 +141,13 @@ _JAX = _Framework(
 _FRAMEWORKS = {"torch": _TORCH, "numpy": _NUMPY, "jax": _JAX}
 
 _REDUCTIONS = {
-    ("torch", "classification"): "value.sum(dim=1).mean()",
-    ("torch", "regression"): "value.mean()",
-    ("numpy", "classification"): "value.sum(axis=1).mean()",
-    ("numpy", "regression"): "value.mean()",
-    ("jax", "classification"): "value.sum(axis=1).mean()",
-    ("jax", "regression"): "value.mean()",
+    "torch": "value.sum(dim=1).mean()",
+    "numpy": "value.sum(axis=1).mean()",
+    "jax": "value.sum(axis=1).mean()",
 }
-"""The reduction of :func:`symloss.network.reduce_loss`, per framework and task kind (the
-export tests compare against ``LearnedLoss`` on multi-output data, so a change there
-that is not made here fails them)."""
+"""The reduction of :func:`symloss.network.reduce_loss` per framework: sum over the
+classes or outputs, mean over the batch (the export tests compare against ``LearnedLoss``
+on multi-output data, so a change there that is not made here fails them)."""
 
 _INPUTS = {
     "classification": (
@@ -161,7 +158,8 @@ _INPUTS = {
     ),
     "regression": (
         "Takes predictions and targets ``[batch]``, ``[batch, 1]`` or ``[batch, k]``; the\n"
-        "    expression is applied to each value and averaged."
+        "    expression is applied to each value, summed over the outputs and averaged over\n"
+        "    the batch."
     ),
 }
 
@@ -207,7 +205,7 @@ def to_source(loss: LearnedLoss, framework: str = "torch") -> str:
     if constant is not None:
         body = fw.full_like.format(repr(constant))
     scale = loss.scale
-    reduction = _REDUCTIONS[framework, loss.task]
+    reduction = _REDUCTIONS[framework]
     if scale != 1.0:
         reduction = f"{scale!r} * {reduction}"
     lines = [*fw.imports, "", ""]

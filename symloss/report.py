@@ -115,7 +115,8 @@ def _chosen(loss: Any, rows: Sequence[Equation], figures: dict[str, Path]) -> st
                   + ("`f` is the softmax (sigmoid for one output) probability and `y` the "
                      "one-hot label; summed over classes, averaged over the batch."
                      if loss.task == "classification" else
-                     "`f` is the prediction and `y` the target; averaged over all values.")]
+                     "`f` is the prediction and `y` the target; summed over the outputs, "
+                     "averaged over the batch.")]
     if "loss_shape" in figures:
         lines += ["", "![The chosen loss against the baseline, both normalised]"
                   f"({figures['loss_shape'].name})"]

@@ -134,11 +134,11 @@ def test_binary_cross_entropy_exports():
 def test_scale_multiplies_the_reduced_loss():
     loss = LearnedLoss("abs(f - y) + square(f)", "regression", scale=2.5)
     source = loss.to_source("torch")
-    assert "return 2.5 * value.mean()" in source
+    assert "return 2.5 * value.sum(dim=1).mean()" in source
     f, y = batches("regression", torch.float64)[2]
     assert torch.equal(compile_loss(source)(f, y), loss(f, y))
     assert torch.equal(compile_loss(source)(f, y), 2.5 * loss.with_scale(1.0)(f, y))
-    assert "return value.mean()" in loss.with_scale(1.0).to_source("numpy")
+    assert "return value.sum(axis=1).mean()" in loss.with_scale(1.0).to_source("numpy")
 
 
 def test_constant_expression_and_long_lines():
