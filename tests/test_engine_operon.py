@@ -338,7 +338,7 @@ def test_fit_results_look_like_the_other_engines(fitted):
     assert fitted.best_loss_.metadata["engine"] == "operon"
     assert [h.generation for h in fitted.history_] == [0, 1, 2, 3]
     assert fitted.n_evaluations_ == 4 * 4
-    assert sum(row.chosen for row in fitted.equations_) == 1
+    assert int(fitted.equations_["chosen"].sum()) == 1
     assert fitted.evaluations_[0].expression == str(baseline("regression"))
     best = [h.best_fitness for h in fitted.history_]
     assert all(b <= a for a, b in zip(best, best[1:], strict=False))
@@ -363,7 +363,7 @@ def test_interrupted_fit_resumes_to_the_same_search(fitted, tmp_path):
     resumed = search(run_dir).fit("sine", "mlp")
     # generations 0-2 were computed afresh in this test: same seed, same search
     assert records(run_dir) == records(fitted.run_dir_)
-    assert resumed.equations_ == fitted.equations_
+    assert resumed.equations_.equals(fitted.equations_)
     assert [h.best_fitness for h in resumed.history_] == [
         h.best_fitness for h in fitted.history_]
     assert resumed.best_loss_.expression == fitted.best_loss_.expression
