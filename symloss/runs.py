@@ -278,7 +278,7 @@ class RunDirectory:
     def load(self, name: str) -> Any:
         """The parsed JSON file ``name`` of the run, or None when the run has none."""
         path = self.path / name
-        return json.loads(path.read_text()) if path.exists() else None
+        return read_json(path, f"symloss run's {name}") if path.exists() else None
 
     def history(self) -> list[GenerationStats]:
         """Per-generation statistics: the engine's own (saved with each checkpoint) or,
