@@ -243,7 +243,7 @@ def _show(args: argparse.Namespace) -> None:
         print("\nfigures: " + ", ".join(str(p) for p in paths.values()))
 
 
-def _report(args: argparse.Namespace) -> None:
+def _write_report(args: argparse.Namespace) -> None:
     from symloss.report import write_report
 
     print(f"wrote {write_report(args.run_dir, args.out)}")
@@ -307,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "show":
             _show(args)
         elif args.command == "report":
-            _report(args)
+            _write_report(args)
         elif args.command == "evaluate":
             _evaluate(args)
         elif args.command == "export":
