@@ -109,7 +109,7 @@ def _chosen(loss: Any, rows: Sequence[Equation], figures: dict[str, Path]) -> st
                   + (f" (search fitness {chosen.fitness:.4f})" if chosen else "")
                   + (", with the learned edge weights "
                      + ", ".join(f"{w:.4g}" for w in loss.weights)
-                     + " folded into the formula (rounded to 3 digits)"
+                     + " folded into the formula (to 3 significant digits)"
                      if any(w != 1.0 for w in loss.weights) else ", plain (no learned weights)")
                   + ". " + _rate_text(loss) + "Per element: "
                   + ("`f` is the softmax (sigmoid for one output) probability and `y` the "
