@@ -88,7 +88,8 @@ def test_search_refuses_a_run_dir_that_is_a_file(tmp_path, capsys):
 def _interrupt_when(argv: list[str], marker: str) -> subprocess.CompletedProcess:
     """Run the command in a subprocess and send Ctrl-C once ``marker`` is printed."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    process = subprocess.Popen([sys.executable, "-m", "symloss.cli", *argv], env=env,
+    # -u: the marker must reach us while the command runs, not when a buffer fills
+    process = subprocess.Popen([sys.executable, "-u", "-m", "symloss.cli", *argv], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
     for line in process.stdout:
