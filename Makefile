@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint install install-dev clean
+.PHONY: demo test install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
