@@ -35,6 +35,14 @@ class Settings:
     1-3-10 ladder, and keeps each one's best, so a loss wins by its shape, not by its
     step size.
 
+    ``race_*`` is our addition (racing): in every generation after the first, a
+    candidate is first trained without local search for ``race_fraction`` of
+    ``fitness_steps``; if its validation metric is then more than ``race_ratio`` times
+    that of the best earlier candidate's expression after the same steps (same
+    initialisation and batches), it is rejected as ``raced`` without the local search
+    and the full training. ``race_ratio=0`` turns racing off; it applies only with the
+    local search on.
+
     ``selection_*`` is our addition: after the search, the ``selection_top_k`` best
     distinct losses (and the baseline) are retrained for ``selection_steps`` steps on
     ``selection_seeds`` seeds and the best mean validation metric wins. One short
@@ -71,6 +79,9 @@ class Settings:
     # scale-free search: candidates normalised to the baseline's gradient magnitude
     normalize: bool = True
     lr_grid: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.3)
+    # racing: a short run first, the local search and full training for the promising
+    race_ratio: float = 1.5
+    race_fraction: float = 0.25
     # inner loop: local search
     local_search: bool = True
     meta_steps: int = 250
@@ -164,6 +175,10 @@ class Settings:
                 f"local_search_method must be one of {LOCAL_SEARCH_METHODS}, got "
                 f"{self.local_search_method!r}"
             )
+        if not (self.race_ratio == 0.0 or self.race_ratio >= 1.0):
+            raise ValueError(f"race_ratio must be 0 (off) or at least 1, got {self.race_ratio}")
+        if not 0.0 < self.race_fraction < 1.0:
+            raise ValueError(f"race_fraction must be in (0, 1), got {self.race_fraction}")
         for name in ("lr", "meta_lr", "poor_training_lr", "neumann_alpha"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -1,11 +1,14 @@
 """One candidate loss through every check, cheapest first, to an :class:`Evaluation`.
 
 Order (docs/design.md, "Inner loop"): canonical-key cache, structural rejection, gradient
-fingerprint (non-finite / flat rejection and gradient equivalence), poor-training
-rejection, then the expensive part -- local search and fitness training -- which is the
-only part handed to the executor. The fingerprint runs before the poor-training check
-because it costs one backward pass instead of hundreds of optimiser steps; a candidate
-with the same gradient as an earlier one inherits that one's result, rejection included.
+fingerprint (non-finite / flat rejection and gradient equivalence), then the part handed
+to the executor: poor-training rejection, racing (:mod:`symloss.racing`), local search
+and fitness training. The fingerprint runs before the poor-training check because it
+costs one backward pass instead of hundreds of optimiser steps; a candidate with the same
+gradient as an earlier one inherits that one's result, rejection included. The
+poor-training check runs in the executor because it is the costliest check (hundreds of
+optimiser steps) and no decision of this process depends on its outcome: a candidate it
+rejects still leads the later candidates that share its key or gradient.
 
 Every decision depends only on the candidates seen before, in order, so results are
 the same whether the expensive part runs in this process or in a pool.
@@ -35,6 +38,7 @@ from symloss.filters import (
 )
 from symloss.local_search import local_search
 from symloss.network import LearnedLoss
+from symloss.racing import race_reason, racing_enabled, short_run_metric
 from symloss.records import CACHED, OK, REJECTED, Evaluation
 from symloss.scale import Reference, normalising_factor, reference_batch
 from symloss.task import Task
@@ -64,17 +68,67 @@ def search_loss(
     return loss.with_scale(normalising_factor(loss, task, reference))
 
 
-def score(payload: tuple[Task, Settings, int], text: str) -> dict[str, Any]:
-    """The expensive stage: local search (if enabled) then fitness training.
+def _screen(
+    task: Task, settings: Settings, seed: int, expression: Expression, check: bool,
+    limit: float | None, reference: Reference | None, timings: dict[str, float],
+) -> dict[str, Any] | None:
+    """The poor-training check (when ``check``), then the race's short run (when a
+    ``limit`` is given): the fields of a rejection, or ``None`` when the candidate goes
+    on to be trained."""
+    started = time.perf_counter()
+    try:
+        reason = poor_training_reason(expression, task, settings, seed) if check else None
+    except Exception as error:  # one candidate's failure must not end the search
+        reason = f"{FAILED}: {type(error).__name__}: {error}"
+    timings["poor_training"] = time.perf_counter() - started
+    if reason:
+        return {"status": REJECTED, "reason": reason, "timings": timings}
+    if limit is None:
+        return None
+    started = time.perf_counter()
+    try:
+        loss = search_loss(task, settings, expression, (), reference)
+    except ValueError:  # not normalisable: the full evaluation reports it
+        return None
+    metric = short_run_metric(task, loss, settings, seed)
+    timings["race"] = time.perf_counter() - started
+    reason = race_reason(metric, limit, settings, task)
+    if reason:
+        # the short run's metric, not inf: the search can still rank the candidate
+        return {"status": REJECTED, "fitness": metric, "reason": reason, "timings": timings}
+    return None
 
-    Module-level so that process pools and Ray can run it. Returns the fields of an
-    :class:`Evaluation` that this stage decides.
+
+def score(
+    payload: tuple[Task, Settings, int], item: str | tuple[str, bool, float | None]
+) -> dict[str, Any]:
+    """The expensive stage: poor-training check, race, local search (if enabled), fitness.
+
+    ``item`` is an expression's text, or ``(text, check, limit)``: ``check=False`` skips
+    the poor-training check (passed earlier in this search), ``limit`` is the highest
+    validation metric the race's short run may reach (``None``: no race). Module-level
+    so that process pools and Ray can run it. Returns the fields of an
+    :class:`Evaluation` that this stage decides, and ``passed_check=True`` when the
+    poor-training check ran and passed.
     """
     task, settings, seed = payload
+    text, check, limit = (item, True, None) if isinstance(item, str) else item
     expression = Expression.parse(text)
     timings: dict[str, float] = {}
-    weights: tuple[float, ...] = ()
     reference = reference_batch(task, seed) if settings.normalize else None
+    rejection = _screen(task, settings, seed, expression, check, limit, reference, timings)
+    if rejection is not None:
+        return {**rejection, "passed_check": check and "race" in timings}
+    fields = _train(task, settings, seed, expression, reference, timings)
+    return {**fields, "passed_check": check}
+
+
+def _train(
+    task: Task, settings: Settings, seed: int, expression: Expression,
+    reference: Reference | None, timings: dict[str, float],
+) -> dict[str, Any]:
+    """Local search (if enabled) and fitness training: the fields of the evaluation."""
+    weights: tuple[float, ...] = ()
     if settings.local_search:
         started = time.perf_counter()
         weights = local_search(task, expression, settings, seed + 1, reference).weights
@@ -120,13 +174,14 @@ class Evaluator:
         Expressions (text) that passed the poor-training check earlier in this search;
         the check is not repeated for them.
     on_passed : callable, optional
-        Called with a candidate's text when it passes the poor-training check, before it
-        is trained, so that a resumed search need not repeat the check.
+        Called with a candidate's text when it passed the poor-training check (which
+        runs in the executor), before its evaluation is recorded, so that a resumed
+        search need not repeat the check.
 
     Attributes
     ----------
     n_trained : int
-        Candidates that reached the expensive stage in this session.
+        Candidates trained (local search or fitness) in this session.
     """
 
     def __init__(
@@ -148,6 +203,7 @@ class Evaluator:
         self._memo = {e.key: e for e in known if e.status != CACHED}
         self._passed = frozenset(passed)
         self._on_passed = on_passed
+        self._race_reference: tuple[str, float] | None = None
 
     def evaluate(self, expression: Expression | str) -> Evaluation:
         """Evaluate one candidate."""
@@ -203,16 +259,18 @@ class Evaluator:
             elif self._remembered(key, expression):
                 decide(i, self._register(self._memo[key], grad))
             else:
-                if str(expression) not in self._passed and self._on_passed is not None:
-                    self._on_passed(str(expression))
                 pending[key] = (i, expression, timings, grad)
 
-        scored = self.executor.map([str(e) for _, e, _, _ in pending.values()])
+        limit = self._race_limit() if pending else None
+        scored = self.executor.map([(str(e), str(e) not in self._passed, limit)
+                                    for _, e, _, _ in pending.values()])
         for (key, (i, expression, timings, grad)), fields in zip(
             pending.items(), scored, strict=True
         ):
-            self.n_trained += 1
             fields = dict(fields)
+            if fields.pop("passed_check") and self._on_passed is not None:
+                self._on_passed(str(expression))
+            self.n_trained += bool({"local_search", "fitness"} & fields["timings"].keys())
             fields["timings"] = {**timings, **fields["timings"]}
             decide(i, self._register(Evaluation(str(expression), key, **fields), grad))
 
@@ -231,8 +289,8 @@ class Evaluator:
         self, expression: Expression, key: str, timings: dict[str, float], pending: dict
     ) -> tuple[str | None, torch.Tensor | None, str | None]:
         """The cheap checks, cheapest first: (rejection reason, fingerprint to register,
-        key of an earlier candidate with the same gradient). The poor-training check is
-        skipped for a candidate known from the run's records or known to pass it."""
+        key of an earlier candidate with the same gradient). The poor-training check
+        runs in the executor (see :func:`score`)."""
         started = time.perf_counter()
         reason = structural_reason(expression)
         timings["structural"] = time.perf_counter() - started
@@ -244,13 +302,7 @@ class Evaluator:
         timings["fingerprint"] = time.perf_counter() - started
         if reason:
             return reason, None, None
-        if match is not None or self._remembered(key, expression):
-            return None, grad, match
-        started = time.perf_counter()
-        if str(expression) not in self._passed:
-            reason = poor_training_reason(expression, self.task, self.settings, self.seed)
-        timings["poor_training"] = time.perf_counter() - started
-        return reason, grad, None
+        return None, grad, match
 
     def _remembered(self, key: str, expression: Expression) -> bool:
         """True when the run's records hold this very candidate's result."""
@@ -282,6 +334,31 @@ class Evaluator:
         if reason is None and self.settings.normalize:
             grad = grad / grad.norm()
         return grad, reason
+
+    def _race_limit(self) -> float | None:
+        """The race's limit for this generation: ``race_ratio`` times the short-run
+        metric of the best candidate trained so far (the first of equals); ``None``
+        before any candidate was trained, with racing off, or when no candidate could
+        exceed it."""
+        if not racing_enabled(self.settings):
+            return None
+        trained = [e for e in self._results.values()
+                   if e.status == OK and math.isfinite(e.fitness)]
+        if not trained:
+            return None
+        best = min(trained, key=lambda e: e.fitness)
+        if self._race_reference is None or self._race_reference[0] != best.key:
+            reference = reference_batch(self.task, self.seed) if self.settings.normalize else None
+            try:
+                loss = search_loss(self.task, self.settings, best.expression, (), reference)
+            except ValueError:
+                return None
+            metric = short_run_metric(self.task, loss, self.settings, self.seed)
+            self._race_reference = (best.key, metric)
+        limit = self.settings.race_ratio * self._race_reference[1]
+        if self.task.kind == "classification" and limit >= 1.0:
+            return None  # no error rate exceeds it: the short runs would be wasted
+        return limit
 
     def _register(self, evaluation: Evaluation, grad: torch.Tensor | None) -> Evaluation:
         self._results[evaluation.key] = evaluation

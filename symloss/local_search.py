@@ -11,7 +11,8 @@ back-propagates that score through the steps into the loss weights (Adam).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,7 @@ from symloss.config import Settings
 from symloss.expression import Expression
 from symloss.implicit import meta_train as implicit_meta_train
 from symloss.network import LearnedLoss
+from symloss.optim import Adam
 from symloss.scale import Reference, baseline_norm, gradient_norm
 from symloss.task import Task
 from symloss.training import SGDSettings, sgd_settings, unrolled_sgd
@@ -60,6 +62,68 @@ def unrolled_objective(
     return task.base_loss(outputs, validation[1])
 
 
+@dataclass(frozen=True)
+class _MetaStep:
+    """What one meta-step trains from: a fresh model's tensors and its batches."""
+
+    params: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    batches: list[tuple[torch.Tensor, torch.Tensor]]
+    validation: tuple[torch.Tensor, torch.Tensor]
+
+    def nbytes(self) -> int:
+        tensors = [*self.params.values(), *self.buffers.values(), *self.validation]
+        tensors += [t for batch in self.batches for t in batch]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+# Meta-step schedules kept per task (weakly: dropped with the task) and per
+# (seed, meta_steps, unroll_steps, meta_batch_size), up to this many bytes each.
+_SCHEDULE_BYTES = 64 * 2**20
+_SCHEDULES: weakref.WeakKeyDictionary[Task, dict[tuple[int, ...], list[_MetaStep]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _fresh_steps(task: Task, settings: Settings, seed: int) -> Iterator[_MetaStep]:
+    generator = torch.Generator().manual_seed(seed)
+    for step in range(settings.meta_steps):
+        model = task.new_model(seed + 1 + step)
+        yield _MetaStep(
+            {k: v.detach() for k, v in model.named_parameters()},
+            {k: v.detach() for k, v in model.named_buffers()},
+            [task.train.batch(settings.meta_batch_size, generator)
+             for _ in range(settings.unroll_steps)],
+            task.val.batch(settings.meta_batch_size, generator),
+        )
+
+
+def _meta_steps(task: Task, settings: Settings, seed: int) -> Iterator[_MetaStep]:
+    """The initialisations and batches of every meta-step, in order.
+
+    They depend on the seed only, not on the loss being searched, so every candidate of
+    a search sees the same ones: they are built once per process and reused (building a
+    model is most of a meta-step's cost for a small network), unless all of them
+    together would take more than ``_SCHEDULE_BYTES``; then each is built when needed.
+    """
+    key = (seed, settings.meta_steps, settings.unroll_steps, settings.meta_batch_size)
+    cached = _SCHEDULES.get(task, {}).get(key)
+    if cached is not None:
+        yield from cached
+        return
+    steps = _fresh_steps(task, settings, seed)
+    first = next(steps, None)
+    if first is None:
+        return
+    if first.nbytes() * settings.meta_steps > _SCHEDULE_BYTES:
+        yield first
+        yield from steps
+        return
+    schedule = [first, *steps]
+    _SCHEDULES.setdefault(task, {})[key] = schedule
+    yield from schedule
+
+
 def meta_train(
     task: Task,
     settings: Settings,
@@ -83,37 +147,32 @@ def meta_train(
     if settings.local_search_method == "implicit":
         return implicit_meta_train(task, settings, seed, leaves, candidate)
     tensors = list(leaves.values())
-    optimizer = torch.optim.Adam(tensors, lr=settings.meta_lr)
-    generator = torch.Generator().manual_seed(seed)
+    optimizer = Adam(tensors, lr=settings.meta_lr)
     sgd = sgd_settings(settings)
     history: list[float] = []
-    for step in range(settings.meta_steps):
-        model = task.new_model(seed + 1 + step)
-        params = {k: v.detach() for k, v in model.named_parameters()}
-        buffers = {k: v.detach() for k, v in model.named_buffers()}
-        batches = [
-            task.train.batch(settings.meta_batch_size, generator)
-            for _ in range(settings.unroll_steps)
-        ]
-        validation = task.val.batch(settings.meta_batch_size, generator)
+    # functional_call replaces every parameter and buffer: one module serves all steps
+    model = task.new_model(seed)
 
-        def inner_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            return candidate(outputs, targets, leaves)
+    def inner_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return candidate(outputs, targets, leaves)
 
+    for step in _meta_steps(task, settings, seed):
+        # buffers (batch-norm statistics) are updated in place: copies keep the shared
+        # schedule unchanged for the next candidate
+        buffers = {k: v.clone() for k, v in step.buffers.items()}
         value = unrolled_objective(
-            task, model, params, buffers, inner_loss, batches, validation, sgd
+            task, model, step.params, buffers, inner_loss, step.batches, step.validation, sgd
         )
         grads = torch.autograd.grad(value, tensors, allow_unused=True)
         grads = tuple(
             torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads, strict=True)
         )
-        finite = math.isfinite(value.item()) and all(bool(torch.isfinite(g).all()) for g in grads)
+        objective = value.item()
+        finite = math.isfinite(objective) and all(bool(torch.isfinite(g).all()) for g in grads)
         if not finite:
             return history, True
-        history.append(value.item())
-        for tensor, grad in zip(tensors, grads, strict=True):
-            tensor.grad = grad
-        optimizer.step()
+        history.append(objective)
+        optimizer.step(grads)
     return history, False
 
 

@@ -32,7 +32,9 @@ class Evaluation:
         result it reuses; ``reason`` names it.
     fitness : float
         Validation metric (error rate / MSE) of a model trained with the loss; lower is
-        better; ``inf`` when rejected.
+        better; ``inf`` when rejected, except for a candidate stopped by racing (reason
+        ``raced: ...``), which keeps its metric at the step where it was stopped so that
+        the search can still rank it.
     reason : str
         Why the candidate was rejected or which result it reuses ("" when ok).
     weights : tuple of float

@@ -95,7 +95,13 @@ class Task:
         is left as it was.
         """
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            if self.device.type == "cpu":
+                # Only the CPU generator: torch.manual_seed also queues seeds for every
+                # accelerator backend, formatting a stack trace each time, which made
+                # this call most of a small model's construction cost.
+                torch.default_generator.manual_seed(seed)
+            else:
+                torch.manual_seed(seed)
             if isinstance(self._model, nn.Module):
                 model = copy.deepcopy(self._model)
                 for module in model.modules():

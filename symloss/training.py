@@ -10,6 +10,7 @@ from torch import nn
 from torch.func import functional_call
 
 from symloss.config import Settings
+from symloss.optim import SGD
 from symloss.task import Split, Task
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -68,7 +69,8 @@ def train(
     ``curve_points``, the task metric on that split is recorded at evenly spaced steps.
     """
     model = task.new_model(seed)
-    optimizer = sgd.optimizer(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = SGD(params, sgd.lr, sgd.momentum, sgd.nesterov, sgd.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     record_at: set[int] = set()
     curve: list[tuple[int, float]] = []
@@ -79,9 +81,7 @@ def train(
     for step in range(1, steps + 1):
         x, y = task.train.batch(sgd.batch_size, generator)
         loss = loss_fn(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        optimizer.step(torch.autograd.grad(loss, params, allow_unused=True))
         # Checked every few steps only: once non-finite, the parameters stay non-finite
         # and so does the loss, and each check costs a device sync.
         if (step % _CHECK_EVERY == 0 or step == steps) and not bool(torch.isfinite(loss)):

@@ -209,5 +209,8 @@ def test_fitness_equals_a_plain_torch_loop(diabetes_task, tiny_settings):
 def test_score_directly(sine_task, plain):
     fields = score((sine_task, plain, 0), "square(f - y)")
     assert fields["status"] == OK and fields["weights"] == ()
-    assert set(fields["timings"]) == {"fitness"}
+    assert set(fields["timings"]) == {"poor_training", "fitness"}
+    rejected = score((sine_task, plain, 0), "f * y")
+    assert rejected["status"] == REJECTED and rejected["reason"].startswith("poor training:")
+    assert set(rejected["timings"]) == {"poor_training"}
     assert sgd_settings(plain).lr == plain.lr and sgd_settings(plain).batch_size == 64

@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
+import symloss.local_search as local_search_module
 from symloss.local_search import initial_weights, local_search, unrolled_objective
 from symloss.network import LearnedLoss
+from symloss.task import make_task, resolve_data
 from symloss.training import SGDSettings
 
 MIS_SCALED = "square(f - y) * 0.01"  # gradients 100x too small: one SGD step barely moves
@@ -133,3 +135,35 @@ def test_exploding_candidate_stops_early(sine_task, tiny_settings):
     assert result.stopped_early
     assert all(math.isfinite(w) for w in result.weights)
     assert len(result.objective) < 5
+
+
+def test_shared_meta_steps_give_the_fresh_result(diabetes_task, search_settings, monkeypatch):
+    """Every candidate reuses one schedule of initialisations and batches per task; the
+    result is the one of building each meta-step afresh."""
+    module = local_search_module
+    settings = search_settings.replace(meta_steps=6)
+    shared = local_search(diabetes_task, MIS_SCALED, settings, seed=7)
+    assert module._SCHEDULES[diabetes_task]  # kept for the next candidate
+    again = local_search(diabetes_task, "abs(f - y)", settings, seed=7)
+    monkeypatch.setattr(module, "_SCHEDULE_BYTES", 0)
+    monkeypatch.setattr(module, "_SCHEDULES", module.weakref.WeakKeyDictionary())
+    assert local_search(diabetes_task, MIS_SCALED, settings, seed=7) == shared
+    assert local_search(diabetes_task, "abs(f - y)", settings, seed=7) == again
+    assert not module._SCHEDULES  # over the budget: built step by step, not kept
+
+
+def test_shared_meta_steps_are_not_changed_by_batch_norm(search_settings):
+    """Batch norm updates its running statistics in place; one candidate's local search
+    must not change the initial buffers the next candidate starts from."""
+    data, kind = resolve_data("diabetes")
+
+    def model() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.BatchNorm1d(8),
+                                   torch.nn.Linear(8, 1))
+
+    task = make_task(data, model, task=kind)
+    settings = search_settings.replace(meta_steps=4)
+    first = local_search(task, MIS_SCALED, settings, seed=1)
+    assert local_search(task, MIS_SCALED, settings, seed=1) == first
+    schedule = next(iter(local_search_module._SCHEDULES[task].values()))
+    assert all(torch.equal(s.buffers["1.running_mean"], torch.zeros(8)) for s in schedule)

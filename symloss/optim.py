@@ -1,0 +1,105 @@
+"""Optimisers for the inner loops that update small tensors hundreds of times.
+
+Fitness training, the poor-training check and the local search take one optimiser step
+per iteration on small models or a few hundred values, where ``torch.optim``'s
+bookkeeping (hooks, profiler records, state look-ups, and importing the compiler stack on
+first use, about a second per worker process) costs more than the arithmetic.
+:class:`SGD` and :class:`Adam` do the same arithmetic, in the same order, as
+``torch.optim``'s default single-tensor updates on the CPU, so results are bit-identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+class Adam:
+    """Adam over a fixed list of tensors, updated in place by :meth:`step`.
+
+    Parameters
+    ----------
+    tensors : sequence of torch.Tensor
+        The tensors to optimise (leaves; they may require grad).
+    lr : float
+        Step size.
+    betas : tuple of float
+        Decay rates of the first and second moment estimates.
+    eps : float
+        Added to the denominator for numerical stability.
+    """
+
+    def __init__(
+        self,
+        tensors: Sequence[torch.Tensor],
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.tensors = list(tensors)
+        self.lr, (self.beta1, self.beta2), self.eps = lr, betas, eps
+        self._exp_avg = [torch.zeros_like(t, memory_format=torch.preserve_format)
+                         for t in self.tensors]
+        self._exp_avg_sq = [torch.zeros_like(t, memory_format=torch.preserve_format)
+                            for t in self.tensors]
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self, grads: Sequence[torch.Tensor]) -> None:
+        """Update every tensor with its gradient (same order as ``tensors``)."""
+        self.steps += 1
+        step = float(self.steps)
+        step_size = self.lr / (1 - self.beta1**step)
+        bias_correction2_sqrt = (1 - self.beta2**step) ** 0.5
+        for tensor, grad, exp_avg, exp_avg_sq in zip(
+            self.tensors, grads, self._exp_avg, self._exp_avg_sq, strict=True
+        ):
+            exp_avg.lerp_(grad, 1 - self.beta1)
+            exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.eps)
+            tensor.addcdiv_(exp_avg, denom, value=-step_size)
+
+
+class SGD:
+    """SGD with momentum, Nesterov momentum and (L2) weight decay, like ``torch.optim.SGD``.
+
+    Parameters
+    ----------
+    tensors : sequence of torch.Tensor
+        The tensors to optimise.
+    lr, momentum, weight_decay : float
+        As for ``torch.optim.SGD`` (no dampening).
+    nesterov : bool
+        Use Nesterov momentum.
+    """
+
+    def __init__(
+        self,
+        tensors: Sequence[torch.Tensor],
+        lr: float,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ) -> None:
+        self.tensors = list(tensors)
+        self.lr, self.momentum, self.nesterov = lr, momentum, nesterov
+        self.weight_decay = weight_decay
+        self._buffers: list[torch.Tensor | None] = [None] * len(self.tensors)
+
+    @torch.no_grad()
+    def step(self, grads: Sequence[torch.Tensor | None]) -> None:
+        """Update every tensor with its gradient; a ``None`` gradient skips the tensor."""
+        for i, (tensor, grad) in enumerate(zip(self.tensors, grads, strict=True)):
+            if grad is None:
+                continue
+            if self.weight_decay != 0:
+                grad = grad.add(tensor, alpha=self.weight_decay)
+            if self.momentum != 0:
+                buffer = self._buffers[i]
+                if buffer is None:
+                    buffer = self._buffers[i] = grad.detach().clone()
+                else:
+                    buffer.mul_(self.momentum).add_(grad)
+                grad = grad.add(buffer, alpha=self.momentum) if self.nesterov else buffer
+            tensor.add_(grad, alpha=-self.lr)

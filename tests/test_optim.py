@@ -1,0 +1,56 @@
+"""symloss's lean optimisers take exactly torch.optim's steps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from symloss.optim import SGD, Adam
+
+
+def _problem(seed: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    tensors = [torch.randn(7, 3, generator=generator), torch.randn(5, generator=generator,
+                                                                    dtype=torch.float64)]
+    return tensors, torch.randn(7, 3, generator=generator)
+
+
+def _value(tensors: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    a, b = tensors
+    return (a - target).abs().pow(1.5).sum() + (b.tanh() * 3).square().sum()
+
+
+def _trajectories(make_ours, make_torch, steps: int = 25) -> tuple[list, list]:
+    start, target = _problem(0)
+    ours = [t.clone().requires_grad_(True) for t in start]
+    theirs = [t.clone().requires_grad_(True) for t in start]
+    mine, reference = make_ours(ours), make_torch(theirs)
+    for _ in range(steps):
+        mine.step(torch.autograd.grad(_value(ours, target), ours))
+        reference.zero_grad()
+        _value(theirs, target).backward()
+        reference.step()
+    return ours, theirs
+
+
+@pytest.mark.parametrize("lr", [1e-3, 0.1])
+def test_adam_is_torch_adam_bit_for_bit(lr):
+    ours, theirs = _trajectories(lambda t: Adam(t, lr=lr), lambda t: torch.optim.Adam(t, lr=lr))
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    assert not torch.equal(ours[0], _problem(0)[0][0])  # it moved
+
+
+@pytest.mark.parametrize(("momentum", "nesterov", "weight_decay"),
+                         [(0.0, False, 0.0), (0.9, False, 0.0), (0.9, True, 5e-4),
+                          (0.5, False, 1e-2)])
+def test_sgd_is_torch_sgd_bit_for_bit(momentum, nesterov, weight_decay):
+    options = dict(lr=0.01, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    ours, theirs = _trajectories(lambda t: SGD(t, **options),
+                                 lambda t: torch.optim.SGD(t, **options))
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+
+
+def test_sgd_skips_tensors_without_a_gradient():
+    a, b = torch.ones(3), torch.ones(2)
+    SGD([a, b], lr=0.5, momentum=0.9).step([torch.ones(3), None])
+    assert torch.equal(a, torch.full((3,), 0.5)) and torch.equal(b, torch.ones(2))
