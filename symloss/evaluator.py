@@ -99,6 +99,9 @@ def _screen(
     return None
 
 
+FAILED_TRAINING = "failed training"
+
+
 def score(
     payload: tuple[Task, Settings, int], item: str | tuple[str, bool, float | None]
 ) -> dict[str, Any]:
@@ -119,7 +122,11 @@ def score(
     rejection = _screen(task, settings, seed, expression, check, limit, reference, timings)
     if rejection is not None:
         return {**rejection, "passed_check": check and "race" in timings}
-    fields = _train(task, settings, seed, expression, reference, timings)
+    try:
+        fields = _train(task, settings, seed, expression, reference, timings)
+    except Exception as error:  # noqa: BLE001 -- one candidate's failure must not end the search
+        fields = {"status": REJECTED, "fitness": math.inf, "timings": timings,
+                  "reason": f"{FAILED_TRAINING}: {type(error).__name__}: {error}"}
     return {**fields, "passed_check": check}
 
 

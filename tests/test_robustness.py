@@ -27,7 +27,7 @@ from symloss.evaluator import Evaluator
 from symloss.expression import MAX_HEIGHT, Expression
 from symloss.network import LearnedLoss
 from symloss.records import CACHED, OK, REJECTED
-from symloss.task import make_task
+from symloss.task import make_task, resolve_data
 from symloss.timelimit import attempt
 
 P = Expression.parse
@@ -366,3 +366,26 @@ def test_large_values_warn():
 def test_random_state_is_validated(seed):
     with pytest.raises(ValueError, match="random_state must be None or an integer"):
         symloss.SymbolicLossSearch(random_state=seed, verbose=False).fit("sine", "linear")
+
+
+def test_a_candidate_whose_training_raises_is_rejected_not_fatal(sine_task, tiny_settings):
+    """A model that fails on the candidate's outputs in training (a real error, not a
+    mock): the candidate is rejected with the error named; the search goes on."""
+    from symloss.evaluator import score
+
+    class Fragile(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(1, 1)
+
+        def forward(self, x):
+            out = self.layer(x)
+            if self.training and torch.is_grad_enabled() and x.shape[0] == 7:
+                raise RuntimeError("a batch of 7 is not supported")
+            return out
+
+    task = make_task(resolve_data("sine")[0], Fragile, task="regression")
+    settings = tiny_settings.replace(batch_size=7, local_search=False, race_ratio=0.0)
+    fields = score((task, settings, 0), "abs(f - y)")
+    assert fields["status"] == "rejected"
+    assert fields["reason"] == "failed training: RuntimeError: a batch of 7 is not supported"
