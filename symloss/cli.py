@@ -187,14 +187,18 @@ def _report(args: argparse.Namespace, search: SymbolicLossSearch, started: float
     if search.selection_:
         rates = ", ".join(f"{lr:g}" for lr in selection_rates(s))
         print(f"\nfinal selection: validation {search.task_.kind_metric} after {s.selection_steps}"
-              f" steps, mean of {s.selection_seeds} seeds, each loss at its best rate of "
-              f"{rates}")
+              f" steps, mean of {s.selection_seeds} seeds, each loss at its best SGD rate of "
+              f"{rates}" + (f"; and with Adam at {s.selection_adam_lr:g} (a learned loss "
+                            "worse there than the plain baseline cannot win: x)"
+                            if s.selection_adam_lr > 0 else ""))
         kind = search.task_.kind
         for finalist in search.selection_:
             e = finalist.evaluation
             form = LearnedLoss(e.expression, kind, e.weights or None).sympy()
             tuned = "learned weights" if e.weights else "plain"
-            print(f"  {finalist.mean:10.4f}  lr {finalist.lr:<7g} {form}   ({tuned})")
+            adam = (f"  Adam {finalist.adam_mean:.4f}{' ' if finalist.eligible else 'x'}"
+                    if finalist.adam_metrics else "")
+            print(f"  {finalist.mean:10.4f}  lr {finalist.lr:<7g}{adam}  {form}   ({tuned})")
     seeds = s.metatest_seeds_for(args.seed)
     grid = rate_ladder(s.lr, 1)
     print(f"\nmeta-test: fresh models, seeds {list(seeds)} (the search used seed {args.seed}); "

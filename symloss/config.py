@@ -33,7 +33,9 @@ class Settings:
     ``lr`` yourself (:func:`preset`), keeps ``lr`` as given. The final selection scores
     every finalist at ``lr`` and ``selection_lr_width`` rungs either side of it on the
     1-3-10 ladder, and keeps each one's best, so a loss wins by its shape, not by its
-    step size.
+    step size. With ``selection_adam_lr`` above 0, every finalist is also trained with
+    Adam at that rate (an ordinary loop the loss was not searched in), and a learned
+    loss can win only if it does no worse there than the plain baseline.
 
     ``race_*`` is our addition (racing): in every generation after the first, a
     candidate is first trained without local search for ``race_fraction`` of
@@ -105,6 +107,7 @@ class Settings:
     selection_seeds: int = 3
     selection_steps: int = 1000
     selection_lr_width: int = 1
+    selection_adam_lr: float = 1e-3
     # meta-testing
     metatest_steps: int = 10_000
     metatest_seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -190,7 +193,7 @@ class Settings:
             value = getattr(self, spec.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"setting {spec.name} must be finite, got {value}")
-        for name in ("fingerprint_rtol", "weight_decay", "weight_init_std"):
+        for name in ("fingerprint_rtol", "weight_decay", "weight_init_std", "selection_adam_lr"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if not 0.0 <= self.momentum < 1.0:
@@ -260,7 +263,8 @@ class Settings:
 
 
 PRESETS: dict[str, Settings] = {
-    "paper": Settings(normalize=False, lr_grid=(), selection_lr_width=0),
+    "paper": Settings(normalize=False, lr_grid=(), selection_lr_width=0,
+                      selection_adam_lr=0.0),
     "quick": Settings(
         population_size=12,
         generations=6,

@@ -6,7 +6,8 @@ retrained for ``settings.selection_steps`` steps on ``settings.selection_seeds``
 (never the meta-test seeds), each at the search's rate and ``selection_lr_width`` rungs
 either side of it on the 1-3-10 ladder, and ranked by their mean validation metric at their
 own best rate. A learned loss is therefore chosen only if it beats the baseline at the
-baseline's best rate.
+baseline's best rate; and, with ``settings.selection_adam_lr``, only if it also does no
+worse than the plain baseline when trained with Adam, a loop it was not searched in.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ class Selection:
     metrics: tuple[float, ...]
     lr: float | None = None
     by_lr: dict[float, float] = field(default_factory=dict)
+    adam_metrics: tuple[float, ...] = ()
+    """Validation metrics of the same runs with Adam (``settings.selection_adam_lr``)."""
+    eligible: bool = True
+    """False for a learned loss that did worse with Adam than the plain baseline."""
+
+    @property
+    def adam_mean(self) -> float:
+        """Mean validation metric of the Adam runs (inf when one diverged or none ran)."""
+        return mean_or_inf(self.adam_metrics) if self.adam_metrics else math.inf
 
     @property
     def mean(self) -> float:
@@ -50,6 +60,8 @@ class Selection:
             "metrics": [m if math.isfinite(m) else None for m in self.metrics],
             "mean": self.mean if math.isfinite(self.mean) else None,
             "by_lr": {str(lr): m if math.isfinite(m) else None for lr, m in self.by_lr.items()},
+            "adam_metrics": [m if math.isfinite(m) else None for m in self.adam_metrics],
+            "eligible": self.eligible,
         }
 
 
@@ -126,6 +138,7 @@ def select(
     per_run: dict[tuple[int, float], tuple[float, ...]] = {}
     found = ladder_search(measure, len(chosen), rates,
                           max_extra=2 if settings.selection_lr_width else 0)
+    adam = _adam_metrics(task, settings, seed, chosen, seeds, executor)
     results = []
     for i, evaluation in enumerate(chosen):
         by_lr = dict(sorted(found[i].items()))
@@ -133,5 +146,27 @@ def select(
             lr = best_rate(by_lr).lr
         except ValueError:  # diverged at every rate: ranks last
             lr = settings.lr
-        results.append(Selection(evaluation, per_run[(i, lr)], lr, by_lr))
-    return sorted(results, key=lambda r: (r.mean, r.evaluation.fitness))
+        results.append(Selection(evaluation, per_run[(i, lr)], lr, by_lr, adam[i]))
+    if settings.selection_adam_lr > 0:
+        plain = next(r for r in results
+                     if r.evaluation.key == task.baseline.key() and not r.evaluation.weights)
+        results = [dataclasses.replace(r, eligible=r is plain or r.adam_mean <= plain.adam_mean)
+                   for r in results]
+    return sorted(results, key=lambda r: (not r.eligible, r.mean, r.evaluation.fitness))
+
+
+def _adam_metrics(
+    task: Task, settings: Settings, seed: int, chosen: Sequence[Evaluation],
+    seeds: Sequence[int], executor: tuple[str, int],
+) -> list[tuple[float, ...]]:
+    """Per finalist, the validation metrics after ``selection_steps`` of Adam at
+    ``settings.selection_adam_lr`` on every selection seed (empty when that is 0).
+
+    Adam divides out a loss's scale, so this asks whether the loss's *shape* also
+    trains well in an ordinary loop it was not searched in."""
+    if settings.selection_adam_lr <= 0:
+        return [() for _ in chosen]
+    runs = [(e.expression, tuple(e.weights), settings.selection_steps, s,
+             settings.selection_adam_lr, True) for e in chosen for s in seeds]
+    values = iter(run_all(task, settings, seed, runs, executor))
+    return [tuple(next(values) for _ in seeds) for _ in chosen]

@@ -23,8 +23,9 @@ from symloss.scale import reference_batch
 from symloss.task import Task
 from symloss.training import sgd_settings, train
 
-TrainItem = tuple[str, tuple[float, ...], int, int, float]
-"""``(expression, weights, steps, seed, lr)``: one training run of :func:`validation_metric`."""
+TrainItem = tuple  # (expression, weights, steps, seed, lr[, adam])
+"""``(expression, weights, steps, seed, lr)`` and optionally ``adam`` (train with Adam at
+``lr`` instead of the search's SGD): one training run of :func:`validation_metric`."""
 
 
 def validation_metric(payload: tuple[Task, Settings, int], item: TrainItem) -> float:
@@ -35,13 +36,13 @@ def validation_metric(payload: tuple[Task, Settings, int], item: TrainItem) -> f
     reference batch of the normalisation. Module-level so worker processes can run it.
     """
     task, settings, search_seed = payload
-    expression, weights, steps, seed, lr = item
+    expression, weights, steps, seed, lr, *adam = item
     reference = reference_batch(task, search_seed) if settings.normalize else None
     try:
         loss = search_loss(task, settings, expression, weights, reference)
     except ValueError:
         return math.inf
-    sgd = dataclasses.replace(sgd_settings(settings), lr=lr)
+    sgd = dataclasses.replace(sgd_settings(settings), lr=lr, adam=bool(adam and adam[0]))
     run = train(task, loss, steps, sgd, seed)
     return math.inf if run.diverged else task.metric(run.model, task.val)
 

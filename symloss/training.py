@@ -10,7 +10,7 @@ from torch import nn
 from torch.func import functional_call
 
 from symloss.config import Settings
-from symloss.optim import SGD
+from symloss.optim import SGD, Adam
 from symloss.task import Split, Task
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -26,6 +26,10 @@ class SGDSettings:
     nesterov: bool = False
     weight_decay: float = 0.0
     batch_size: int = 128
+    adam: bool = False
+    """Train with Adam at ``lr`` (default betas) instead of SGD; momentum, Nesterov and
+    weight decay are then unused. The final selection uses it to check that a learned
+    loss also works in an ordinary Adam loop."""
 
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         """A torch SGD optimiser over the model's parameters."""
@@ -70,7 +74,8 @@ def train(
     """
     model = task.new_model(seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = SGD(params, sgd.lr, sgd.momentum, sgd.nesterov, sgd.weight_decay)
+    optimizer = (Adam(params, sgd.lr) if sgd.adam
+                 else SGD(params, sgd.lr, sgd.momentum, sgd.nesterov, sgd.weight_decay))
     generator = torch.Generator().manual_seed(seed)
     record_at: set[int] = set()
     curve: list[tuple[int, float]] = []
@@ -81,7 +86,11 @@ def train(
     for step in range(1, steps + 1):
         x, y = task.train.batch(sgd.batch_size, generator)
         loss = loss_fn(model(x), y)
-        optimizer.step(torch.autograd.grad(loss, params, allow_unused=True))
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        if sgd.adam:  # a parameter the loss does not reach has zero gradient
+            grads = tuple(torch.zeros_like(p) if g is None else g
+                          for p, g in zip(params, grads, strict=True))
+        optimizer.step(grads)
         # Checked every few steps only: once non-finite, the parameters stay non-finite
         # and so does the loss, and each check costs a device sync.
         if (step % _CHECK_EVERY == 0 or step == steps) and not bool(torch.isfinite(loss)):

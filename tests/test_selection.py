@@ -57,7 +57,7 @@ def test_a_plain_baseline_record_is_reused():
 def test_select_ranks_by_mean_validation_metric(sine_task, tiny_settings):
     settings = tiny_settings.replace(selection_top_k=2, selection_seeds=2, selection_steps=40,
                                      fitness_steps=20, normalize=False,
-                                     selection_lr_width=0)
+                                     selection_lr_width=0, selection_adam_lr=0.0)
     evaluations = [record("square(f - y) * 0.001", 0.1),  # barely trains: must rank last
                    record("abs(f - y)", 0.2)]
     ranked = select(sine_task, settings, evaluations, seed=0)
@@ -113,3 +113,23 @@ def test_selection_rates_sit_on_the_ladder_around_the_search_rate():
     assert selection_rates(Settings(lr=0.03)) == (0.01, 0.03, 0.1)
     assert selection_rates(Settings(lr=0.05)) == (0.01, 0.05, 0.1)  # off the ladder: kept
     assert selection_rates(Settings(lr=0.1, selection_lr_width=0)) == (0.1,)
+
+
+def test_a_loss_that_trains_worse_with_adam_cannot_win(sine_task, tiny_settings):
+    """Every finalist is also trained with Adam; a learned loss that does worse there than
+    the plain baseline is ranked after every eligible finalist, whatever its SGD mean."""
+    settings = tiny_settings.replace(selection_top_k=2, selection_seeds=2, selection_steps=60,
+                                     fitness_steps=20, lr=0.01, selection_lr_width=0,
+                                     selection_adam_lr=0.01)
+    evaluations = [record("abs(f - y)", 0.1), record("square(f - y) * 0.001", 0.2)]
+    ranked = select(sine_task, settings, evaluations, seed=0)
+    plain = next(r for r in ranked if r.evaluation.expression == "square(f - y)")
+    assert all(len(r.adam_metrics) == 2 for r in ranked)
+    absolute = next(r for r in ranked if r.evaluation.expression == "abs(f - y)")
+    # the median regression loss fits the sine's mean worse with Adam than squared error
+    assert absolute.adam_mean > plain.adam_mean and not absolute.eligible
+    # normalised, 0.001 * MSE is MSE, and Adam ignores scale anyway: eligible
+    scaled = next(r for r in ranked if r.evaluation.expression == "square(f - y) * 0.001")
+    assert scaled.eligible and scaled.adam_metrics == pytest.approx(plain.adam_metrics, rel=1e-4)
+    assert ranked.index(absolute) > max(ranked.index(plain), ranked.index(scaled))
+    assert absolute.to_dict()["eligible"] is False
