@@ -216,7 +216,7 @@ def search_history(history: Sequence[GenerationStats], metric: str = "fitness") 
     fitness_ax.set_xlabel("generation")
     fitness_ax.set_ylabel(f"{metric} (lower is better)")
     fitness_ax.set_title("fitness", fontsize=10)
-    fitness_ax.legend(fontsize=8)
+    fitness_ax.legend(fontsize=8, loc="best")
     reasons = sorted({reason for h in history for reason in h.rejected},
                      key=lambda r: -sum(h.rejected.get(r, 0) for h in history))
     bottom = np.zeros(len(history))

@@ -137,8 +137,9 @@ def _rate_text(loss: LearnedLoss) -> str:
                  " so it works at the learning rate a loop uses for the baseline")
     with_ = loss.learned_with
     if with_ is not None and with_.recommended_lr is not None:
-        text += ("; " if text else "") + (f"the final selection trained it best at SGD rate "
-                                          f"{with_.recommended_lr:g}")
+        best = f"rate {with_.recommended_lr:g}"
+        text += (f"; the final selection trained it best at SGD {best}" if text
+                 else f"The final selection trained it best at SGD {best}")
     return text + ". " if text else ""
 
 
