@@ -6,6 +6,7 @@ An engine proposes :class:`~symloss.expression.Expression` candidates and receiv
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import time
 from abc import ABC, abstractmethod
@@ -69,6 +70,15 @@ class Engine(ABC):
     @abstractmethod
     def search(self, context: SearchContext) -> list[GenerationStats]:
         """Run the search; return the statistics of every generation."""
+
+
+def is_installed(module: str) -> bool:
+    """True when ``module`` can be imported, judged without importing it (optional engines
+    are imported only when chosen)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # already in sys.modules, without a spec
+        return True
 
 
 def rejection_category(reason: str) -> str:

@@ -68,7 +68,6 @@ Decisions
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 import math
 import random
@@ -83,7 +82,7 @@ import numpy as np
 import sympy
 
 from symloss.config import Settings
-from symloss.engines.base import Engine, SearchContext, generation_stats
+from symloss.engines.base import Engine, SearchContext, generation_stats, is_installed
 from symloss.expression import Expression
 from symloss.primitives import PREDICTION, PRIMITIVES, TARGET, VARIABLES
 from symloss.records import Evaluation, GenerationStats
@@ -131,11 +130,7 @@ def import_pyoperon() -> ModuleType:
     module = sys.modules.get("pyoperon")
     if module is not None:
         return module
-    try:
-        found = importlib.util.find_spec("pyoperon") is not None
-    except ValueError:  # in sys.modules without a spec
-        found = True
-    if not found:
+    if not is_installed("pyoperon"):
         raise ImportError(MISSING_MESSAGE)
     try:
         module = importlib.import_module("pyoperon")

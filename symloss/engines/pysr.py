@@ -30,7 +30,6 @@ Decisions
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
 import logging
 import math
@@ -47,7 +46,7 @@ import numpy as np
 import sympy
 
 from symloss.config import Settings
-from symloss.engines.base import Engine, SearchContext, generation_stats
+from symloss.engines.base import Engine, SearchContext, generation_stats, is_installed
 from symloss.expression import Expression
 from symloss.primitives import PRIMITIVES, VARIABLES
 from symloss.records import Evaluation, GenerationStats
@@ -323,11 +322,7 @@ def import_pysr() -> ModuleType:
     module = sys.modules.get("pysr")
     if module is not None:
         return module
-    try:
-        found = importlib.util.find_spec("pysr") is not None
-    except ValueError:  # in sys.modules without a spec
-        found = True
-    if not found:
+    if not is_installed("pysr"):
         raise ImportError(MISSING_MESSAGE)
     use_julia_project()
     importlib.import_module("torch")  # before juliacall: see the module docstring
