@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from symloss.config import Settings
 from symloss.expression import Expression
 from symloss.records import OK, Evaluation
-from symloss.step_size import best_rate, ladder_search, mean_or_inf, rate_ladder, run_all
+from symloss.step_size import (
+    TrainItem,
+    best_rate,
+    ladder_search,
+    mean_or_inf,
+    rate_ladder,
+    trainer,
+)
 from symloss.task import Task
 
 SELECTION_SEED_OFFSET = 10_000
@@ -117,28 +124,25 @@ def select(
     seeds = [seed + SELECTION_SEED_OFFSET + i for i in range(settings.selection_seeds)]
     rates = selection_rates(settings)
     chosen = finalists(evaluations, task.baseline, settings.selection_top_k)
-    # the plain baseline was never scored: score it as the search would have
-    items = [(e.expression, tuple(e.weights), settings.fitness_steps, seed, settings.lr)
-             for e in chosen if not math.isfinite(e.fitness)]
-    scored = iter(run_all(task, settings, seed, items, executor) if items else ())
-    chosen = [e if math.isfinite(e.fitness) else dataclasses.replace(e, fitness=next(scored))
-              for e in chosen]
+    with trainer(task, settings, seed, executor) as run:
+        # the plain baseline was never scored: score it as the search would have
+        scored = iter(run([(e.expression, tuple(e.weights), settings.fitness_steps, seed,
+                            settings.lr) for e in chosen if not math.isfinite(e.fitness)]))
+        chosen = [e if math.isfinite(e.fitness) else dataclasses.replace(e, fitness=next(scored))
+                  for e in chosen]
+        per_run: dict[tuple[int, float], tuple[float, ...]] = {}
 
-    def measure(pairs: list[tuple[int, float]]) -> list[float]:
-        runs = [(chosen[i].expression, tuple(chosen[i].weights), settings.selection_steps, s, lr)
-                for i, lr in pairs for s in seeds]
-        values = iter(run_all(task, settings, seed, runs, executor))
-        means = []
-        for i, lr in pairs:
-            metrics = tuple(next(values) for _ in seeds)
-            per_run[(i, lr)] = metrics
-            means.append(mean_or_inf(metrics))
-        return means
+        def measure(pairs: list[tuple[int, float]]) -> list[float]:
+            values = iter(run([(chosen[i].expression, tuple(chosen[i].weights),
+                                settings.selection_steps, s, lr)
+                               for i, lr in pairs for s in seeds]))
+            for i, lr in pairs:
+                per_run[(i, lr)] = tuple(next(values) for _ in seeds)
+            return [mean_or_inf(per_run[pair]) for pair in pairs]
 
-    per_run: dict[tuple[int, float], tuple[float, ...]] = {}
-    found = ladder_search(measure, len(chosen), rates,
-                          max_extra=2 if settings.selection_lr_width else 0)
-    adam = _adam_metrics(task, settings, seed, chosen, seeds, executor)
+        found = ladder_search(measure, len(chosen), rates,
+                              max_extra=2 if settings.selection_lr_width else 0)
+        adam = _adam_metrics(settings, chosen, seeds, run)
     results = []
     for i, evaluation in enumerate(chosen):
         by_lr = dict(sorted(found[i].items()))
@@ -156,8 +160,8 @@ def select(
 
 
 def _adam_metrics(
-    task: Task, settings: Settings, seed: int, chosen: Sequence[Evaluation],
-    seeds: Sequence[int], executor: tuple[str, int],
+    settings: Settings, chosen: Sequence[Evaluation], seeds: Sequence[int],
+    run: Callable[[Sequence[TrainItem]], list[float]],
 ) -> list[tuple[float, ...]]:
     """Per finalist, the validation metrics after ``selection_steps`` of Adam at
     ``settings.selection_adam_lr`` on every selection seed (empty when that is 0).
@@ -168,5 +172,5 @@ def _adam_metrics(
         return [() for _ in chosen]
     runs = [(e.expression, tuple(e.weights), settings.selection_steps, s,
              settings.selection_adam_lr, True) for e in chosen for s in seeds]
-    values = iter(run_all(task, settings, seed, runs, executor))
+    values = iter(run(runs))
     return [tuple(next(values) for _ in seeds) for _ in chosen]

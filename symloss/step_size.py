@@ -10,10 +10,11 @@ rate it wants is reported beside it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from symloss.config import Settings
@@ -47,19 +48,21 @@ def validation_metric(payload: tuple[Task, Settings, int], item: TrainItem) -> f
     return math.inf if run.diverged else task.metric(run.model, task.val)
 
 
-def run_all(
+@contextlib.contextmanager
+def trainer(
     task: Task,
     settings: Settings,
     search_seed: int,
-    items: Sequence[TrainItem],
     executor: tuple[str, int] = ("auto", 1),
-) -> list[float]:
-    """:func:`validation_metric` of every item, in order, spread over ``executor``'s
-    workers (``(kind, n_jobs)`` as for :func:`symloss.executors.make_executor`)."""
+) -> Iterator[Callable[[Sequence[TrainItem]], list[float]]]:
+    """A function giving :func:`validation_metric` of every item, in order, spread over
+    ``executor``'s workers (``(kind, n_jobs)`` as for
+    :func:`symloss.executors.make_executor`). One pool serves the whole block, so a
+    search over rates that asks in several rounds starts its workers once."""
     pool = make_executor(*executor, validation_metric, (task, settings, search_seed))
     try:
         with single_torch_thread():
-            return list(pool.map(list(items)))
+            yield lambda items: list(pool.map(list(items))) if items else []
     finally:
         pool.close()
 
@@ -91,11 +94,16 @@ def best_rate(metrics: dict[float, float]) -> RateChoice:
     ValueError
         If every rate diverged.
     """
-    finite = {lr: m for lr, m in metrics.items() if math.isfinite(m)}
-    if not finite:
+    lr = _lowest(metrics)
+    if lr is None:
         raise ValueError(f"training diverged at every learning rate tried ({sorted(metrics)})")
-    lr = min(finite, key=lambda r: (finite[r], r))
     return RateChoice(lr, dict(metrics))
+
+
+def _lowest(metrics: dict[float, float]) -> float | None:
+    """The rate with the lowest finite metric, the smaller on a tie; None if none is finite."""
+    finite = [lr for lr, m in metrics.items() if math.isfinite(m)]
+    return min(finite, key=lambda lr: (metrics[lr], lr)) if finite else None
 
 
 def mean_or_inf(values: Sequence[float]) -> float:
@@ -155,10 +163,9 @@ def ladder_search(
             found[i][lr] = metric
         wanted = []
         for i, metrics in enumerate(found):
-            finite = {lr: m for lr, m in metrics.items() if math.isfinite(m)}
-            if not finite:
+            best = _lowest(metrics)
+            if best is None:
                 continue
-            best = min(finite, key=lambda r: (finite[r], r))
             for side, direction, edge in ((0, -1, min(metrics)), (1, 1, max(metrics))):
                 if best == edge and added[i][side] < max_extra:
                     added[i][side] += 1
@@ -183,11 +190,11 @@ def tune_search_lr(
     if not settings.lr_grid:
         raise ValueError("settings.lr_grid is empty: there is no rate to choose from")
 
-    def measure(pairs: list[tuple[int, float]]) -> list[float]:
-        items = [(str(task.baseline), (), settings.fitness_steps, seed, lr) for _, lr in pairs]
-        return run_all(task, settings, seed, items, executor)
-
-    (metrics,) = ladder_search(measure, 1, settings.lr_grid)
+    with trainer(task, settings, seed, executor) as run:
+        (metrics,) = ladder_search(
+            lambda pairs: run([(str(task.baseline), (), settings.fitness_steps, seed, lr)
+                               for _, lr in pairs]),
+            1, settings.lr_grid)
     try:
         return best_rate(dict(sorted(metrics.items())))
     except ValueError as error:
