@@ -21,7 +21,7 @@ from symloss.models import MODELS
 from symloss.network import LearnedLoss, load
 from symloss.records import GenerationStats
 from symloss.runs import BEST_LOSS_FILE, CHECKPOINT_FILE, HALL_OF_FAME_FILE, RunDirectory
-from symloss.selection import selection_rates
+from symloss.selection import ADAM_CHECKPOINTS, selection_rates
 from symloss.serialization import read_json
 from symloss.step_size import rate_ladder
 from symloss.task import make_task, resolve_data
@@ -188,8 +188,9 @@ def _report(args: argparse.Namespace, search: SymbolicLossSearch, started: float
         rates = ", ".join(f"{lr:g}" for lr in selection_rates(s))
         print(f"\nfinal selection: validation {search.task_.kind_metric} after {s.selection_steps}"
               f" steps, mean of {s.selection_seeds} seeds, each loss at its best SGD rate of "
-              f"{rates}" + (f"; and with Adam at {s.selection_adam_lr:g} (a learned loss "
-                            "worse there than the plain baseline cannot win: x)"
+              f"{rates}" + (f"; and with Adam at {s.selection_adam_lr:g}, ranked by the "
+                            "average of both (x: worse than the plain baseline with SGD or "
+                            f"at one of {ADAM_CHECKPOINTS} points of the Adam runs; cannot win)"
                             if s.selection_adam_lr > 0 else ""))
         kind = search.task_.kind
         for finalist in search.selection_:

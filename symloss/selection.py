@@ -5,9 +5,15 @@ loss is returned, the ``selection_top_k`` best distinct candidates and the basel
 retrained for ``settings.selection_steps`` steps on ``settings.selection_seeds`` seeds
 (never the meta-test seeds), each at the search's rate and ``selection_lr_width`` rungs
 either side of it on the 1-3-10 ladder, and ranked by their mean validation metric at their
-own best rate. A learned loss is therefore chosen only if it beats the baseline at the
-baseline's best rate; and, with ``settings.selection_adam_lr``, only if it also does no
-worse than the plain baseline when trained with Adam, a loop it was not searched in.
+own best rate. A learned loss is therefore chosen only if it does no worse than the plain
+baseline at the baseline's best rate.
+
+With ``settings.selection_adam_lr``, every finalist is also trained with Adam, a loop it
+was not searched in. A learned loss must then also do no worse than the plain baseline
+there, at every one of :data:`ADAM_CHECKPOINTS` points of the run (someone else's loop
+may stop early, and a loss that only catches up late, such as a bounded loss under Adam
+on noisy labels, would lose there), and the eligible finalists are ranked by the average
+of their SGD and Adam means, so that both loops count alike.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ from symloss.step_size import (
 from symloss.task import Task
 
 SELECTION_SEED_OFFSET = 10_000
+ADAM_CHECKPOINTS = 4
+"""Points of the Adam runs (evenly spaced, the last at the end) at which a learned loss
+must do no worse than the plain baseline."""
 
 
 @dataclass(frozen=True)
@@ -44,8 +53,12 @@ class Selection:
     by_lr: dict[float, float] = field(default_factory=dict)
     adam_metrics: tuple[float, ...] = ()
     """Validation metrics of the same runs with Adam (``settings.selection_adam_lr``)."""
+    adam_curve: tuple[float, ...] = ()
+    """Mean over seeds of the Adam runs' validation metric at each of the
+    :data:`ADAM_CHECKPOINTS` points (the last is :attr:`adam_mean`)."""
     eligible: bool = True
-    """False for a learned loss that did worse with Adam than the plain baseline."""
+    """False for a learned loss that did worse than the plain baseline with SGD (each at
+    its best rate) or with Adam at some checkpoint."""
 
     @property
     def adam_mean(self) -> float:
@@ -57,6 +70,12 @@ class Selection:
         """Mean validation metric (inf when a run diverged)."""
         return mean_or_inf(self.metrics)
 
+    @property
+    def score(self) -> float:
+        """What the ranking uses: :attr:`mean`, averaged with :attr:`adam_mean` when the
+        Adam runs ran, so that both ordinary loops the selection tried count alike."""
+        return (self.mean + self.adam_mean) / 2 if self.adam_metrics else self.mean
+
     def to_dict(self) -> dict[str, object]:
         """JSON-serialisable form."""
         return {
@@ -66,8 +85,10 @@ class Selection:
             "lr": self.lr,
             "metrics": [m if math.isfinite(m) else None for m in self.metrics],
             "mean": self.mean if math.isfinite(self.mean) else None,
+            "score": self.score if math.isfinite(self.score) else None,
             "by_lr": {str(lr): m if math.isfinite(m) else None for lr, m in self.by_lr.items()},
             "adam_metrics": [m if math.isfinite(m) else None for m in self.adam_metrics],
+            "adam_curve": [m if math.isfinite(m) else None for m in self.adam_curve],
             "eligible": self.eligible,
         }
 
@@ -115,8 +136,9 @@ def select(
     seed: int,
     executor: tuple[str, int] = ("auto", 1),
 ) -> list[Selection]:
-    """Rank the finalists by mean validation metric after longer training, best first,
-    each at its best learning rate around ``settings.lr`` (:func:`rate_ladder`).
+    """Rank the finalists by validation metric after longer training, best first, each
+    at its best learning rate around ``settings.lr`` (:func:`rate_ladder`); with Adam runs,
+    eligible finalists first, by :attr:`Selection.score` (see the module docstring).
 
     ``executor`` is ``(kind, n_jobs)`` as for :func:`symloss.executors.make_executor`:
     the training runs are independent and spread over its workers.
@@ -150,27 +172,41 @@ def select(
             lr = best_rate(by_lr).lr
         except ValueError:  # diverged at every rate: ranks last
             lr = settings.lr
-        results.append(Selection(evaluation, per_run[(i, lr)], lr, by_lr, adam[i]))
+        curves = adam[i]
+        results.append(Selection(
+            evaluation, per_run[(i, lr)], lr, by_lr,
+            adam_metrics=tuple(curve[-1] for curve in curves),
+            adam_curve=tuple(mean_or_inf(point) for point in zip(*curves, strict=True)),
+        ))
     if settings.selection_adam_lr > 0:
         plain = next(r for r in results
                      if r.evaluation.key == task.baseline.key() and not r.evaluation.weights)
-        results = [dataclasses.replace(r, eligible=r is plain or r.adam_mean <= plain.adam_mean)
+        results = [dataclasses.replace(r, eligible=r is plain or _no_worse(r, plain))
                    for r in results]
-    return sorted(results, key=lambda r: (not r.eligible, r.mean, r.evaluation.fitness))
+    return sorted(results, key=lambda r: (not r.eligible, r.score, r.evaluation.fitness))
+
+
+def _no_worse(finalist: Selection, plain: Selection) -> bool:
+    """True when ``finalist`` did no worse than ``plain`` with SGD (each at its best rate)
+    and at every checkpoint of the Adam runs."""
+    return finalist.mean <= plain.mean and all(
+        ours <= theirs
+        for ours, theirs in zip(finalist.adam_curve, plain.adam_curve, strict=True))
 
 
 def _adam_metrics(
     settings: Settings, chosen: Sequence[Evaluation], seeds: Sequence[int],
-    run: Callable[[Sequence[TrainItem]], list[float]],
-) -> list[tuple[float, ...]]:
-    """Per finalist, the validation metrics after ``selection_steps`` of Adam at
-    ``settings.selection_adam_lr`` on every selection seed (empty when that is 0).
+    run: Callable[[Sequence[TrainItem]], list],
+) -> list[tuple[tuple[float, ...], ...]]:
+    """Per finalist and selection seed, the validation metrics at the
+    :data:`ADAM_CHECKPOINTS` points of ``selection_steps`` of Adam at
+    ``settings.selection_adam_lr`` (no seeds when that is 0).
 
     Adam divides out a loss's scale, so this asks whether the loss's *shape* also
     trains well in an ordinary loop it was not searched in."""
     if settings.selection_adam_lr <= 0:
         return [() for _ in chosen]
     runs = [(e.expression, tuple(e.weights), settings.selection_steps, s,
-             settings.selection_adam_lr, True) for e in chosen for s in seeds]
+             settings.selection_adam_lr, True, ADAM_CHECKPOINTS) for e in chosen for s in seeds]
     values = iter(run(runs))
     return [tuple(next(values) for _ in seeds) for _ in chosen]

@@ -24,26 +24,37 @@ from symloss.scale import reference_batch
 from symloss.task import Task
 from symloss.training import sgd_settings, train
 
-TrainItem = tuple  # (expression, weights, steps, seed, lr[, adam])
-"""``(expression, weights, steps, seed, lr)`` and optionally ``adam`` (train with Adam at
-``lr`` instead of the search's SGD): one training run of :func:`validation_metric`."""
+TrainItem = tuple  # (expression, weights, steps, seed, lr[, adam[, checkpoints]])
+"""``(expression, weights, steps, seed, lr)``, optionally ``adam`` (train with Adam at
+``lr`` instead of the search's SGD) and ``checkpoints``: one training run of
+:func:`validation_metric`."""
 
 
-def validation_metric(payload: tuple[Task, Settings, int], item: TrainItem) -> float:
+def validation_metric(
+    payload: tuple[Task, Settings, int], item: TrainItem
+) -> float | tuple[float, ...]:
     """Train one loss as the search does (normalised when the search is) and return its
     validation metric, inf if training diverged or the loss cannot be normalised.
 
-    ``payload`` is ``(task, settings, search_seed)``; the search seed fixes the
-    reference batch of the normalisation. Module-level so worker processes can run it.
+    With ``checkpoints`` (the item's 7th field) above 0, the metric is taken at that
+    many evenly spaced steps instead, the last at the end, and returned as a tuple (inf
+    from a divergence on). ``payload`` is ``(task, settings, search_seed)``; the search
+    seed fixes the reference batch of the normalisation. Module-level so worker
+    processes can run it.
     """
     task, settings, search_seed = payload
-    expression, weights, steps, seed, lr, *adam = item
+    expression, weights, steps, seed, lr, *options = item
+    adam, checkpoints = (*options, False, 0)[:2]
     reference = reference_batch(task, search_seed) if settings.normalize else None
     try:
         loss = search_loss(task, settings, expression, weights, reference)
     except ValueError:
-        return math.inf
-    sgd = dataclasses.replace(sgd_settings(settings), lr=lr, adam=bool(adam and adam[0]))
+        return (math.inf,) * checkpoints if checkpoints else math.inf
+    sgd = dataclasses.replace(sgd_settings(settings), lr=lr, adam=bool(adam))
+    if checkpoints:
+        run = train(task, loss, steps, sgd, seed, curve_split=task.val, curve_points=checkpoints)
+        curve = [m for step, m in run.curve if step > 0]
+        return tuple(curve + [math.inf] * (checkpoints - len(curve)))
     run = train(task, loss, steps, sgd, seed)
     return math.inf if run.diverged else task.metric(run.model, task.val)
 
@@ -54,7 +65,7 @@ def trainer(
     settings: Settings,
     search_seed: int,
     executor: tuple[str, int] = ("auto", 1),
-) -> Iterator[Callable[[Sequence[TrainItem]], list[float]]]:
+) -> Iterator[Callable[[Sequence[TrainItem]], list]]:
     """A function giving :func:`validation_metric` of every item, in order, spread over
     ``executor``'s workers (``(kind, n_jobs)`` as for
     :func:`symloss.executors.make_executor`). One pool serves the whole block, so a

@@ -9,7 +9,7 @@ import pytest
 from symloss.config import Settings
 from symloss.expression import Expression
 from symloss.records import CACHED, OK, REJECTED, Evaluation
-from symloss.selection import SELECTION_SEED_OFFSET, Selection, finalists, select
+from symloss.selection import ADAM_CHECKPOINTS, SELECTION_SEED_OFFSET, Selection, finalists, select
 from symloss.step_size import validation_metric
 
 BASELINE = Expression.parse("square(f - y)")
@@ -125,6 +125,8 @@ def test_a_loss_that_trains_worse_with_adam_cannot_win(sine_task, tiny_settings)
     ranked = select(sine_task, settings, evaluations, seed=0)
     plain = next(r for r in ranked if r.evaluation.expression == "square(f - y)")
     assert all(len(r.adam_metrics) == 2 for r in ranked)
+    assert all(len(r.adam_curve) == ADAM_CHECKPOINTS and r.adam_curve[-1] == r.adam_mean
+               for r in ranked)
     absolute = next(r for r in ranked if r.evaluation.expression == "abs(f - y)")
     # the median regression loss fits the sine's mean worse with Adam than squared error
     assert absolute.adam_mean > plain.adam_mean and not absolute.eligible
@@ -133,3 +135,14 @@ def test_a_loss_that_trains_worse_with_adam_cannot_win(sine_task, tiny_settings)
     assert scaled.eligible and scaled.adam_metrics == pytest.approx(plain.adam_metrics, rel=1e-4)
     assert ranked.index(absolute) > max(ranked.index(plain), ranked.index(scaled))
     assert absolute.to_dict()["eligible"] is False
+
+
+def test_the_score_averages_both_loops_when_adam_ran():
+    evaluation = record("abs(f - y)", 0.1)
+    sgd_only = Selection(evaluation, (0.2, 0.4))
+    assert sgd_only.score == pytest.approx(0.3)
+    both = Selection(evaluation, (0.2, 0.4), adam_metrics=(0.1, 0.1),
+                     adam_curve=(0.5, 0.3, 0.1))
+    assert both.score == pytest.approx(0.2)
+    data = both.to_dict()
+    assert data["score"] == pytest.approx(0.2) and data["adam_curve"] == [0.5, 0.3, 0.1]

@@ -80,3 +80,16 @@ def test_the_search_rate_is_the_baselines_best(sine_task, tiny_settings):
                                            (str(sine_task.baseline), (), 40, 0, lr))
     with pytest.raises(ValueError, match="lr_grid is empty"):
         tune_search_lr(sine_task, settings.replace(lr_grid=()), seed=0)
+
+
+def test_checkpoints_give_the_metric_along_the_same_run(sine_task, tiny_settings):
+    """Checkpoints do not change the run: the last is the plain call's metric, and with
+    Adam the earlier ones differ from it (the model is still learning)."""
+    payload = (sine_task, tiny_settings, 0)
+    for adam in (False, True):
+        item = ("square(f - y)", (), 40, 3, 0.01, adam)
+        curve = validation_metric(payload, (*item, 4))
+        assert len(curve) == 4 and curve[-1] == validation_metric(payload, item)
+        assert len(set(curve)) == 4
+    # a loss that cannot be normalised gives inf at every checkpoint
+    assert validation_metric(payload, ("y * 0 * f", (), 40, 3, 0.01, True, 3)) == (math.inf,) * 3
