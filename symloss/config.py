@@ -34,8 +34,9 @@ class Settings:
     every finalist at ``lr`` and ``selection_lr_width`` rungs either side of it on the
     1-3-10 ladder, and keeps each one's best, so a loss wins by its shape, not by its
     step size. With ``selection_adam_lr`` above 0, every finalist is also trained with
-    Adam at that rate (an ordinary loop the loss was not searched in), and a learned
-    loss can win only if it does no worse there than the plain baseline.
+    Adam at that rate (an ordinary loop the loss was not searched in); a learned loss
+    can win only if it does no worse there than the plain baseline at every checkpoint
+    of the run, and finalists rank by the average of their SGD and Adam means.
 
     ``race_*`` is our addition (racing): in every generation after the first, a
     candidate is first trained without local search for ``race_fraction`` of
