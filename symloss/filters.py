@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from symloss.config import Settings
+from symloss.dual import DualLoss
 from symloss.expression import Expression
 from symloss.network import LearnedLoss
-from symloss.optim import Adam
+from symloss.optim import ArrayAdam
 from symloss.primitives import PREDICTION, TARGET
 from symloss.task import Task
 
@@ -48,20 +50,25 @@ def poor_training_reason(
 
     A fresh model's outputs on the first training examples become free variables,
     minimised with Adam under the candidate loss; the task metric must strictly improve.
+    The loss must stay finite at every step.
+
+    The steps run in numpy on the CPU, whatever the task's device, with the loss's
+    gradient in forward mode (:mod:`symloss.dual`): on a hundred values, autograd's and
+    a device's per-operation overheads would be nearly all the cost.
     """
     outputs, targets = _fresh_outputs(task, settings.poor_training_examples, seed)
+    outputs, targets = outputs.cpu(), targets.cpu()
     before = task.metric_from_outputs(outputs, targets)
-    loss = LearnedLoss(expression, task.kind)
-    free = outputs.detach().clone().requires_grad_(True)
-    # symloss's Adam: torch.optim.Adam's arithmetic without its per-step overhead, which
-    # dominates on a hundred values
-    optimizer = Adam([free], lr=settings.poor_training_lr)
-    for _ in range(settings.poor_training_steps):
-        value = loss(free, targets)
-        if not torch.isfinite(value):
-            return f"{NON_FINITE}: loss is {value.item()} while optimising free outputs"
-        optimizer.step(torch.autograd.grad(value, free))
-    after = task.metric_from_outputs(free.detach(), targets)
+    loss = DualLoss(expression, task.kind, outputs, targets)
+    free = loss.from_outputs(outputs)
+    optimizer = ArrayAdam(free, lr=settings.poor_training_lr)
+    with np.errstate(all="ignore"):
+        for _ in range(settings.poor_training_steps):
+            value, grad = loss(free)
+            if not math.isfinite(value):
+                return f"{NON_FINITE}: loss is {value} while optimising free outputs"
+            optimizer.step(grad)
+    after = task.metric_from_outputs(loss.to_outputs(free), targets)
     if not math.isfinite(after) or not after < before:
         return f"{POOR_TRAINING}: metric {before:.4g} -> {after:.4g} on free outputs"
     return None

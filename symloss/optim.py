@@ -6,12 +6,14 @@ bookkeeping (hooks, profiler records, state look-ups, and importing the compiler
 first use, about a second per worker process) costs more than the arithmetic.
 :class:`SGD` and :class:`Adam` do the same arithmetic, in the same order, as
 ``torch.optim``'s default single-tensor updates on the CPU, so results are bit-identical.
+:class:`ArrayAdam` is Adam on a numpy array, for the poor-training check's numpy loop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 
@@ -103,3 +105,59 @@ class SGD:
                     buffer.mul_(self.momentum).add_(grad)
                 grad = grad.add(buffer, alpha=self.momentum) if self.nesterov else buffer
             tensor.add_(grad, alpha=-self.lr)
+
+
+class ArrayAdam:
+    """:class:`Adam` on one numpy array, updated in place by :meth:`step`.
+
+    :class:`Adam`'s formula (so ``torch.optim.Adam``'s), operation by operation, for
+    loops that compute their gradients in numpy (see :mod:`symloss.dual`). The results
+    agree to rounding, not bit for bit: torch's CPU kernels fuse multiply-adds (``lerp``,
+    ``addcmul``) and its vectorised square root is not correctly rounded.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        The array to optimise (float, C-contiguous).
+    lr, betas, eps
+        As for :class:`Adam`.
+    """
+
+    def __init__(
+        self,
+        array: np.ndarray,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.array = array
+        self.lr, (self.beta1, self.beta2), self.eps = lr, betas, eps
+        self._exp_avg = np.zeros_like(array)
+        self._exp_avg_sq = np.zeros_like(array)
+        self._scratch = np.empty_like(array)
+        self.steps = 0
+
+    def step(self, grad: np.ndarray) -> None:
+        """Update the array with its gradient."""
+        self.steps += 1
+        step = float(self.steps)
+        step_size = self.lr / (1 - self.beta1**step)
+        bias_correction2_sqrt = (1 - self.beta2**step) ** 0.5
+        exp_avg, exp_avg_sq, scratch = self._exp_avg, self._exp_avg_sq, self._scratch
+        # exp_avg.lerp_(grad, 1 - beta1): torch's lerp is a + w (b - a) for w < 0.5
+        np.subtract(grad, exp_avg, out=scratch)
+        scratch *= 1 - self.beta1
+        exp_avg += scratch
+        # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        exp_avg_sq *= self.beta2
+        np.multiply(grad, 1 - self.beta2, out=scratch)
+        scratch *= grad
+        exp_avg_sq += scratch
+        # denom = sqrt(exp_avg_sq) / bias_correction2_sqrt + eps
+        denom = np.sqrt(exp_avg_sq)
+        denom /= bias_correction2_sqrt
+        denom += self.eps
+        # array.addcdiv_(exp_avg, denom, value=-step_size)
+        np.multiply(exp_avg, -step_size, out=scratch)
+        scratch /= denom
+        self.array += scratch

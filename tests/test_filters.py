@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
 import torch
+from deap import gp
 
+from symloss.engines.deap import primitive_set, repair, to_expression
 from symloss.expression import Expression
 from symloss.filters import (
     FLAT,
@@ -18,6 +23,8 @@ from symloss.filters import (
     same_gradient,
     structural_reason,
 )
+from symloss.network import LearnedLoss
+from symloss.optim import Adam
 
 
 @pytest.mark.parametrize("text, detail", [
@@ -69,6 +76,65 @@ def test_poor_training_rejects_an_exploding_loss(sine_task, tiny_settings):
     reason = poor_training_reason(Expression.parse("square(1e30 * (f - y))"), sine_task,
                                   tiny_settings, seed=0)
     assert reason is not None and reason.startswith(f"{NON_FINITE}: loss is inf")
+
+
+def _autograd_poor_training_reason(expression, task, settings, seed):
+    """The check as it was before its numpy loop: autograd through LearnedLoss."""
+    x, targets = task.train.head(settings.poor_training_examples)
+    outputs = task.outputs(task.new_model(seed), x)
+    before = task.metric_from_outputs(outputs, targets)
+    loss = LearnedLoss(expression, task.kind)
+    free = outputs.detach().clone().requires_grad_(True)
+    optimizer = Adam([free], lr=settings.poor_training_lr)
+    for _ in range(settings.poor_training_steps):
+        value = loss(free, targets)
+        if not torch.isfinite(value):
+            return f"{NON_FINITE}: loss is {value.item()} while optimising free outputs"
+        optimizer.step(torch.autograd.grad(value, free))
+    after = task.metric_from_outputs(free.detach(), targets)
+    if not math.isfinite(after) or not after < before:
+        return f"{POOR_TRAINING}: metric {before:.4g} -> {after:.4g} on free outputs"
+    return None
+
+
+def _random_expressions(n, seed):
+    """Trees as the DEAP engine's initial population grows them."""
+    pset = primitive_set()
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        return [to_expression(repair(gp.PrimitiveTree(gp.genHalfAndHalf(pset, 2, 4)), pset))
+                for _ in range(n)]
+    finally:
+        random.setstate(state)
+
+
+@pytest.mark.parametrize("task_name", ["sine_task", "digits_task"])
+def test_poor_training_decides_as_the_autograd_loop(request, tiny_settings, task_name):
+    """Accept, or reject for the same reason, as autograd did, on known losses and on
+    trees like a search's first generation."""
+    task = request.getfixturevalue(task_name)
+    expressions = [*map(Expression.parse, ["square(f - y)", "abs(f - y)", "-(y * log(f))",
+                                           "f * y", "-square(f - y)", "div(1, f - y)",
+                                           "square(1e30 * (f - y))", "sign(f - y)"]),
+                   *_random_expressions(40, seed=0)]
+    categories = set()
+    for expression in expressions:
+        new = poor_training_reason(expression, task, tiny_settings, seed=0)
+        old = _autograd_poor_training_reason(expression, task, tiny_settings, seed=0)
+        category = None if old is None else old.split(":")[0]
+        assert (None if new is None else new.split(":")[0]) == category, (str(expression),
+                                                                          new, old)
+        categories.add(category)
+    assert categories == {None, POOR_TRAINING, NON_FINITE}
+
+
+@pytest.mark.parametrize("task_name", ["sine_task", "digits_task"])
+def test_poor_training_is_deterministic(request, tiny_settings, task_name):
+    task = request.getfixturevalue(task_name)
+    for expression in _random_expressions(10, seed=1):
+        first = poor_training_reason(expression, task, tiny_settings, seed=0)
+        assert poor_training_reason(expression, task, tiny_settings, seed=0) == first
 
 
 @pytest.mark.parametrize("task_name", ["sine_task", "digits_task"])

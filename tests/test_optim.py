@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from symloss.optim import SGD, Adam
+from symloss.optim import SGD, Adam, ArrayAdam
 
 
 def _problem(seed: int) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -54,3 +55,22 @@ def test_sgd_skips_tensors_without_a_gradient():
     a, b = torch.ones(3), torch.ones(2)
     SGD([a, b], lr=0.5, momentum=0.9).step([torch.ones(3), None])
     assert torch.equal(a, torch.full((3,), 0.5)) and torch.equal(b, torch.ones(2))
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_array_adam_takes_adams_steps_to_rounding(dtype, rtol):
+    """The same gradients (of every size, some zero) move both alike. Not bit for bit:
+    torch's kernels fuse multiply-adds and round their square roots differently."""
+    generator = torch.Generator().manual_seed(0)
+    tensor = torch.randn(3, 50, generator=generator, dtype=dtype)
+    array = tensor.numpy().copy()
+    reference, ours = Adam([tensor], lr=0.01), ArrayAdam(array, lr=0.01)
+    for step in range(300):
+        grad = torch.randn(3, 50, generator=generator, dtype=dtype) * 10.0 ** (step % 9 - 4)
+        grad[0, step % 50] = 0.0
+        reference.step([grad])
+        ours.step(grad.numpy())
+    assert array.dtype == tensor.numpy().dtype and ours.steps == 300
+    np.testing.assert_allclose(array, tensor.numpy(), rtol=rtol, atol=rtol)
+    assert not np.allclose(array, torch.randn(3, 50, generator=torch.Generator().manual_seed(0),
+                                              dtype=dtype).numpy(), rtol=1e-3)  # it moved

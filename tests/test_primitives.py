@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import math
@@ -215,3 +216,84 @@ def test_julia_names_are_unique_and_protected_ops_are_custom():
 
 def test_only_add_sub_mul_are_infix():
     assert {n for n, p in PRIMITIVES.items() if p.infix} == {"add", "sub", "mul"}
+
+
+# -- the numpy forms with their derivatives (Primitive.dual) -------------------------------
+
+# hard values: zero, both sides of the protection floor, ties between operands
+_DUAL_VALUES = [0.0, 1e-8, -1e-8, EPS, -EPS, 1e-6, 0.5, -0.5, 1.0, -1.0, 2.0, -3.0, 40.0]
+
+
+def _dual_operands(dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every pair of hard values (so every tie), as flat float tensors ``a`` and ``b``."""
+    grid = torch.tensor(_DUAL_VALUES, dtype=dtype)
+    a, b = torch.meshgrid(grid, grid, indexing="ij")
+    return a.reshape(-1), b.reshape(-1)
+
+
+def _jvp(name: str, args: list[torch.Tensor], tangents: list[torch.Tensor]) -> torch.Tensor:
+    """Autograd's directional derivative of the torch form: the sum of gradient * tangent
+    over the operands (the gradient of an elementwise form is its partial derivative)."""
+    leaves = [a.clone().requires_grad_(True) for a in args]
+    grads = torch.autograd.grad(PRIMITIVES[name].torch(*leaves).sum(), leaves)
+    return sum(grad * tangent for grad, tangent in zip(grads, tangents, strict=True))
+
+
+def test_every_primitive_has_a_dual():
+    for p in PRIMITIVES.values():
+        assert callable(p.dual), p.name
+    fields = {f.name: f for f in dataclasses.fields(Primitive)}
+    assert fields["dual"].kw_only and fields["dual"].default is dataclasses.MISSING
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", NAMES)
+def test_dual_value_is_the_torch_value(name, dtype):
+    p = PRIMITIVES[name]
+    args = list(_dual_operands(dtype))[: p.arity]
+    with np.errstate(all="ignore"):
+        value, derivative = p.dual(*(x for a in args for x in (a.numpy(), None)))
+    assert derivative is None  # no operand depends on f
+    assert value.dtype == args[0].numpy().dtype
+    torch.testing.assert_close(torch.from_numpy(np.asarray(value)), p.torch(*args),
+                               rtol=1e-6 if dtype == torch.float32 else 1e-15, atol=0)
+
+
+@pytest.mark.parametrize("name, varying", [
+    *((name, "a") for name in NAMES),
+    *((name, v) for name in NAMES if PRIMITIVES[name].arity == 2 for v in ("b", "ab")),
+])
+def test_dual_derivative_is_autograd_gradient(name, varying):
+    """Forward mode with tangents on the ``varying`` operands (the others have derivative
+    ``None``) equals autograd's gradient times the tangents, at kinks, ties and the
+    protection floor too (float64, so that no rounding hides a wrong branch)."""
+    p = PRIMITIVES[name]
+    args = list(_dual_operands(torch.float64))[: p.arity]
+    g = torch.Generator().manual_seed(0)
+    tangents = [torch.randn(args[0].shape, generator=g, dtype=torch.float64)
+                if "ab"[i] in varying else torch.zeros_like(args[0]) for i in range(p.arity)]
+    derivatives = [t.numpy() if "ab"[i] in varying else None for i, t in enumerate(tangents)]
+    with np.errstate(all="ignore"):
+        _, derivative = p.dual(*(x for a, d in zip(args, derivatives, strict=True)
+                                 for x in (a.numpy(), d)))
+    expected = _jvp(name, args, tangents)
+    if derivative is None:  # zero
+        derivative = np.zeros_like(expected.numpy())
+    torch.testing.assert_close(torch.from_numpy(derivative), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["min", "max"])
+def test_dual_min_max_against_a_literal_is_clamp(name):
+    """With a Python float operand the torch form is torch.clamp, whose gradient at the
+    bound depends on the torch version; between tensors (a constant subtree is a 0-dim
+    tensor) torch.minimum/maximum split it on a tie."""
+    p = PRIMITIVES[name]
+    a, da = np.array([0.5, 1.0, 2.0]), np.ones(3)
+    leaf = torch.tensor(a, requires_grad=True)
+    (clamp,) = torch.autograd.grad(p.torch(leaf, 1.0).sum(), leaf)
+    (split,) = torch.autograd.grad(p.torch(leaf, torch.tensor(1.0, dtype=torch.float64)).sum(),
+                                   leaf)
+    assert split[1] == 0.5
+    np.testing.assert_array_equal(p.dual(a, da, 1.0, None)[1], clamp.numpy())
+    np.testing.assert_array_equal(p.dual(1.0, None, a, da)[1], clamp.numpy())
+    np.testing.assert_array_equal(p.dual(a, da, np.asarray(1.0), None)[1], split.numpy())
