@@ -8,7 +8,9 @@ Runs, one after the other in this process:
    Nesterov, weight decay 5e-4) -- the configuration the reference was timed on;
 2. ``digits / mlp`` with the ``quick`` preset (final selection included).
 
-Each search runs with ``n_jobs=1`` and ``n_jobs=2``; the script prints the wall time,
+Each search runs with ``n_jobs=1`` and ``n_jobs=2``, ``--repeat`` times (3 by default,
+the ``n_jobs`` values interleaved), and the median run is reported; the script prints
+the wall time,
 the seconds and candidate counts of every stage, the speed-up of two workers over one,
 whether both gave identical results (they must), and the ratio to the reference's
 figures (measured on a 2-core machine of the same kind, see ``REFERENCE``).
@@ -117,6 +119,20 @@ class Run:
     outcome: list[tuple[Any, ...]]
     chosen: str
     load: tuple[float, float]
+    walls: list[float] = field(default_factory=list)
+    """Wall seconds of every repeat (the run kept is the median one)."""
+    repeats_identical: bool = True
+    """Whether every repeat evaluated every candidate the same way."""
+
+
+def median_run(trials: list[Run]) -> Run:
+    """The repeat with the median wall time (the lower middle for an even count), with
+    every repeat's wall time and whether all repeats gave the same results."""
+    ranked = sorted(trials, key=lambda r: r.wall)
+    middle = ranked[(len(ranked) - 1) // 2]
+    return dataclasses.replace(
+        middle, walls=[r.wall for r in trials],
+        repeats_identical=all(r.outcome == middle.outcome for r in trials))
 
 
 def _search(
@@ -171,6 +187,13 @@ def report(runs: list[Run], before: Run | None = None, smoke: bool = False) -> s
             lines.append(f"{r.n_jobs:>6} {r.wall:7.1f} {r.search:8.1f} "
                          f"{r.wall - r.search:7.1f} {cells}   {r.load[0]:.2f} / {r.load[1]:.2f}")
         first = group[0]
+        if len(first.walls) > 1:
+            lines.append(f"wall s of each of {len(first.walls)} repeats (the table shows the "
+                         "median): " + "; ".join(
+                             f"n_jobs={r.n_jobs} " + ", ".join(f"{w:.1f}" for w in r.walls)
+                             for r in group)
+                         + f"; same results in every repeat: "
+                         f"{'yes' if all(r.repeats_identical for r in group) else 'NO'}")
         lines.append(
             f"candidates: {sum(first.statuses.values())} evaluated, "
             f"{first.statuses.get(OK, 0)} trained, {first.statuses.get(REJECTED, 0)} rejected "
@@ -204,8 +227,10 @@ def report(runs: list[Run], before: Run | None = None, smoke: bool = False) -> s
             old, source = BEFORE["seconds"], BEFORE["source"]
             if before is not None:
                 old, source = before.wall, "earlier code, measured in this run at n_jobs=1"
+                repeats = (f" (median of {', '.join(f'{w:.1f}' for w in before.walls)})"
+                           if len(before.walls) > 1 else "")
                 lines.append(
-                    f"earlier code, n_jobs=1: {before.wall:.1f} s; stages "
+                    f"earlier code, n_jobs=1: {before.wall:.1f} s{repeats}; stages "
                     + ", ".join(f"{s} {before.stage_seconds.get(s, 0.0):.2f}" for s in STAGES)
                     + f"; chosen loss {before.chosen}"
                     f"; load avg {before.load[0]:.2f} / {before.load[1]:.2f}")
@@ -280,6 +305,9 @@ def main() -> None:
     parser.add_argument("--json", help="write the quality results here")
     parser.add_argument("--compare", help="quality results of an earlier run to compare with")
     parser.add_argument("--before", help="checkout of an earlier symloss to time first")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="time every search this many times (interleaving the n_jobs "
+                             "values) and report the median (default 3)")
     parser.add_argument("--runs-json", help=argparse.SUPPRESS)  # used by --before
     args = parser.parse_args()
 
@@ -300,14 +328,20 @@ def main() -> None:
         for device in args.devices:
             _search(config, 1, args.seed, True, device)
     before = _time_before(args) if args.before else None
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {args.repeat}")
     runs = []
     for config in configs:
         for device in args.devices:
             # off the CPU a search evaluates in process whatever n_jobs says
-            for n_jobs in args.jobs if device == "cpu" else [1]:
-                runs.append(timed(config, n_jobs, args.seed, args.quick, device))
-                print(f"  done: {runs[-1].config}, n_jobs={n_jobs}: {runs[-1].wall:.1f} s",
-                      flush=True)
+            jobs = args.jobs if device == "cpu" else [1]
+            trials: dict[int, list[Run]] = {n_jobs: [] for n_jobs in jobs}
+            for _ in range(args.repeat):  # interleaved, so a change in load hits every n_jobs
+                for n_jobs in jobs:
+                    trials[n_jobs].append(timed(config, n_jobs, args.seed, args.quick, device))
+                    print(f"  done: {config.name}, n_jobs={n_jobs}: "
+                          f"{trials[n_jobs][-1].wall:.1f} s", flush=True)
+            runs += [median_run(trials[n_jobs]) for n_jobs in jobs]
     if args.runs_json:
         with open(args.runs_json, "w") as handle:
             json.dump([dataclasses.asdict(r) for r in runs], handle)
@@ -319,7 +353,8 @@ def _time_before(args: argparse.Namespace) -> Run:
     """The reference-budget search at n_jobs=1 with the symloss in ``args.before``."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         command = [sys.executable, __file__, "--only", "diabetes", "--jobs", "1",
-                   "--seed", str(args.seed), "--runs-json", out.name]
+                   "--seed", str(args.seed), "--repeat", str(args.repeat),
+                   "--runs-json", out.name]
         if args.quick:
             command.append("--quick")
         env = {**os.environ, "PYTHONPATH": os.path.abspath(args.before)}

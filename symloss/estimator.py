@@ -61,8 +61,9 @@ def _equations(
     for size in sorted(best):
         e = best[size]
         loss = LearnedLoss(e.expression, kind, e.weights or None)
-        rows.append(Equation(size, e.fitness, e.expression, e.weights, loss.latex(),
-                             e is chosen, loss.sympy()))
+        form = loss.sympy()
+        rows.append(Equation(size, e.fitness, e.expression, e.weights, loss._latex_of(form),
+                             e is chosen, form))
     return rows
 
 

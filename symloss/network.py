@@ -387,7 +387,12 @@ class LearnedLoss(nn.Module):
 
     def latex(self, digits: int = 3) -> str:
         """LaTeX of the loss with learned weights folded in (rounded, simplified)."""
-        return symbolic_latex(self.sympy(digits), lambda: self.expression.latex(simplify=False))
+        return self._latex_of(self.sympy(digits))
+
+    def _latex_of(self, form: sympy.Expr) -> str:
+        """LaTeX of :meth:`sympy`'s result (for callers that need both: simplifying is
+        the costly part, and it need not run twice)."""
+        return symbolic_latex(form, lambda: self.expression.latex(simplify=False))
 
     def to_source(self, framework: str = "torch") -> str:
         """Source of a standalone ``loss(y_pred, y_true)`` function for ``"torch"``,
