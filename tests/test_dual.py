@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
 import torch
-from deap import gp
+from grown_trees import grown_trees
 
 from symloss.dual import DualLoss, DualTree
-from symloss.engines.deap import primitive_set, repair, to_expression
 from symloss.expression import Expression
 from symloss.network import LearnedLoss, prepare_outputs
 
 B = 32
 
 
-def _random_trees(n: int, seed: int) -> list[Expression]:
-    """Trees as the DEAP engine grows them (heights 1 to 5), repaired to use y and f."""
-    pset = primitive_set()
-    state = random.getstate()
-    random.seed(seed)
-    try:
-        return [to_expression(repair(gp.PrimitiveTree(gp.genHalfAndHalf(pset, 1, 5)), pset))
-                for _ in range(n)]
-    finally:
-        random.setstate(state)
-
-
-RANDOM_TREES = _random_trees(240, seed=0)
+RANDOM_TREES = grown_trees(240, seed=0, min_height=1, max_height=5)
 
 # protected forms at and near their floor, ties in min/max (between tensors, against a
 # literal, against a constant subtree), saturation, constants of every size

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-import random
 
 import pytest
 import torch
-from deap import gp
+from grown_trees import grown_trees
 
-from symloss.engines.deap import primitive_set, repair, to_expression
 from symloss.expression import Expression
 from symloss.filters import (
     FLAT,
@@ -97,18 +95,6 @@ def _autograd_poor_training_reason(expression, task, settings, seed):
     return None
 
 
-def _random_expressions(n, seed):
-    """Trees as the DEAP engine's initial population grows them."""
-    pset = primitive_set()
-    state = random.getstate()
-    random.seed(seed)
-    try:
-        return [to_expression(repair(gp.PrimitiveTree(gp.genHalfAndHalf(pset, 2, 4)), pset))
-                for _ in range(n)]
-    finally:
-        random.setstate(state)
-
-
 @pytest.mark.parametrize("task_name", ["sine_task", "digits_task"])
 def test_poor_training_decides_as_the_autograd_loop(request, tiny_settings, task_name):
     """Accept, or reject for the same reason, as autograd did, on known losses and on
@@ -117,7 +103,7 @@ def test_poor_training_decides_as_the_autograd_loop(request, tiny_settings, task
     expressions = [*map(Expression.parse, ["square(f - y)", "abs(f - y)", "-(y * log(f))",
                                            "f * y", "-square(f - y)", "div(1, f - y)",
                                            "square(1e30 * (f - y))", "sign(f - y)"]),
-                   *_random_expressions(40, seed=0)]
+                   *grown_trees(40, seed=0, min_height=2, max_height=4)]
     categories = set()
     for expression in expressions:
         new = poor_training_reason(expression, task, tiny_settings, seed=0)
@@ -132,7 +118,7 @@ def test_poor_training_decides_as_the_autograd_loop(request, tiny_settings, task
 @pytest.mark.parametrize("task_name", ["sine_task", "digits_task"])
 def test_poor_training_is_deterministic(request, tiny_settings, task_name):
     task = request.getfixturevalue(task_name)
-    for expression in _random_expressions(10, seed=1):
+    for expression in grown_trees(10, seed=1, min_height=2, max_height=4):
         first = poor_training_reason(expression, task, tiny_settings, seed=0)
         assert poor_training_reason(expression, task, tiny_settings, seed=0) == first
 
