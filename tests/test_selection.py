@@ -146,3 +146,22 @@ def test_the_score_averages_both_loops_when_adam_ran():
     assert both.score == pytest.approx(0.2)
     data = both.to_dict()
     assert data["score"] == pytest.approx(0.2) and data["adam_curve"] == [0.5, 0.3, 0.1]
+
+
+def test_a_learned_loss_must_match_the_plain_baseline_in_both_loops_throughout():
+    from symloss.selection import _no_worse
+
+    plain = Selection(record("square(f - y)", 0.2), (0.20, 0.20), adam_metrics=(0.10, 0.10),
+                      adam_curve=(0.30, 0.20, 0.15, 0.10))
+
+    def finalist(sgd, curve):
+        return Selection(record("abs(f - y)", 0.1), (sgd, sgd),
+                         adam_metrics=(curve[-1],) * 2, adam_curve=curve)
+
+    assert _no_worse(finalist(0.20, (0.30, 0.20, 0.15, 0.10)), plain)  # ties are enough
+    assert _no_worse(finalist(0.19, (0.25, 0.18, 0.12, 0.08)), plain)
+    # ahead with Adam at the end, but behind a quarter of the way in: a loop that stops
+    # early would lose
+    assert not _no_worse(finalist(0.19, (0.35, 0.18, 0.12, 0.08)), plain)
+    # ahead with Adam throughout, behind with SGD at its best rate
+    assert not _no_worse(finalist(0.21, (0.25, 0.18, 0.12, 0.08)), plain)
