@@ -502,7 +502,7 @@ def _search(
         context = SearchContext(
             kind=task.kind, settings=settings, seed=seed, seeds=seeds, evaluate=evaluate,
             load_state=lambda: checkpoint, save_state=run.save_checkpoint,
-            on_generation=on_generation,
+            on_generation=on_generation, offer_guess=evaluator.offer_guess,
         )
         try:
             history = engine.search(context)

@@ -12,19 +12,30 @@ rejects still leads the later candidates that share its key or gradient.
 
 Every decision depends only on the candidates seen before, in order, so results are
 the same whether the expensive part runs in this process or in a pool.
+
+Speculation (local process pool only): once a generation has fewer unfinished
+candidates than workers, a worker would wait for the generation's last candidate. The
+evaluator then asks the engine for a guess of the next generation (see
+:data:`symloss.engines.base.Guesser`), screens the guesses read-only and scores the
+survivors on the idle workers. :func:`score` is a pure function of its item, so when the
+next generation asks for the very same item, the prefetched result is the one it would
+have computed; nothing speculative is registered or reported before that.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 import torch
 
 from symloss.config import Settings
-from symloss.executors import Executor, InProcessExecutor, single_torch_thread
+from symloss.engines.base import Guesser
+from symloss.executors import Executor, InProcessExecutor, ProcessExecutor, single_torch_thread
 from symloss.expression import Expression
 from symloss.filters import (
     FAILED,
@@ -159,6 +170,11 @@ def _train(
             "timings": timings}
 
 
+def _evaluation_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields of :func:`score`'s result that an :class:`Evaluation` takes."""
+    return {k: v for k, v in fields.items() if k != "passed_check"}
+
+
 class Evaluator:
     """Scores candidate losses on a task.
 
@@ -184,11 +200,16 @@ class Evaluator:
         Called with a candidate's text when it passed the poor-training check (which
         runs in the executor), before its evaluation is recorded, so that a resumed
         search need not repeat the check.
+    speculate : bool, default=True
+        With a :class:`~symloss.executors.ProcessExecutor`, score guesses of the next
+        generation on idle workers (see :meth:`offer_guess`); results are the same.
 
     Attributes
     ----------
     n_trained : int
         Candidates trained (local search or fitness) in this session.
+    n_prefetched, n_prefetch_hits : int
+        Speculative items submitted, and those a later generation used.
     """
 
     def __init__(
@@ -200,6 +221,7 @@ class Evaluator:
         known: Iterable[Evaluation] = (),
         passed: Iterable[str] = (),
         on_passed: Callable[[str], None] | None = None,
+        speculate: bool = True,
     ) -> None:
         self.task, self.settings, self.seed = task, settings, seed
         self.executor = executor or InProcessExecutor(score, (task, settings, seed))
@@ -211,6 +233,15 @@ class Evaluator:
         self._passed = frozenset(passed)
         self._on_passed = on_passed
         self._race_reference: tuple[str, float] | None = None
+        self._speculate = speculate and isinstance(self.executor, ProcessExecutor)
+        self._guesser: Guesser | None = None
+        self._queued: list[tuple[str, bool, float | None]] = []  # guesses not yet submitted
+        self._prefetched: dict[tuple[str, bool, float | None], Future] = {}
+        self.n_prefetched = self.n_prefetch_hits = 0
+
+    def offer_guess(self, guesser: Guesser | None) -> None:
+        """Use ``guesser`` to guess the generation after the next :meth:`evaluate_many`."""
+        self._guesser = guesser
 
     def evaluate(self, expression: Expression | str) -> Evaluation:
         """Evaluate one candidate."""
@@ -269,8 +300,36 @@ class Evaluator:
                 pending[key] = (i, expression, timings, grad)
 
         limit = self._race_limit() if pending else None
-        scored = self.executor.map([(str(e), str(e) not in self._passed, limit)
-                                    for _, e, _, _ in pending.values()])
+        items = [(str(e), str(e) not in self._passed, limit) for _, e, _, _ in pending.values()]
+        guesser, self._guesser = self._guesser, None
+        scored: Iterable[dict[str, Any]]
+        if isinstance(self.executor, ProcessExecutor):
+
+            def guess(futures: list[Future], guesser: Guesser) -> None:
+                # fitness of every candidate of this generation known by now, by index
+                done = {key: f.result() for key, f in zip(pending, futures, strict=True)
+                        if f.done() and f.exception() is None}
+                known = {i: e.fitness for i, e in enumerate(results) if e is not None}
+                known |= {pending[k][0]: f.get("fitness", math.inf) for k, f in done.items()}
+                for i, _, source, _, _ in followers:
+                    if source in self._results:
+                        known[i] = self._results[source].fitness
+                    elif source in done:
+                        known[i] = done[source].get("fitness", math.inf)
+                finished = [Evaluation(str(pending[k][1]), k, **_evaluation_fields(f))
+                            for k, f in done.items()]
+                try:
+                    guesses = guesser(known)
+                except Exception:  # noqa: BLE001 -- a failed guess only forgoes speculation
+                    return
+                self._plan(guesses, finished, pending)
+
+            if self._speculate and guesser is not None:
+                scored = self._in_pool(items, functools.partial(guess, guesser=guesser))
+            else:
+                scored = self._in_pool(items, None)
+        else:
+            scored = self.executor.map(items)
         for (key, (i, expression, timings, grad)), fields in zip(
             pending.items(), scored, strict=True
         ):
@@ -291,6 +350,80 @@ class Evaluator:
                 reason=f"{relation} {source.expression}", weights=weights, timings=timings,
             ))
         return results  # type: ignore[return-value]
+
+    def _in_pool(
+        self, items: list[tuple[str, bool, float | None]],
+        guess: Callable[[list[Future]], None] | None,
+    ) -> Iterator[dict[str, Any]]:
+        """Score ``items`` in the process pool, yielding results in order; reuse the
+        prefetched results of earlier guesses, and call ``guess(futures)`` once, when
+        fewer items are unfinished than there are workers."""
+        pool = self.executor
+        assert isinstance(pool, ProcessExecutor)
+        reused = {item: self._prefetched.pop(item) for item in items if item in self._prefetched}
+        # unused guesses first, so that they hold no worker before this generation's items
+        for future in self._prefetched.values():
+            future.cancel()
+        self._prefetched.clear()
+        self._queued.clear()
+        self.n_prefetch_hits += len(reused)
+        futures = [reused.get(item) or pool.submit(item) for item in items]
+        yielded = 0
+        while yielded < len(futures):
+            unfinished = [f for f in futures[yielded:] if not f.done()]
+            if guess is not None and len(unfinished) < pool.workers:
+                guess(futures)
+                guess = None
+            self._top_up(len(unfinished))
+            if unfinished:
+                speculative = [f for f in self._prefetched.values() if not f.done()]
+                wait(unfinished + speculative, return_when=FIRST_COMPLETED)
+                # before the results go back: the last ones leave workers free while the
+                # engine breeds the next generation
+                self._top_up(sum(not f.done() for f in futures[yielded:]))
+            while yielded < len(futures) and futures[yielded].done():
+                yield futures[yielded].result()
+                yielded += 1
+
+    def _top_up(self, busy: int) -> None:
+        """Submit queued guesses while fewer than ``workers`` items are running."""
+        pool = self.executor
+        assert isinstance(pool, ProcessExecutor)
+        busy += sum(not f.done() for f in self._prefetched.values())
+        while self._queued and busy < pool.workers:
+            item = self._queued.pop(0)
+            self._prefetched[item] = pool.submit(item)
+            self.n_prefetched += 1
+            busy += 1
+
+    def _plan(
+        self, guesses: Sequence[Expression], finished: Sequence[Evaluation], pending: dict
+    ) -> None:
+        """Queue the items the next generation would submit for ``guesses``, as far as
+        it is known now: the race limit counts the ``finished`` candidates of this
+        generation, and guesses that the next generation would not score (cached,
+        rejected by a cheap check, same gradient as another) are dropped. Read-only:
+        nothing is registered."""
+        limit = self._race_limit(finished)
+        known = [grad for grad, _ in self._fingerprints]
+        known += [grad for _, _, _, grad in pending.values() if grad is not None]
+        keys: set[str] = set()
+        for guess in guesses:
+            try:
+                key = guess.key()
+                if key in self._results or key in pending or key in keys:
+                    continue
+                keys.add(key)
+                if self._remembered(key, guess) or structural_reason(guess):
+                    continue
+                grad, reason = self._fingerprint(guess)
+            except Exception:  # noqa: BLE001 -- the real evaluation reports it
+                continue
+            rtol = self.settings.fingerprint_rtol
+            if reason or any(same_gradient(grad, other, rtol) for other in known):
+                continue
+            known.append(grad)
+            self._queued.append((str(guess), str(guess) not in self._passed, limit))
 
     def _checks(
         self, expression: Expression, key: str, timings: dict[str, float], pending: dict
@@ -342,14 +475,15 @@ class Evaluator:
             grad = grad / grad.norm()
         return grad, reason
 
-    def _race_limit(self) -> float | None:
+    def _race_limit(self, finished: Iterable[Evaluation] = ()) -> float | None:
         """The race's limit for this generation: ``race_ratio`` times the short-run
         metric of the best candidate trained so far (the first of equals); ``None``
         before any candidate was trained, with racing off, or when no candidate could
-        exceed it."""
+        exceed it. ``finished``: results to count after the registered ones (a guess of
+        the next generation's limit)."""
         if not racing_enabled(self.settings):
             return None
-        trained = [e for e in self._results.values()
+        trained = [e for e in (*self._results.values(), *finished)
                    if e.status == OK and math.isfinite(e.fitness)]
         if not trained:
             return None

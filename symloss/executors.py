@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 import torch
@@ -75,10 +76,16 @@ def _run_single_threaded(fn: Callable[[Any, Any], Any], payload: Any, item: Any)
 
 
 class ProcessExecutor(Executor):
-    """A pool of ``n_jobs`` local worker processes (forked where the platform allows)."""
+    """A pool of ``n_jobs`` local worker processes (forked where the platform allows).
+
+    Besides :meth:`map`, it runs single items as futures (:meth:`submit`), which lets
+    the evaluator keep idle workers busy with speculative work.
+    """
 
     def __init__(self, fn: Callable[[Any, Any], Any], payload: Any, n_jobs: int) -> None:
         super().__init__(fn, payload)
+        self.workers = n_jobs
+        self._submitted: weakref.WeakSet[Future] = weakref.WeakSet()
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self._pool = ProcessPoolExecutor(
@@ -89,8 +96,25 @@ class ProcessExecutor(Executor):
     def map(self, items: Sequence[Any]) -> Iterator[Any]:
         return self._pool.map(_run_in_worker, items)
 
+    def submit(self, item: Any) -> Future:
+        """A future of ``fn(payload, item)``, queued behind the items submitted before."""
+        future = self._pool.submit(_run_in_worker, item)
+        self._submitted.add(future)
+        return future
+
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Release the workers; stop them when a submitted item still runs (speculative
+        work nobody will use, or an interrupted search) rather than wait for it."""
+        if all(future.done() for future in self._submitted):
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            return
+        # ProcessPoolExecutor has no public way to stop running work before Python 3.14
+        workers = list((getattr(self._pool, "_processes", None) or {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for process in workers:
+            process.terminate()
+        for process in workers:
+            process.join()
 
 
 class RayExecutor(Executor):

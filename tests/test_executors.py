@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 import torch
@@ -37,6 +38,26 @@ def test_process_pool_keeps_order_and_uses_workers():
         executor.close()
     assert [r[0] for r in results] == [5 * i for i in range(8)]
     assert os.getpid() not in {pid for _, pid in results}
+
+
+def _slow(payload: float, item: int) -> int:
+    time.sleep(payload)
+    return item
+
+
+def test_process_pool_submits_and_stops_unwanted_work_at_close():
+    """Futures for single items; a still-running one (unused speculation) is stopped
+    at close rather than waited for."""
+    executor = ProcessExecutor(_slow, 0.0, 2)
+    assert executor.submit(7).result() == 7
+    executor.close()
+    executor = ProcessExecutor(_slow, 30.0, 2)
+    future = executor.submit(1)
+    while not future.running():
+        time.sleep(0.01)
+    started = time.perf_counter()
+    executor.close()
+    assert time.perf_counter() - started < 10
 
 
 @pytest.mark.parametrize("n_jobs", [0, -2])

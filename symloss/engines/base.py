@@ -11,7 +11,7 @@ import statistics
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,9 @@ from symloss.expression import Expression
 from symloss.records import CACHED, REJECTED, Evaluation, GenerationStats
 
 EvaluateMany = Callable[[Sequence[Expression]], list[Evaluation]]
+Guesser = Callable[[Mapping[int, float]], list[Expression]]
+"""``guess(known)``: candidates the next generation will likely evaluate, given the
+fitnesses known so far of the generation being evaluated (by index)."""
 
 
 @dataclass
@@ -45,6 +48,11 @@ class SearchContext:
         Saves the engine's state after a generation (JSON-serialisable dict).
     on_generation : callable
         Called with each generation's :class:`GenerationStats`.
+    offer_guess : callable
+        ``offer_guess(guesser)`` before ``evaluate`` offers a :data:`Guesser` of the
+        generation after it: with a pool of workers, the evaluator may start scoring its
+        guesses on workers that would otherwise wait for the generation's last
+        candidate (see :class:`symloss.evaluator.Evaluator`). Optional for engines.
     """
 
     kind: str
@@ -55,6 +63,7 @@ class SearchContext:
     load_state: Callable[[], dict[str, Any] | None] = lambda: None
     save_state: Callable[[dict[str, Any]], None] = lambda state: None
     on_generation: Callable[[GenerationStats], None] = lambda stats: None
+    offer_guess: Callable[[Guesser | None], None] = lambda guesser: None
     history: list[GenerationStats] = field(default_factory=list)
 
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import math
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from deap import base, gp, tools
 
-from symloss.engines.base import Engine, SearchContext, generation_stats
+from symloss.engines.base import Engine, Guesser, SearchContext, generation_stats
 from symloss.expression import Expression
 from symloss.primitives import CONSTANTS, PREDICTION, PRIMITIVES, TARGET, VARIABLES
 from symloss.records import Evaluation, GenerationStats
@@ -139,6 +140,7 @@ class DeapEngine(Engine):
             started = time.perf_counter()
             with _own_random(state):
                 population = self._initial_population(context, pset)
+            context.offer_guess(self._guesser([], population, state, context, pset))
             new = self._score(population, context)
             context.history.append(generation_stats(0, self._summary(population), new, started))
             context.on_generation(context.history[-1])
@@ -157,6 +159,8 @@ class DeapEngine(Engine):
             with _own_random(state):
                 elite = [copy.deepcopy(i) for i in tools.selBest(population, s.elitism)]
                 offspring = self._vary(population, len(population) - s.elitism, context, pset)
+            if generation < s.generations:
+                context.offer_guess(self._guesser(elite, offspring, state, context, pset))
             new = self._score(offspring, context)
             population = elite + offspring
             context.history.append(
@@ -173,6 +177,43 @@ class DeapEngine(Engine):
         for ind, evaluation in zip(population, evaluations, strict=True):
             ind.fitness.values = (evaluation.fitness,)
         return evaluations
+
+    @classmethod
+    def _guesser(
+        cls, elite: list[_Individual], scored: list[_Individual], state: dict[str, Any],
+        context: SearchContext, pset: gp.PrimitiveSet,
+    ) -> Guesser:
+        """A guess of the offspring bred from ``elite + scored`` once ``scored`` is
+        evaluated: the union of the offspring bred with the unknown fitnesses as the
+        worst and as the best; those bred in both cases (surely bred) first, then in
+        order of breeding.
+
+        It breeds copies of the individuals from a copy of the generator state that the
+        next :meth:`_vary` will start from, so guessing changes nothing in the search;
+        tournament draws do not depend on fitness, hence many guesses come true.
+        """
+        def guess(known: Mapping[int, float]) -> list[Expression]:
+            s = context.settings
+            if not s.generations or (not scored and not elite):
+                return []
+            guesses: dict[str, Expression] = {}
+            bred: list[set[str]] = []
+            for unknown in (math.inf, -math.inf):
+                population = [copy.deepcopy(ind) for ind in elite + scored]
+                for i, ind in enumerate(population[len(elite):]):
+                    ind.fitness.values = (known.get(i, unknown),)
+                trial = {"random": state["random"]}  # a copy: the search's state stays
+                with _own_random(trial):
+                    children = cls._vary(population, len(population) - s.elitism, context,
+                                         pset)
+                expressions = [to_expression(child) for child in children]
+                bred.append({str(e) for e in expressions})
+                for expression in expressions:
+                    guesses.setdefault(str(expression), expression)
+            sure = set.intersection(*bred)
+            return sorted(guesses.values(), key=lambda e: str(e) not in sure)
+
+        return guess
 
     @staticmethod
     def _summary(population: Sequence[_Individual]) -> list[tuple[str, float]]:
