@@ -13,10 +13,9 @@ import random
 import deap.creator
 import pytest
 from deap import gp
+from synthetic_search import Recorder, synthetic_context
 
 import symloss
-from symloss.config import preset
-from symloss.engines.base import SearchContext
 from symloss.engines.deap import (
     DeapEngine,
     mutation_subtree,
@@ -28,7 +27,6 @@ from symloss.engines.deap import (
 from symloss.expression import Expression
 from symloss.library import baseline, known_losses
 from symloss.primitives import PRIMITIVES
-from symloss.records import OK, Evaluation
 
 TINY = {"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10, "unroll_steps": 1,
         "selection_steps": 20, "selection_seeds": 2}
@@ -149,35 +147,6 @@ def test_repair_a_lone_constant():
 
 
 # -- the GP loop with a cheap synthetic objective --------------------------------------------
-def synthetic_fitness(expression: Expression) -> float:
-    """Deterministic, cheap: prefers size-9 trees, tie-broken by the text."""
-    return abs(expression.size - 9) + (sum(map(ord, str(expression))) % 97) / 1000
-
-
-class Recorder:
-    """An ``evaluate`` for SearchContext: scores every expression, remembers generations."""
-
-    def __init__(self) -> None:
-        self.generations: list[list[Expression]] = []
-
-    def __call__(self, expressions):
-        self.generations.append(list(expressions))
-        return [Evaluation(str(e), str(e), OK, fitness=synthetic_fitness(e))
-                for e in expressions]
-
-
-def synthetic_context(recorder, seed=0, states=None, load=None, **changes):
-    settings = preset("quick").replace(
-        **{"population_size": 10, "generations": 12, "height_limit": 5,
-           "init_min_height": 1, "init_max_height": 3, **changes}
-    )
-    return SearchContext(
-        kind="regression", settings=settings, seed=seed, seeds=known_losses("regression"),
-        evaluate=recorder, load_state=lambda: load,
-        save_state=(states.append if states is not None else lambda state: None),
-    )
-
-
 def test_engine_loop_limits_elitism_and_seeding():
     recorder = Recorder()
     context = synthetic_context(recorder)

@@ -16,10 +16,11 @@ import sys
 import numpy as np
 import pytest
 import sympy
+from synthetic_search import Recorder, synthetic_context
 
 import symloss
 from symloss.config import preset
-from symloss.engines import ENGINES, SearchContext, get_engine
+from symloss.engines import ENGINES, get_engine
 from symloss.engines import operon as engine
 from symloss.engines.operon import (
     MISSING_MESSAGE,
@@ -36,7 +37,6 @@ from symloss.engines.operon import (
 from symloss.expression import Expression
 from symloss.library import baseline, known_losses
 from symloss.primitives import PRIMITIVES
-from symloss.records import OK, REJECTED, Evaluation
 from symloss.runs import CHECKPOINT_FILE, RunDirectory
 
 needs_operon = pytest.mark.skipif(
@@ -223,40 +223,6 @@ def test_a_replay_that_breeds_other_children_is_an_error():
 
 
 # -- the NSGA-II loop with a cheap synthetic objective ---------------------------------------
-def synthetic_fitness(expression: Expression) -> float:
-    """Deterministic, cheap: prefers size-9 trees, tie-broken by the text."""
-    return abs(expression.size - 9) + (sum(map(ord, str(expression))) % 97) / 1000
-
-
-class Recorder:
-    """An ``evaluate`` for SearchContext: scores every expression, remembers generations."""
-
-    def __init__(self) -> None:
-        self.generations: list[list[Expression]] = []
-
-    def __call__(self, expressions):
-        self.generations.append(list(expressions))
-        return [
-            Evaluation(str(x), str(x), OK, fitness=synthetic_fitness(x))
-            if x.variables == {"y", "f"}
-            else Evaluation(str(x), str(x), REJECTED, reason="structural: lacks y or f")
-            for x in expressions
-        ]
-
-
-def synthetic_context(recorder, seed=0, states=None, load=None, seeds=None, **changes):
-    settings = preset("quick").replace(
-        **{"population_size": 10, "generations": 12, "height_limit": 5,
-           "init_min_height": 1, "init_max_height": 3, **changes}
-    )
-    return SearchContext(
-        kind="regression", settings=settings, seed=seed,
-        seeds=known_losses("regression") if seeds is None else seeds, evaluate=recorder,
-        load_state=lambda: load,
-        save_state=(states.append if states is not None else lambda state: None),
-    )
-
-
 @needs_operon
 def test_loop_batches_generations_seeds_and_keeps_the_best():
     recorder = Recorder()
