@@ -304,30 +304,9 @@ class Evaluator:
         guesser, self._guesser = self._guesser, None
         scored: Iterable[dict[str, Any]]
         if isinstance(self.executor, ProcessExecutor):
-
-            def guess(futures: list[Future], guesser: Guesser) -> None:
-                # fitness of every candidate of this generation known by now, by index
-                done = {key: f.result() for key, f in zip(pending, futures, strict=True)
-                        if f.done() and f.exception() is None}
-                known = {i: e.fitness for i, e in enumerate(results) if e is not None}
-                known |= {pending[k][0]: f.get("fitness", math.inf) for k, f in done.items()}
-                for i, _, source, _, _ in followers:
-                    if source in self._results:
-                        known[i] = self._results[source].fitness
-                    elif source in done:
-                        known[i] = done[source].get("fitness", math.inf)
-                finished = [Evaluation(str(pending[k][1]), k, **_evaluation_fields(f))
-                            for k, f in done.items()]
-                try:
-                    guesses = guesser(known)
-                except Exception:  # noqa: BLE001 -- a failed guess only forgoes speculation
-                    return
-                self._plan(guesses, finished, pending)
-
-            if self._speculate and guesser is not None:
-                scored = self._in_pool(items, functools.partial(guess, guesser=guesser))
-            else:
-                scored = self._in_pool(items, None)
+            guess = (functools.partial(self._guess, guesser, pending, results, followers)
+                     if self._speculate and guesser is not None else None)
+            scored = self._in_pool(items, guess)
         else:
             scored = self.executor.map(items)
         for (key, (i, expression, timings, grad)), fields in zip(
@@ -350,6 +329,30 @@ class Evaluator:
                 reason=f"{relation} {source.expression}", weights=weights, timings=timings,
             ))
         return results  # type: ignore[return-value]
+
+    def _guess(
+        self, guesser: Guesser, pending: dict, results: Sequence[Evaluation | None],
+        followers: Sequence[tuple], futures: list[Future],
+    ) -> None:
+        """Queue the guesses of the next generation, made from every fitness of this one
+        known by now (by index): decided, scored in the pool (``futures``, in the order of
+        ``pending``), or copied by a follower from either."""
+        done = {key: f.result() for key, f in zip(pending, futures, strict=True)
+                if f.done() and f.exception() is None}
+        known = {i: e.fitness for i, e in enumerate(results) if e is not None}
+        known |= {pending[k][0]: f.get("fitness", math.inf) for k, f in done.items()}
+        for i, _, source, _, _ in followers:
+            if source in self._results:
+                known[i] = self._results[source].fitness
+            elif source in done:
+                known[i] = done[source].get("fitness", math.inf)
+        finished = [Evaluation(str(pending[k][1]), k, **_evaluation_fields(f))
+                    for k, f in done.items()]
+        try:
+            guesses = guesser(known)
+        except Exception:  # noqa: BLE001 -- a failed guess only forgoes speculation
+            return
+        self._plan(guesses, finished, pending)
 
     def _in_pool(
         self, items: list[tuple[str, bool, float | None]],
