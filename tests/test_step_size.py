@@ -83,8 +83,8 @@ def test_the_search_rate_is_the_baselines_best(sine_task, tiny_settings):
 
 
 def test_checkpoints_give_the_metric_along_the_same_run(sine_task, tiny_settings):
-    """Checkpoints do not change the run: the last is the plain call's metric, and with
-    Adam the earlier ones differ from it (the model is still learning)."""
+    """Checkpoints do not change the run: the last is the plain call's metric, with SGD
+    and with Adam, and the points differ (the model is still learning)."""
     payload = (sine_task, tiny_settings, 0)
     for adam in (False, True):
         item = ("square(f - y)", (), 40, 3, 0.01, adam)
