@@ -156,6 +156,37 @@ def test_protected_ops_finite_values_and_gradients(name, dtype):
         assert torch.isfinite(a.grad).all(), a.grad
 
 
+def test_abs_is_torch_abs_in_value_and_gradient():
+    x = torch.tensor([0.0, -0.0, 1e-40, -1e-40, -1.5, 2.0, math.inf, -math.inf, math.nan],
+                     dtype=torch.float64, requires_grad=True)
+    ours, theirs = PRIMITIVES["abs"].torch(x), torch.abs(x)
+    torch.testing.assert_close(ours, theirs, equal_nan=True)
+    (grad_ours,) = torch.autograd.grad(ours.sum(), x)
+    (grad_theirs,) = torch.autograd.grad(theirs.sum(), x)
+    torch.testing.assert_close(grad_ours, grad_theirs, equal_nan=True)
+
+
+def _node_names(tensor: torch.Tensor) -> set[str]:
+    names, stack, seen = set(), [tensor.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(node.name())
+        stack.extend(child for child, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("name", ["abs", "log", "sqrt"])
+def test_first_derivative_has_no_path_through_sign(name):
+    # torch's sign backward returns an "efficient zero tensor", whose every use in a
+    # meta-gradient runs Python meta kernels (see primitives._abs)
+    x = torch.linspace(-2.0, 2.0, 9, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(PRIMITIVES[name].torch(x).sum(), x, create_graph=True)
+    assert not any("Sgn" in n or "Sign" in n for n in _node_names(grad))
+
+
 @pytest.mark.parametrize("name", ["log", "sqrt"])
 def test_protected_ops_are_even(name):
     x = _inputs(1, seed=4)[0]
