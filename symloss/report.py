@@ -175,14 +175,26 @@ def _selection(selection: list[dict[str, Any]] | None, metric: str,
     if not selection:
         return ""
     settings = description.get("settings", {})
+    adam = any(row.get("adam_curve") for row in selection)
     lines = ["## Final selection", "",
              f"The best distinct losses and the baseline retrained for "
              f"{settings.get('selection_steps', '?')} SGD steps on "
-             f"{settings.get('selection_seeds', '?')} seeds, each at its best SGD rate; the "
-             "lowest mean validation "
-             f"{metric} is chosen (first row).", "",
-             f"| mean validation {metric} | per seed | SGD rate | search fitness | expression | "
-             "with learned weights |", "|---:|---|---:|---:|---|---|"]
+             f"{settings.get('selection_seeds', '?')} seeds, each at its best SGD rate"]
+    if adam:
+        lines[-1] += (
+            f", and with Adam at rate {settings.get('selection_adam_lr', '?')} on the same "
+            f"seeds. A learned loss is eligible only if its mean validation {metric} is no "
+            "worse than the plain baseline's with SGD and at every checkpoint of the Adam "
+            "runs; the eligible one with the lowest score (the average of the SGD and Adam "
+            "means) is chosen (first row).")
+        header = (f"| SGD mean validation {metric} | per seed | SGD rate | Adam at the "
+                  "checkpoints | score | eligible | search fitness | expression | "
+                  "with learned weights |")
+        lines += ["", header, "|---:|---|---:|---|---:|:-:|---:|---|---|"]
+    else:
+        lines[-1] += f"; the lowest mean validation {metric} is chosen (first row)."
+        lines += ["", f"| mean validation {metric} | per seed | SGD rate | search fitness | "
+                  "expression | with learned weights |", "|---:|---|---:|---:|---|---|"]
     for row in selection:
         mean = "diverged" if row["mean"] is None else f"{row['mean']:.4f}"
         seeds = ", ".join("div." if m is None else f"{m:.4f}" for m in row["metrics"])
@@ -196,8 +208,14 @@ def _selection(selection: list[dict[str, Any]] | None, metric: str,
         else:
             form = "(plain)"
         rate = "-" if row.get("lr") is None else f"{row['lr']:g}"
-        lines.append(f"| {mean} | {seeds} | {rate} | {fitness_text} | `{row['expression']}` | "
-                     f"{form.replace('|', chr(92) + '|')} |")
+        cells = [mean, seeds, rate]
+        if adam:
+            curve = row.get("adam_curve") or []
+            cells += [", ".join("div." if m is None else f"{m:.4f}" for m in curve) or "-",
+                      "diverged" if row.get("score") is None else f"{row['score']:.4f}",
+                      "yes" if row.get("eligible", True) else "no"]
+        cells += [fitness_text, f"`{row['expression']}`", form.replace("|", chr(92) + "|")]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

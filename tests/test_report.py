@@ -115,6 +115,40 @@ def test_report_beside_the_run(run_dir, capsys):
         assert len(widths) == 1, table  # every row has the header's cells
 
 
+def _selection_section(report: str) -> str:
+    return report[report.index("## Final selection"):report.index("## Search history")]
+
+
+def test_report_shows_the_selection_adam_checks_and_ranking(run_dir, capsys, tmp_path):
+    code, _, err = run_main(["report", run_dir, "--out", tmp_path / "r"], capsys)
+    assert code == 0, err
+    section = _selection_section((tmp_path / "r" / "report.md").read_text())
+    rows = json.loads((run_dir / "selection.json").read_text())
+    assert all(len(row["adam_curve"]) == 4 for row in rows)
+    assert "Adam at the checkpoints" in section and "eligible" in section
+    table = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    assert len(table) == len(rows)
+    for line, row in zip(table, rows, strict=True):
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        assert cells[3] == ", ".join(f"{m:.4f}" for m in row["adam_curve"])
+        assert cells[4] == f"{row['score']:.4f}"
+        assert cells[5] == ("yes" if row["eligible"] else "no")
+
+
+def test_report_of_a_selection_without_adam_runs(run_dir, capsys, tmp_path):
+    copy = tmp_path / "old"
+    shutil.copytree(run_dir, copy)
+    rows = json.loads((copy / "selection.json").read_text())
+    for row in rows:  # as written before the Adam check existed
+        for name in ("adam_metrics", "adam_curve", "score", "eligible"):
+            del row[name]
+    (copy / "selection.json").write_text(json.dumps(rows))
+    code, _, err = run_main(["report", copy], capsys)
+    assert code == 0, err
+    section = _selection_section((copy / "report.md").read_text())
+    assert "Adam" not in section and "the lowest mean validation MSE is chosen" in section
+
+
 def test_report_elsewhere_stands_alone(run_dir, capsys, tmp_path):
     out_dir = tmp_path / "published"
     code, _, err = run_main(["report", run_dir, "--out", out_dir], capsys)
