@@ -327,6 +327,7 @@ class Evaluator:
             decide(i, Evaluation(
                 str(expression), expression.key(), CACHED, fitness=source.fitness,
                 reason=f"{relation} {source.expression}", weights=weights, timings=timings,
+                source_status=source.status,
             ))
         return results  # type: ignore[return-value]
 

@@ -41,6 +41,9 @@ class Evaluation:
         Edge weights after the local search (empty when not searched).
     timings : dict
         Seconds spent in each stage.
+    source_status : str
+        For a ``cached`` candidate, the status of the result it reuses (``ok`` or
+        ``rejected``; "" otherwise, and in records written before it was kept).
     """
 
     expression: str
@@ -50,11 +53,15 @@ class Evaluation:
     reason: str = ""
     weights: tuple[float, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
+    source_status: str = ""
 
     @property
     def ok(self) -> bool:
-        """True when the candidate has a finite fitness (trained or reused)."""
-        return self.status != REJECTED and math.isfinite(self.fitness)
+        """True when the candidate was trained to a finite fitness, or reuses the result
+        of one that was (a candidate stopped by racing keeps a finite fitness but is
+        rejected, and so is a candidate that reuses its result)."""
+        rejected = REJECTED in (self.status, self.source_status)
+        return not rejected and math.isfinite(self.fitness)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (``inf`` fitness is written as ``null``)."""
@@ -75,6 +82,7 @@ class Evaluation:
             reason=data.get("reason", ""),
             weights=tuple(float(w) for w in data.get("weights", ())),
             timings={k: float(v) for k, v in data.get("timings", {}).items()},
+            source_status=data.get("source_status", ""),
         )
 
 

@@ -81,7 +81,19 @@ def test_commuted_product_is_cached_with_the_same_fitness(digits_task, digits_pl
     rejected, follower = ev.evaluate_many(["f * y", "y * f"])
     assert rejected.status == REJECTED and follower.status == CACHED
     assert follower.fitness == rejected.fitness == math.inf and not follower.ok
+    assert follower.source_status == REJECTED and second.source_status == OK
     assert ev.n_trained == 1
+
+
+def test_a_candidate_reusing_a_raced_result_is_not_ok():
+    # racing keeps the short run's (finite) metric, so that the search can rank it
+    raced = Evaluation("abs(f - y)", "k", REJECTED, fitness=0.4, reason="raced: ...")
+    follower = Evaluation("abs(y - f)", "k", CACHED, fitness=0.4,
+                          reason="same expression as abs(f - y)", source_status=REJECTED)
+    assert not raced.ok and not follower.ok
+    assert Evaluation.from_dict(follower.to_dict()) == follower
+    older = {k: v for k, v in follower.to_dict().items() if k != "source_status"}
+    assert Evaluation.from_dict(older).source_status == ""  # records written before it
 
 
 @pytest.mark.parametrize("normalize", [True, False])
