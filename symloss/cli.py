@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--seed", type=int, default=0)
     search.add_argument("--run-dir", help="run directory (an existing one is resumed)")
     search.add_argument("--jobs", type=int, default=-1,
-                        help="worker processes evaluating candidates (default -1: all cores)")
+                        help="worker processes evaluating candidates and training the "
+                             "meta-test's runs (default -1: all cores; results do not depend "
+                             "on it)")
     search.add_argument("--population", type=int, help="override the population size")
     search.add_argument("--generations", type=int, help="override the number of generations")
     search.add_argument("--no-local-search", action="store_true", help="GP-LFL ablation")
@@ -90,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--label-noise", type=float, default=0.0, metavar="FRACTION",
                           help="as for search: noisy training labels, clean validation/test")
     evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--jobs", type=int, default=-1,
+                          help="worker processes training the runs (default -1: all cores; "
+                               "results do not depend on it)")
 
     export = commands.add_parser(
         "export", help="write a saved loss as standalone code (torch, numpy, jax) or math")
@@ -206,7 +211,8 @@ def _report(args: argparse.Namespace, search: SymbolicLossSearch, started: float
           f"each loss at its best SGD rate of {', '.join(f'{lr:g}' for lr in grid)} on "
           "validation")
     result = meta_test(loss, search.task_, steps=s.metatest_steps, seeds=seeds,
-                       sgd=sgd_settings(s), lr_grid=grid, curve_points=METATEST_CURVE_POINTS)
+                       sgd=sgd_settings(s), lr_grid=grid, curve_points=METATEST_CURVE_POINTS,
+                       n_jobs=search.n_jobs)
     print(result.table())
     RunDirectory(search.run_dir_).save_metatest(result.to_dict())
     print(f"\nsaved the loss to {search.run_dir_ / BEST_LOSS_FILE}")
@@ -267,7 +273,7 @@ def _evaluate(args: argparse.Namespace) -> None:
           + (f"at lr {lr:g}" if not grid else
              f"at each loss's best rate of {', '.join(f'{r:g}' for r in grid)} on validation"))
     result = meta_test(loss, task, steps=args.steps, seeds=args.seeds,
-                       sgd=SGDSettings(lr=lr), lr_grid=grid)
+                       sgd=SGDSettings(lr=lr), lr_grid=grid, n_jobs=args.jobs)
     print(result.table())
 
 

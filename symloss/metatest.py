@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from symloss.executors import single_torch_thread
+from symloss.executors import Executor, make_executor, single_torch_thread
 from symloss.network import LearnedLoss
 from symloss.step_size import best_rate, ladder_search, mean_or_inf, rate_ladder
 from symloss.task import ModelSpec, Task, make_task, resolve_data
@@ -123,24 +123,48 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What a meta-test training run leaves: whether it diverged, its validation and test
+    metrics (inf when it diverged) and its learning curve on test."""
+
+    diverged: bool
+    val: float
+    test: float
+    curve: tuple[tuple[int, float], ...]
+
+
+def _train_run(
+    payload: tuple[Task, tuple[Any, ...], SGDSettings, int, int], item: tuple[int, float, int]
+) -> _Run:
+    """Train with loss ``item[0]`` of the payload at rate ``item[1]`` from seed ``item[2]``.
+    Module-level so that worker processes can run it."""
+    task, losses, sgd, steps, curve_points = payload
+    index, lr, seed = item
+    run = train(task, losses[index], steps, dataclasses.replace(sgd, lr=lr), seed,
+                curve_split=task.test, curve_points=curve_points)
+    if run.diverged:
+        return _Run(True, math.inf, math.inf, tuple(run.curve))
+    return _Run(False, task.metric(run.model, task.val), task.metric(run.model, task.test),
+                tuple(run.curve))
+
+
 def _run(
-    task: Task, loss: LearnedLoss, name: str, seeds: Sequence[int], steps: int,
-    sgd: SGDSettings, curve_points: int, lr_grid: Sequence[float],
+    pool: Executor, index: int, name: str, seeds: Sequence[int], sgd: SGDSettings,
+    lr_grid: Sequence[float],
 ) -> LossResult:
-    """Train on every seed; with a grid, at the learning rate best on validation (the
-    grid grows past an edge while the best rate sits there, see
-    :func:`symloss.step_size.ladder_search`)."""
-    runs_at: dict[float, list] = {}
+    """Train loss ``index`` of ``pool``'s payload on every seed; with a grid, at the
+    learning rate best on validation (the grid grows past an edge while the best rate
+    sits there, see :func:`symloss.step_size.ladder_search`). The runs of each round
+    are spread over the pool's workers."""
+    runs_at: dict[float, list[_Run]] = {}
 
     def measure(pairs: list[tuple[int, float]]) -> list[float]:
+        results = iter(pool.map([(index, lr, seed) for _, lr in pairs for seed in seeds]))
         means = []
         for _, lr in pairs:
-            runs = [train(task, loss, steps, dataclasses.replace(sgd, lr=lr), seed,
-                          curve_split=task.test, curve_points=curve_points)
-                    for seed in seeds]
-            runs_at[lr] = runs
-            means.append(mean_or_inf(
-                [math.inf if r.diverged else task.metric(r.model, task.val) for r in runs]))
+            runs_at[lr] = [next(results) for _ in seeds]
+            means.append(mean_or_inf([r.val for r in runs_at[lr]]))
         return means
 
     if len(lr_grid) > 1:
@@ -153,9 +177,8 @@ def _run(
         lr = lr_grid[0] if lr_grid else sgd.lr
         measure([(0, lr)])
     runs = runs_at[lr]
-    metrics = tuple(math.inf if r.diverged else task.metric(r.model, task.test) for r in runs)
-    return LossResult(name, metrics, tuple(r.diverged for r in runs),
-                      tuple(tuple(r.curve) for r in runs), lr)
+    return LossResult(name, tuple(r.test for r in runs), tuple(r.diverged for r in runs),
+                      tuple(r.curve for r in runs), lr)
 
 
 def meta_test(
@@ -168,8 +191,14 @@ def meta_test(
     sgd: SGDSettings | None = None,
     curve_points: int = 0,
     lr_grid: Sequence[float] = (),
+    n_jobs: int = 1,
 ) -> MetaTestResult:
-    """Meta-test ``loss`` on an existing :class:`Task` (see :func:`evaluate`)."""
+    """Meta-test ``loss`` on an existing :class:`Task` (see :func:`evaluate`).
+
+    ``n_jobs`` worker processes share the training runs (``-1``: one per CPU core); the
+    result is the same for any number. Off the CPU the runs stay in this process (a
+    forked worker cannot use an accelerator this process initialised).
+    """
     if loss.task != task.kind:
         raise ValueError(
             f"the loss is a {loss.task} loss but the data is a {task.kind} task"
@@ -184,14 +213,19 @@ def meta_test(
     sgd = sgd or SGDSettings()
     seeds = tuple(int(s) for s in seeds)
     base = None
+    losses = (loss, LearnedLoss(task.baseline, task.kind)) if baseline else (loss,)
+    workers = n_jobs if task.device.type == "cpu" else 1
+    pool = make_executor("auto", workers, _train_run, (task, losses, sgd, steps, curve_points))
     # One torch thread, as in the search: bit-identical results on any core count, and
     # small models train faster than with threads competing for the cores.
-    with single_torch_thread():
-        learned = _run(task, loss, "learned", seeds, steps, sgd, curve_points, lr_grid)
-        if baseline:
-            reference = LearnedLoss(task.baseline, task.kind)
-            name = "cross-entropy" if task.kind == "classification" else "MSE"
-            base = _run(task, reference, name, seeds, steps, sgd, curve_points, lr_grid)
+    try:
+        with single_torch_thread():
+            learned = _run(pool, 0, "learned", seeds, sgd, lr_grid)
+            if baseline:
+                name = "cross-entropy" if task.kind == "classification" else "MSE"
+                base = _run(pool, 1, name, seeds, sgd, lr_grid)
+    finally:
+        pool.close()
     extras = {"lr_grid": list(lr_grid)} if len(lr_grid) > 1 else {}
     return MetaTestResult(task.kind_metric, seeds, steps, learned, base, extras)
 
@@ -211,6 +245,7 @@ def evaluate(
     split_seed: int = 0,
     device: str = "cpu",
     lr_grid: Sequence[float] | None = None,
+    n_jobs: int = 1,
 ) -> MetaTestResult:
     """Train fresh models with ``loss`` (and the baseline) and compare test metrics.
 
@@ -242,6 +277,9 @@ def evaluate(
         gets the same chance, so the comparison shows what the loss adds beyond that.
         Default: ``lr`` and two rungs either side of it on the 1-3-10 ladder
         (:func:`symloss.step_size.rate_ladder`); ``()`` trains at ``lr`` only.
+    n_jobs : int
+        Worker processes for the training runs (``-1``: one per CPU core); the result
+        does not depend on it.
 
     Returns
     -------
@@ -265,4 +303,4 @@ def evaluate(
     sgd = SGDSettings(lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size)
     grid = rate_ladder(lr, 2) if lr_grid is None else lr_grid
     return meta_test(loss, task, steps=steps, seeds=seeds, baseline=baseline, sgd=sgd,
-                     lr_grid=grid)
+                     lr_grid=grid, n_jobs=n_jobs)

@@ -140,3 +140,18 @@ def test_lr_grid_reports_each_loss_at_its_best_validation_rate(digits_task):
 def test_lr_grid_rejects_non_positive_rates(digits_task):
     with pytest.raises(ValueError, match="learning rates must be positive"):
         meta_test(CE, digits_task, steps=5, seeds=(1,), lr_grid=(0.1, 0.0))
+
+
+def test_worker_processes_give_the_same_result(digits_task):
+    # rounds of the rate grid, curves, a diverging rate and both losses, in two workers
+    loss = LearnedLoss("-(y * log(f)) * 0.5", "classification")
+    kwargs = dict(steps=20, seeds=(1, 2, 3), lr_grid=(0.1, 1.0, 1e4), curve_points=2)
+    alone = meta_test(loss, digits_task, **kwargs)
+    pooled = meta_test(loss, digits_task, **kwargs, n_jobs=2)
+    assert pooled == alone
+    assert alone.learned.lr == alone.baseline.lr == 1.0 and alone.learned.curves
+
+
+def test_bad_n_jobs(sine_task):
+    with pytest.raises(ValueError, match="n_jobs must be"):
+        meta_test(MSE, sine_task, steps=5, seeds=(1,), n_jobs=0)
