@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import signal
+import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -63,7 +65,36 @@ class InProcessExecutor(Executor):
 def _init_worker(fn: Callable[[Any, Any], Any], payload: Any) -> None:
     # One intra-op thread per worker, as in process (see single_torch_thread).
     torch.set_num_threads(1)
+    # Ctrl-C in a terminal reaches every process of the group: the parent alone decides,
+    # and stops the workers (ProcessExecutor.close)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_STATE["fn"], _WORKER_STATE["payload"] = fn, payload
+
+
+def _started() -> None:
+    """Nothing: the first item of a pool, which makes it start its workers."""
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives inside the block and raise it after.
+
+    Forking runs the parent's at-fork hooks (logging's lock release, for one), and a
+    KeyboardInterrupt raised inside a hook is printed and dropped, so a Ctrl-C while a
+    pool starts its workers was lost. Only the main thread can set signal handlers;
+    elsewhere the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
 
 
 def _run_in_worker(item: Any) -> Any:
@@ -92,9 +123,12 @@ class ProcessExecutor(Executor):
             max_workers=n_jobs, mp_context=context, initializer=_init_worker,
             initargs=(fn, payload),
         )
+        with _interrupts_deferred():
+            self._pool.submit(_started)  # forks the workers now, not at some later item
 
     def map(self, items: Sequence[Any]) -> Iterator[Any]:
-        return self._pool.map(_run_in_worker, items)
+        futures = [self.submit(item) for item in items]
+        return (future.result() for future in futures)
 
     def submit(self, item: Any) -> Future:
         """A future of ``fn(payload, item)``, queued behind the items submitted before."""
@@ -103,8 +137,8 @@ class ProcessExecutor(Executor):
         return future
 
     def close(self) -> None:
-        """Release the workers; stop them when a submitted item still runs (speculative
-        work nobody will use, or an interrupted search) rather than wait for it."""
+        """Release the workers; stop them when an item still runs (speculative work
+        nobody will use, or an interrupted search) rather than wait for it."""
         if all(future.done() for future in self._submitted):
             self._pool.shutdown(wait=True, cancel_futures=True)
             return

@@ -3,6 +3,7 @@ and nothing searched before the input is known to be usable."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -90,14 +91,19 @@ def _interrupt_when(argv: list[str], marker: str) -> subprocess.CompletedProcess
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     # -u: the marker must reach us while the command runs, not when a buffer fills
     process = subprocess.Popen([sys.executable, "-u", "-m", "symloss.cli", *argv], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
     lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if marker in line:
-            process.send_signal(signal.SIGINT)
-            break
-    out, err = process.communicate(timeout=120)
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if marker in line:
+                process.send_signal(signal.SIGINT)
+                break
+        out, err = process.communicate(timeout=120)
+    finally:  # a command that ignored the Ctrl-C must not outlive the test, workers included
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
     return subprocess.CompletedProcess(argv, process.returncode, "".join(lines) + out, err)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 
 import pytest
@@ -13,6 +15,7 @@ from symloss.evaluator import Evaluator, score
 from symloss.executors import (
     InProcessExecutor,
     ProcessExecutor,
+    _interrupts_deferred,
     make_executor,
     single_torch_thread,
 )
@@ -58,6 +61,53 @@ def test_process_pool_submits_and_stops_unwanted_work_at_close():
     started = time.perf_counter()
     executor.close()
     assert time.perf_counter() - started < 10
+
+
+def test_an_interrupted_map_stops_its_workers_at_close():
+    # a Ctrl-C while waiting on map's results leaves items running that nobody wants
+    executor = ProcessExecutor(_slow, 30.0, 2)
+    results = executor.map([1, 2, 3])
+    time.sleep(0.5)
+    started = time.perf_counter()
+    executor.close()
+    assert time.perf_counter() - started < 10
+    with pytest.raises(Exception):  # noqa: B017 -- whichever error a stopped pool gives
+        next(results)
+
+
+def _slow_pid(payload: float, item: int) -> int:
+    time.sleep(payload)
+    return os.getpid()
+
+
+def test_workers_leave_ctrl_c_to_the_parent():
+    # built off the main thread, where no handler is set around the fork: the workers'
+    # own setting is what is tested
+    made: list[ProcessExecutor] = []
+    thread = threading.Thread(target=lambda: made.append(ProcessExecutor(_slow_pid, 1.0, 2)))
+    thread.start()
+    thread.join()
+    executor = made[0]
+    try:
+        pids = set(executor.map([0, 1]))
+        results = executor.map([2, 3])
+        time.sleep(0.3)
+        for pid in pids:  # as a terminal's Ctrl-C, which reaches the whole process group
+            os.kill(pid, signal.SIGINT)
+        assert set(results) == pids  # the items ran to their end
+    finally:
+        executor.close()
+
+
+def test_a_ctrl_c_while_workers_start_is_raised_after_not_lost():
+    # forking runs at-fork hooks, where a KeyboardInterrupt would be printed and dropped
+    reached = []
+    with pytest.raises(KeyboardInterrupt), _interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)
+        reached.append(True)
+    assert reached == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 @pytest.mark.parametrize("n_jobs", [0, -2])
