@@ -151,6 +151,23 @@ class ProcessExecutor(Executor):
             process.join()
 
 
+@contextlib.contextmanager
+def mapping(
+    kind: str, n_jobs: int, fn: Callable[[Any, Any], Any], payload: Any
+) -> Iterator[Callable[[Sequence[Any]], list]]:
+    """A function giving ``fn(payload, item)`` of every item, in order, spread over the
+    executor :func:`make_executor` builds for ``kind`` and ``n_jobs``, with torch on one
+    intra-op thread here; the executor serves the whole block, so work asked for in
+    several rounds starts its workers once, and it is closed on the way out (stopping
+    work still running after an error or a Ctrl-C)."""
+    pool = make_executor(kind, n_jobs, fn, payload)
+    try:
+        with single_torch_thread():
+            yield lambda items: list(pool.map(list(items))) if items else []
+    finally:
+        pool.close()
+
+
 class RayExecutor(Executor):
     """Runs items as Ray tasks on the cluster ``ray.init`` connects to."""
 

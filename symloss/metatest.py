@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from symloss.executors import Executor, make_executor, single_torch_thread
+from symloss.executors import mapping
 from symloss.network import LearnedLoss
 from symloss.step_size import best_rate, ladder_search, mean_or_inf, rate_ladder
 from symloss.task import ModelSpec, Task, make_task, resolve_data
@@ -150,17 +150,18 @@ def _train_run(
 
 
 def _run(
-    pool: Executor, index: int, name: str, seeds: Sequence[int], sgd: SGDSettings,
-    lr_grid: Sequence[float],
+    run: Callable[[Sequence[tuple[int, float, int]]], list[_Run]], index: int, name: str,
+    seeds: Sequence[int], sgd: SGDSettings, lr_grid: Sequence[float],
 ) -> LossResult:
-    """Train loss ``index`` of ``pool``'s payload on every seed; with a grid, at the
-    learning rate best on validation (the grid grows past an edge while the best rate
-    sits there, see :func:`symloss.step_size.ladder_search`). The runs of each round
-    are spread over the pool's workers."""
+    """Train loss ``index`` of the payload of ``run`` (:func:`_train_run` over items, see
+    :func:`symloss.executors.mapping`) on every seed; with a grid, at the learning rate
+    best on validation (the grid grows past an edge while the best rate sits there, see
+    :func:`symloss.step_size.ladder_search`). The runs of each round go to ``run``
+    together, so that they spread over its workers."""
     runs_at: dict[float, list[_Run]] = {}
 
     def measure(pairs: list[tuple[int, float]]) -> list[float]:
-        results = iter(pool.map([(index, lr, seed) for _, lr in pairs for seed in seeds]))
+        results = iter(run([(index, lr, seed) for _, lr in pairs for seed in seeds]))
         means = []
         for _, lr in pairs:
             runs_at[lr] = [next(results) for _ in seeds]
@@ -215,17 +216,14 @@ def meta_test(
     base = None
     losses = (loss, LearnedLoss(task.baseline, task.kind)) if baseline else (loss,)
     workers = n_jobs if task.device.type == "cpu" else 1
-    pool = make_executor("auto", workers, _train_run, (task, losses, sgd, steps, curve_points))
     # One torch thread, as in the search: bit-identical results on any core count, and
     # small models train faster than with threads competing for the cores.
-    try:
-        with single_torch_thread():
-            learned = _run(pool, 0, "learned", seeds, sgd, lr_grid)
-            if baseline:
-                name = "cross-entropy" if task.kind == "classification" else "MSE"
-                base = _run(pool, 1, name, seeds, sgd, lr_grid)
-    finally:
-        pool.close()
+    payload = (task, losses, sgd, steps, curve_points)
+    with mapping("auto", workers, _train_run, payload) as run:
+        learned = _run(run, 0, "learned", seeds, sgd, lr_grid)
+        if baseline:
+            name = "cross-entropy" if task.kind == "classification" else "MSE"
+            base = _run(run, 1, name, seeds, sgd, lr_grid)
     extras = {"lr_grid": list(lr_grid)} if len(lr_grid) > 1 else {}
     return MetaTestResult(task.kind_metric, seeds, steps, learned, base, extras)
 

@@ -197,7 +197,7 @@ def _selection(selection: list[dict[str, Any]] | None, metric: str,
                   "expression | with learned weights |", "|---:|---|---:|---:|---|---|"]
     for row in selection:
         mean = "diverged" if row["mean"] is None else f"{row['mean']:.4f}"
-        seeds = ", ".join("div." if m is None else f"{m:.4f}" for m in row["metrics"])
+        seeds = _metrics_text(row["metrics"])
         fitness = row.get("search_fitness")
         fitness_text = "-" if fitness is None else f"{fitness:.4f}"
         weights = row.get("weights")
@@ -211,12 +211,17 @@ def _selection(selection: list[dict[str, Any]] | None, metric: str,
         cells = [mean, seeds, rate]
         if adam:
             curve = row.get("adam_curve") or []
-            cells += [", ".join("div." if m is None else f"{m:.4f}" for m in curve) or "-",
+            cells += [_metrics_text(curve) or "-",
                       "diverged" if row.get("score") is None else f"{row['score']:.4f}",
                       "yes" if row.get("eligible", True) else "no"]
         cells += [fitness_text, f"`{row['expression']}`", form.replace("|", chr(92) + "|")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _metrics_text(values: Sequence[float | None]) -> str:
+    """Metrics of several runs as text, ``div.`` for a diverged one (``None``)."""
+    return ", ".join("div." if m is None else f"{m:.4f}" for m in values)
 
 
 def _history(history: Sequence[GenerationStats], figures: dict[str, Path]) -> str:

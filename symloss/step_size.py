@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from symloss.config import Settings
 from symloss.evaluator import search_loss
-from symloss.executors import make_executor, single_torch_thread
+from symloss.executors import mapping
 from symloss.scale import reference_batch
 from symloss.task import Task
 from symloss.training import sgd_settings, train
@@ -70,12 +70,8 @@ def trainer(
     ``executor``'s workers (``(kind, n_jobs)`` as for
     :func:`symloss.executors.make_executor`). One pool serves the whole block, so a
     search over rates that asks in several rounds starts its workers once."""
-    pool = make_executor(*executor, validation_metric, (task, settings, search_seed))
-    try:
-        with single_torch_thread():
-            yield lambda items: list(pool.map(list(items))) if items else []
-    finally:
-        pool.close()
+    with mapping(*executor, validation_metric, (task, settings, search_seed)) as run:
+        yield run
 
 
 @dataclass(frozen=True)
