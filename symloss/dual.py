@@ -13,15 +13,15 @@ autograd's per-operation overhead, not the arithmetic, is the cost.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from symloss.expression import Expression
 from symloss.library import check_task_kind
-from symloss.network import _postorder, prepare_outputs
-from symloss.primitives import PRIMITIVES, Derivative, Dual, Value
+from symloss.network import _postorder, checked_prior, prepare_outputs, prior_values
+from symloss.primitives import CLASS_PRIOR, PRIMITIVES, Derivative, Dual, Value
 
 
 class DualTree:
@@ -33,10 +33,23 @@ class DualTree:
         The loss tree.
     y : numpy.ndarray
         The targets, the shape (and float dtype) of every ``f`` to come.
+    prior : numpy.ndarray, optional
+        The values of the class-prior terminal ``p``, broadcasting against ``y`` (needed
+        only by a tree that holds ``p``). Like ``y``, a constant of the tree.
+
+    Raises
+    ------
+    ValueError
+        If the tree holds ``p`` and no ``prior`` is given.
     """
 
-    def __init__(self, expression: Expression | str, y: np.ndarray) -> None:
-        program = _postorder(Expression.parse(expression))
+    def __init__(
+        self, expression: Expression | str, y: np.ndarray, prior: np.ndarray | None = None
+    ) -> None:
+        expression = Expression.parse(expression)
+        if expression.uses_class_prior and prior is None:
+            raise ValueError(f"the loss {expression} uses the class prior p but has none")
+        program = _postorder(expression)
         self._ones = np.ones_like(y)  # d f / d f
         self._values: list[Value] = []
         self._derivatives: list[Derivative] = [None] * len(program)
@@ -53,6 +66,8 @@ class DualTree:
                     depends[i] = True
                 elif op == "y":
                     value = y
+                elif op == CLASS_PRIOR:
+                    value = prior
                 elif op != "const":
                     depends[i] = any(depends[c] for c in children)
                     constant_only = all(program[c][0] == "const" or folded[c] for c in children)
@@ -120,6 +135,9 @@ class DualLoss:
     outputs, targets : torch.Tensor
         Model outputs (their shape and dtype; float64 stays float64, any other float
         becomes float32) and the targets.
+    class_prior : sequence of float, optional
+        The values of ``p`` per class column, as for
+        :class:`~symloss.network.LearnedLoss` (used only by a tree that holds ``p``).
 
     Raises
     ------
@@ -131,6 +149,7 @@ class DualLoss:
     def __init__(
         self, expression: Expression | str, kind: str, outputs: torch.Tensor,
         targets: torch.Tensor,
+        class_prior: Sequence[float] | None = None,
     ) -> None:
         kind = check_task_kind(kind)
         dtype = torch.float64 if outputs.dtype == torch.float64 else torch.float32
@@ -142,7 +161,13 @@ class DualLoss:
         self._transform = "identity" if kind == "regression" else (
             "sigmoid" if y.shape[1] == 1 else "softmax"
         )
-        self._tree = DualTree(expression, y.numpy().T.copy())
+        expression = Expression.parse(expression)
+        prior = None
+        if expression.uses_class_prior:
+            # the network's checks and errors: the prior is one value per class column
+            prior = prior_values(checked_prior(class_prior), y, expression).numpy()
+            prior = prior.reshape(-1, 1)
+        self._tree = DualTree(expression, y.numpy().T.copy(), prior)
 
     def from_outputs(self, outputs: torch.Tensor) -> np.ndarray:
         """Model outputs as a new ``[k, batch]`` array."""

@@ -25,6 +25,7 @@ from symloss.executors import make_executor
 from symloss.expression import Expression
 from symloss.library import known_losses
 from symloss.network import LearnedLoss, LearnedWith
+from symloss.prior import task_prior
 from symloss.records import OK, Evaluation, GenerationStats
 from symloss.runs import RunDirectory
 from symloss.scale import normalising_factor, reference_batch
@@ -305,7 +306,7 @@ class SymbolicLossSearch(BaseEstimator):
                 metadata["selection_metric"] = selection[0].mean
             self.best_loss_ = _normalised_loss(
                 LearnedLoss(chosen.expression, task.kind, chosen.weights or None,
-                            metadata=metadata),
+                            metadata=metadata, class_prior=task_prior(task)),
                 task, settings, seed, selection[0] if selection else None,
             )
             _save_or_warn(run, "the chosen loss", lambda: self.best_loss_.save(run.best_loss_path))
@@ -440,7 +441,7 @@ def _normalised_loss(
         search_scale=search_scale, recommended_lr=recommended,
     )
     return LearnedLoss(loss.expression, loss.task, loss.weights, loss.metadata,
-                       scale=factor, learned_with=learned_with)
+                       scale=factor, learned_with=learned_with, class_prior=loss.class_prior)
 
 
 def _search(

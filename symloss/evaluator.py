@@ -49,6 +49,7 @@ from symloss.filters import (
 )
 from symloss.local_search import local_search
 from symloss.network import LearnedLoss
+from symloss.prior import task_prior
 from symloss.racing import race_reason, racing_enabled, short_run_metric
 from symloss.records import CACHED, OK, REJECTED, Evaluation
 from symloss.scale import Reference, normalising_factor, reference_batch
@@ -71,7 +72,7 @@ def search_loss(
     ValueError
         If the loss must be normalised but its gradient there is zero or not finite.
     """
-    loss = LearnedLoss(expression, task.kind, weights or None)
+    loss = LearnedLoss(expression, task.kind, weights or None, class_prior=task_prior(task))
     if not settings.normalize:
         return loss
     if reference is None:

@@ -48,6 +48,7 @@ class _Framework:
     clamp_max: str
     prepare: dict[str, str]
     full_like: str
+    prior: str  # the class prior, a list literal, as an array like f
 
 
 _AQ = "a / (1.0 + b * b) ** 0.5"
@@ -77,6 +78,7 @@ _TORCH = _Framework(
 """,
     },
     full_like="torch.full_like(f, {0})",
+    prior="torch.tensor({0}, dtype=f.dtype, device=f.device)",
 )
 
 _NUMPY = _Framework(
@@ -107,6 +109,7 @@ _NUMPY = _Framework(
 """,
     },
     full_like="np.full_like(f, {0})",
+    prior="np.asarray({0}, dtype=f.dtype)",
 )
 
 _JAX = _Framework(
@@ -136,6 +139,7 @@ _JAX = _Framework(
 """,
     },
     full_like="jnp.full_like(f, {0})",
+    prior="jnp.asarray({0}, dtype=f.dtype)",
 )
 
 _FRAMEWORKS = {"torch": _TORCH, "numpy": _NUMPY, "jax": _JAX}
@@ -225,9 +229,23 @@ def to_source(loss: LearnedLoss, framework: str = "torch") -> str:
         lines.append(f"        return {helpers[name]}")
         lines.append("")
     lines.append(fw.prepare[loss.task].rstrip("\n"))
+    if loss.class_prior is not None:
+        lines.extend(_prior_lines(loss.class_prior, fw))
     lines.extend(_assignment("value", body))
     lines.append(f"    return {reduction}")
     return "\n".join(lines) + "\n"
+
+
+def _prior_lines(class_prior: Sequence[float], fw: _Framework) -> list[str]:
+    """Code that sets ``p``, the training frequency of each class saved with the loss."""
+    values = "[" + ", ".join(_literal(v) for v in class_prior) + "]"
+    return [
+        "    # p: the training frequency of each class (of class 1 for one output column)",
+        *_assignment("p", fw.prior.format(values)),
+        "    if f.shape[1] != p.shape[0]:",
+        f"        raise ValueError(f\"this loss was learned for {len(class_prior)} output "
+        "column(s), got {f.shape[1]}\")",
+    ]
 
 
 def _assignment(name: str, code: str) -> list[str]:
@@ -268,7 +286,7 @@ def _render(
         value = e.value if e.op == "const" else _fold(e.op, [c[2] for c in children])
         value = value if weight is None else value * weight
         return _literal(value), (_UNARY if value < 0 else _ATOM), value
-    if e.op in ("y", "f"):
+    if e.op in ("y", "f", "p"):
         code, precedence = e.op, _ATOM
     else:
         code, precedence = _call(e.op, [(c[0], c[1]) for c in children], children, fw, helpers)

@@ -2,9 +2,10 @@
 
 Text syntax: the primitive names of :mod:`symloss.primitives` as function calls
 (``div(f, y)``, ``log(f)``), infix ``+``, ``-``, ``*`` with the usual precedence, unary
-minus (``-x`` is ``mul(-1, x)``), the variables ``y`` (target) and ``f`` (prediction)
-and numeric constants. ``str(expr)`` writes this syntax and ``Expression.parse``
-reads it back to an identical tree.
+minus (``-x`` is ``mul(-1, x)``), the variables ``y`` (target) and ``f`` (prediction),
+the class-prior terminal ``p`` (classification only, see
+:data:`symloss.primitives.CLASS_PRIOR`) and numeric constants. ``str(expr)`` writes this
+syntax and ``Expression.parse`` reads it back to an identical tree.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 from sympy import Expr as SymPyExpr  # Expression.sympy shadows the module in the class
 
-from symloss.primitives import INFIX, PREDICTION, PRIMITIVES, TARGET, VARIABLES
+from symloss.primitives import CLASS_PRIOR, INFIX, PREDICTION, PRIMITIVES, TARGET, TERMINALS
 from symloss.symbolic import canonical, canonical_key, readable, sympy_form
 from symloss.symbolic import latex as symbolic_latex
 
@@ -34,7 +35,7 @@ class Expression:
     """An immutable loss expression tree.
 
     A node is a primitive (``op`` in :data:`symloss.primitives.PRIMITIVES`, with
-    ``args``), a variable (``op`` is ``"y"`` or ``"f"``) or a constant (``op`` is
+    ``args``), a named terminal (``op`` is ``"y"``, ``"f"`` or ``"p"``) or a constant (``op`` is
     ``"const"`` and ``value`` holds the number).
 
     Examples
@@ -68,9 +69,9 @@ class Expression:
     # -- construction -------------------------------------------------------------------
     @staticmethod
     def var(name: str) -> Expression:
-        """A variable leaf, ``"y"`` or ``"f"``."""
-        if name not in VARIABLES:
-            raise ValueError(f"unknown variable {name!r}; the variables are {VARIABLES}")
+        """A named leaf: ``"y"``, ``"f"`` or the class prior ``"p"``."""
+        if name not in TERMINALS:
+            raise ValueError(f"unknown variable {name!r}; the variables are {TERMINALS}")
         return Expression(name)
 
     @staticmethod
@@ -126,10 +127,16 @@ class Expression:
 
     @property
     def variables(self) -> frozenset[str]:
-        """The variables (``"y"``, ``"f"``) the expression uses."""
-        if self.op in VARIABLES:
+        """The named terminals (``"y"``, ``"f"``, ``"p"``) the expression uses."""
+        if self.op in TERMINALS:
             return frozenset((self.op,))
         return frozenset().union(*(a.variables for a in self.args))
+
+    @property
+    def uses_class_prior(self) -> bool:
+        """True when the expression holds the class-prior terminal ``p``: it then needs
+        the class frequencies of its task to be evaluated."""
+        return CLASS_PRIOR in self.variables
 
     def nodes(self) -> Iterator[Expression]:
         """All nodes in prefix (root first) order."""
@@ -197,7 +204,7 @@ def _is_negation(e: Expression) -> bool:
 def _render(e: Expression, latex: bool) -> tuple[str, int]:
     """Text (or LaTeX) of ``e`` and its precedence; parentheses only where needed, so
     that parsing the text gives back the same tree."""
-    if e.op in VARIABLES:
+    if e.op in TERMINALS:
         return e.op, _PREC_ATOM
     if e.op == "const":
         text = _number_text(e.value)
@@ -242,7 +249,7 @@ class _Parser:
         self.depth = 0
 
     def _error(self, what: str) -> ValueError:
-        allowed = ", ".join([*VARIABLES, *sorted(PRIMITIVES)])
+        allowed = ", ".join([*TERMINALS, *sorted(PRIMITIVES)])
         text = self.text if len(self.text) <= 80 else self.text[:80] + "..."
         return ValueError(
             f"cannot parse {text!r}: {what}; allowed names are {allowed}, "
@@ -334,7 +341,7 @@ class _Parser:
             self._expect(")")
             self.depth -= 1
             return e
-        if kind == "name" and text in VARIABLES:
+        if kind == "name" and text in TERMINALS:
             return Expression(text)
         if kind == "name" and text in PRIMITIVES:
             self._expect("(")

@@ -17,6 +17,7 @@ from symloss.expression import Expression
 from symloss.network import LearnedLoss
 from symloss.optim import ArrayAdam
 from symloss.primitives import PREDICTION, TARGET
+from symloss.prior import task_prior
 from symloss.task import Task
 
 STRUCTURAL = "structural"
@@ -59,7 +60,7 @@ def poor_training_reason(
     outputs, targets = _fresh_outputs(task, settings.poor_training_examples, seed)
     outputs, targets = outputs.cpu(), targets.cpu()
     before = task.metric_from_outputs(outputs, targets)
-    loss = DualLoss(expression, task.kind, outputs, targets)
+    loss = DualLoss(expression, task.kind, outputs, targets, task_prior(task))
     free = loss.from_outputs(outputs)
     optimizer = ArrayAdam(free, lr=settings.poor_training_lr)
     with np.errstate(all="ignore"):
@@ -92,7 +93,7 @@ def fingerprint(expression: Expression, task: Task, probe_data: tuple) -> torch.
     """Gradient of the loss with respect to the probe predictions (flattened)."""
     outputs, targets = probe_data
     free = outputs.detach().clone().requires_grad_(True)
-    value = LearnedLoss(expression, task.kind)(free, targets)
+    value = LearnedLoss(expression, task.kind, class_prior=task_prior(task))(free, targets)
     (grad,) = torch.autograd.grad(value, free, allow_unused=True)
     if grad is None:
         return torch.zeros(free.numel(), dtype=free.dtype, device=free.device)

@@ -23,6 +23,7 @@ from symloss.expression import Expression
 from symloss.implicit import meta_train as implicit_meta_train
 from symloss.network import LearnedLoss
 from symloss.optim import Adam
+from symloss.prior import task_prior
 from symloss.scale import Reference, baseline_norm, gradient_norm
 from symloss.task import Task
 from symloss.training import SGDSettings, sgd_settings, unrolled_sgd
@@ -210,7 +211,7 @@ def local_search(
     Deterministic for ``seed``. A meta-step whose objective or gradient is not finite
     stops the search; the last finite weights are kept.
     """
-    loss = LearnedLoss(expression, task.kind)
+    loss = LearnedLoss(expression, task.kind, class_prior=task_prior(task))
     weights = initial_weights(loss.network.n_edges, settings.weight_init_std, seed)
     if settings.meta_steps == 0 or weights.numel() == 0:
         return LocalSearchResult(tuple(weights.tolist()), (), False)

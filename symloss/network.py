@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,13 +27,17 @@ from torch import nn
 
 from symloss.expression import Expression
 from symloss.library import check_task_kind
-from symloss.primitives import PRIMITIVES
+from symloss.primitives import CLASS_PRIOR, PRIMITIVES
 from symloss.serialization import check_header, read_json, real_numbers, write_json
 from symloss.symbolic import latex as symbolic_latex
 from symloss.symbolic import loss_sympy
 
 FORMAT_NAME = "symloss.loss"
-FORMAT_VERSION = 2  # 2 added "scale" and "learned_with"; version 1 files still load
+FORMAT_VERSION = 3  # 3: "class_prior"; 2: "scale" and "learned_with"; all still load
+PRIOR_FORMAT_VERSION = 3
+"""A loss with the class prior ``p`` is written as version 3 (older readers refuse it, as
+they cannot compute ``p``); every other loss as version 2, the files it always had."""
+PLAIN_FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,51 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def checked_prior(class_prior: Sequence[float] | None) -> tuple[float, ...] | None:
+    """``class_prior`` as a tuple of floats in [0, 1] (None stays None).
+
+    Raises
+    ------
+    ValueError
+        If it is empty or holds anything but numbers from 0 to 1.
+    """
+    if class_prior is None:
+        return None
+    values = tuple(class_prior)
+    if not values or not all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+        for v in values
+    ):
+        raise ValueError(
+            f"class_prior must be one frequency from 0 to 1 per class, got {list(values)!r}"
+        )
+    return tuple(float(v) for v in values)
+
+
+def prior_values(
+    class_prior: Sequence[float] | None, f: torch.Tensor, expression: Expression
+) -> torch.Tensor:
+    """The values of ``p`` in ``expression`` for predictions ``f`` (``[batch, classes]``):
+    ``class_prior`` as a tensor of ``f``'s dtype and device, one value per column.
+
+    Raises
+    ------
+    ValueError
+        If there is no class prior, or its length is not the number of columns of ``f``.
+    """
+    if class_prior is None:
+        raise ValueError(
+            f"the loss {expression} uses the class prior p but has none; build it with "
+            "class_prior= (the training frequency of each class)"
+        )
+    if f.dim() != 2 or f.shape[1] != len(class_prior):
+        raise ValueError(
+            f"the loss {expression} has a class prior of {len(class_prior)} value(s) but the "
+            f"predictions have shape {tuple(f.shape)}; it needs one value per class column"
+        )
+    return torch.tensor(class_prior, dtype=f.dtype, device=f.device)
+
+
 def _postorder(expression: Expression) -> list[tuple[str, tuple[int, ...], float]]:
     """Flatten a tree into instructions ``(op, child positions, constant)``, root last."""
     program: list[tuple[str, tuple[int, ...], float]] = []
@@ -124,10 +174,15 @@ class MetaLossNetwork(nn.Module):
     """
 
     def __init__(
-        self, expression: Expression | str, weights: Sequence[float] | torch.Tensor | None = None
+        self,
+        expression: Expression | str,
+        weights: Sequence[float] | torch.Tensor | None = None,
+        class_prior: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.expression = Expression.parse(expression)
+        self.class_prior = checked_prior(class_prior) if self.expression.uses_class_prior else None
+        self._prior_tensors: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
         self._program = _postorder(self.expression)
         n_edges = len(self._program) - 1
         if weights is None:
@@ -149,12 +204,27 @@ class MetaLossNetwork(nn.Module):
         return len(self._program) - 1
 
     def forward(
-        self, f: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None
+        self,
+        f: torch.Tensor,
+        y: torch.Tensor,
+        weights: torch.Tensor | None = None,
+        prior: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Elementwise loss values for predictions ``f`` and targets ``y``.
 
         ``weights`` overrides the module's own (for functional use by the local search).
+        ``p`` is the class prior, one value per column of ``f`` (``[batch, classes]``);
+        ``prior`` overrides it with any tensor that broadcasts against ``f`` (a plot's
+        single class).
+
+        Raises
+        ------
+        ValueError
+            If the expression holds ``p`` but no class prior is known, or the prior's
+            length is not the number of columns of ``f``.
         """
+        if prior is None and self.expression.uses_class_prior:
+            prior = self._prior_tensor(f)
         if weights is None and not self.weights.requires_grad:
             scales: Sequence[Any] = self._frozen_scales()
         else:
@@ -166,6 +236,8 @@ class MetaLossNetwork(nn.Module):
                 v: Any = f
             elif op == "y":
                 v = y
+            elif op == CLASS_PRIOR:
+                v = prior
             elif op == "const":
                 v = constant
             else:
@@ -179,6 +251,13 @@ class MetaLossNetwork(nn.Module):
         if not isinstance(out, torch.Tensor) or out.shape != f.shape:
             out = torch.as_tensor(out, dtype=f.dtype, device=f.device).expand_as(f)
         return out
+
+    def _prior_tensor(self, f: torch.Tensor) -> torch.Tensor:
+        """:func:`prior_values` for ``f``, cached per dtype and device."""
+        key = (f.dtype, f.device)
+        if key not in self._prior_tensors or self._prior_tensors[key].shape[0] != f.shape[-1]:
+            self._prior_tensors[key] = prior_values(self.class_prior, f, self.expression)
+        return self._prior_tensors[key]
 
     def _frozen_scales(self) -> list[float | None]:
         """Edge weights as Python floats, ``None`` for exactly 1 (skipped), cached until
@@ -291,9 +370,15 @@ class LearnedLoss(nn.Module):
         as large as the baseline's, so it drops into a loop tuned for the baseline.
     learned_with : LearnedWith, optional
         The optimiser the loss was learned with and the step size the search found.
+    class_prior : sequence of float, optional
+        Classification only: the training frequency of each class (of the positive class
+        for one output column), the values of the terminal ``p``. Needed by expressions
+        that hold ``p``, saved with them, ignored for the others.
 
     Attributes
     ----------
+    class_prior : tuple of float or None
+        The class prior, kept only when the expression holds ``p``.
     step_factor : float
         ``learned_with.search_scale / scale``: how much larger a step the search took
         with this loss than this loss takes (1 when nothing is known).
@@ -321,12 +406,19 @@ class LearnedLoss(nn.Module):
         *,
         scale: float = 1.0,
         learned_with: LearnedWith | None = None,
+        class_prior: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.task = check_task_kind(task)
         if not (_is_number(scale) and math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a positive finite number, got {scale!r}")
-        self.network = MetaLossNetwork(expression, weights)
+        expression = Expression.parse(expression)
+        if expression.uses_class_prior and self.task != "classification":
+            raise ValueError(
+                f"the loss {expression} uses the class prior p, which only classification "
+                "losses have; write a regression loss in y, f and constants"
+            )
+        self.network = MetaLossNetwork(expression, weights, class_prior)
         self.network.weights.requires_grad_(False)
         self.metadata = dict(metadata or {})
         self.scale = float(scale)
@@ -351,7 +443,13 @@ class LearnedLoss(nn.Module):
     def with_scale(self, scale: float) -> LearnedLoss:
         """A copy of this loss with another constant factor."""
         return LearnedLoss(self.expression, self.task, self.weights, self.metadata,
-                           scale=scale, learned_with=self.learned_with)
+                           scale=scale, learned_with=self.learned_with,
+                           class_prior=self.class_prior)
+
+    @property
+    def class_prior(self) -> tuple[float, ...] | None:
+        """The values of ``p`` per class (None for a loss without ``p``)."""
+        return self.network.class_prior
 
     @property
     def expression(self) -> Expression:
@@ -407,9 +505,9 @@ class LearnedLoss(nn.Module):
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-serialisable form written by :meth:`save`."""
-        return {
+        data = {
             "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
+            "version": PLAIN_FORMAT_VERSION if self.class_prior is None else PRIOR_FORMAT_VERSION,
             "expression": str(self.expression),
             "task": self.task,
             "weights": self.weights,
@@ -417,6 +515,9 @@ class LearnedLoss(nn.Module):
             "learned_with": None if self.learned_with is None else self.learned_with.to_dict(),
             "metadata": self.metadata,
         }
+        if self.class_prior is not None:
+            data["class_prior"] = list(self.class_prior)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "data") -> LearnedLoss:
@@ -427,10 +528,17 @@ class LearnedLoss(nn.Module):
             weights = [float(w) for w in data["weights"]]
             scale = data.get("scale", 1.0)
             learned_with = data.get("learned_with")
+            class_prior = data.get("class_prior")
+            if class_prior is not None:
+                real_numbers(class_prior, "'class_prior'")
+            elif Expression.parse(data["expression"]).uses_class_prior:
+                raise ValueError("its expression uses the class prior p but the file has no "
+                                 "'class_prior'")
             return cls(data["expression"], data["task"], weights, data.get("metadata") or {},
                        scale=scale,
                        learned_with=None if learned_with is None
-                       else LearnedWith.from_dict(learned_with))
+                       else LearnedWith.from_dict(learned_with),
+                       class_prior=class_prior)
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{source} is not a valid symloss loss: {error}") from error
 

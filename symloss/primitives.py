@@ -27,6 +27,14 @@ EPS = 1e-7
 TARGET = "y"
 PREDICTION = "f"
 VARIABLES = (TARGET, PREDICTION)
+"""The variables every loss tree contains."""
+CLASS_PRIOR = "p"
+"""The class-prior terminal: the training frequency of the class a column of ``f``
+stands for (the positive class for a one-column classifier). Classification only, and
+offered to the search only when asked for (``Settings.class_prior``); to the loss it is
+a constant per class, like ``y`` not differentiated."""
+TERMINALS = (*VARIABLES, CLASS_PRIOR)
+"""Every named leaf an expression may hold."""
 CONSTANTS = (1.0, -1.0)
 """Constant terminals available to the random tree generator."""
 

@@ -22,14 +22,18 @@ from typing import TYPE_CHECKING
 
 import sympy
 
-from symloss.primitives import PRIMITIVES, VARIABLES
+from symloss.primitives import CLASS_PRIOR, PRIMITIVES, TERMINALS, VARIABLES
 from symloss.timelimit import attempt
 
 if TYPE_CHECKING:
     from symloss.expression import Expression
 
-SYMBOLS = {name: sympy.Symbol(name, real=True) for name in VARIABLES}
-"""The SymPy symbols of the variables ``y`` and ``f`` (real)."""
+SYMBOLS = {
+    **{name: sympy.Symbol(name, real=True) for name in VARIABLES},
+    CLASS_PRIOR: sympy.Symbol(CLASS_PRIOR, nonnegative=True),
+}
+"""The SymPy symbols of the terminals: ``y`` and ``f`` (real) and the class prior ``p``
+(a frequency, so ``|p|`` is ``p``: ``log(p)`` reads as it means)."""
 
 MAX_EXPANDED_TERMS = 1000
 """Largest expansion the canonical key computes (an estimate, see :func:`canonical`);
@@ -78,7 +82,7 @@ def _build(
     multiplied by ``weights[i]`` unless that is 1."""
     stack: list[sympy.Expr] = []
     for i, node in enumerate(_postorder(expression)):
-        if node.op in VARIABLES:
+        if node.op in TERMINALS:
             v = SYMBOLS[node.op]
         elif node.op == "const":
             v = _number(node.value)
