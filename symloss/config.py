@@ -73,6 +73,7 @@ class Settings:
     height_limit: int = 10
     elitism: int = 1
     seed_population: bool = True
+    class_prior: bool = False  # offer the class-prior terminal p (classification only)
     # inner loop: rejection protocols
     poor_training_examples: int = 100
     poor_training_steps: int = 1000  # reference: 1000, except 100 for MNIST

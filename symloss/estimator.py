@@ -266,7 +266,7 @@ class SymbolicLossSearch(BaseEstimator):
         engine.check_available()
         data, kind = resolve_data(dataset, seed=seed)
         task = make_task(data, model, task=self.task or kind, seed=seed, device=self.device)
-        seeds = self._seed_expressions(task)
+        seeds = self._seed_expressions(task, settings)
 
         run = RunDirectory(self.run_dir or Path("symloss_runs") / time.strftime("%Y%m%d-%H%M%S"))
         resumed = run.open({
@@ -325,9 +325,20 @@ class SymbolicLossSearch(BaseEstimator):
         finally:
             run.close()
 
-    def _seed_expressions(self, task: Task) -> list[Expression]:
+    def _seed_expressions(self, task: Task, settings: Settings) -> list[Expression]:
+        if settings.class_prior and task.kind != "classification":
+            raise ValueError(
+                "class_prior=True offers the class prior p, which only classification tasks "
+                f"have; this task is {task.kind}: leave class_prior off"
+            )
         user = [Expression.parse(e) for e in self.seed_expressions or ()]
-        library = known_losses(task.kind, task.single_output)
+        for e in user:
+            if e.uses_class_prior and not settings.class_prior:
+                raise ValueError(
+                    f"the seed expression {e} uses the class prior p; pass "
+                    "settings={'class_prior': True} to offer p to the search"
+                )
+        library = known_losses(task.kind, task.single_output, settings.class_prior)
         return [library[0], *user, *library[1:]]
 
     # -- exports -------------------------------------------------------------------------

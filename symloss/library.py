@@ -42,6 +42,27 @@ KNOWN_LOSSES: dict[str, dict[str, str]] = {
 }
 """Per task kind: name -> expression text of a loss expressible in the primitive set."""
 
+PRIOR_LOSSES: dict[str, str] = {
+    "class-weighted cross-entropy (1 - p)": "-(y * log(f) * (1 - p))",
+    "log-inverse-frequency weighted cross-entropy": "y * log(f) * log(p)",
+}
+"""Classification losses that re-weight classes by their training frequency ``p`` (seeds
+only when the class-prior terminal is on). Division is the analytic quotient, so the
+inverse frequency ``1 / p`` cannot be written; ``1 - p`` (with two classes exactly the
+inverse-frequency ratio between them) and ``-log(p)`` weigh rare classes up instead.
+Logit-adjusted cross-entropy needs the sum over all classes of ``f * p``, which a tree
+applied one class at a time cannot form; with one output column it can (below)."""
+
+BINARY_PRIOR_LOSSES: dict[str, str] = {
+    "class-weighted binary cross-entropy": "-((1 - p) * y * log(f) + p * (1 - y) * log(1 - f))",
+    "logit-adjusted binary cross-entropy":
+        "log(f * p + (1 - f) * (1 - p)) - y * log(f * p) - (1 - y) * log((1 - f) * (1 - p))",
+}
+"""The class-prior losses of a classifier with one output column (``p`` is the frequency
+of class 1): binary cross-entropy with each class weighted by the other's frequency, and
+binary cross-entropy of the logit shifted by ``log(p / (1 - p))`` (logit adjustment,
+Menon et al. 2021), i.e. of the probability ``f p / (f p + (1 - f)(1 - p))``."""
+
 
 def check_task_kind(kind: str) -> str:
     """Return ``kind`` if it is a known task kind, else raise a ValueError."""
@@ -58,8 +79,23 @@ def baseline(kind: str, single_output: bool = False) -> Expression:
     return Expression.parse(BASELINES[kind])
 
 
-def known_losses(kind: str, single_output: bool = False) -> list[Expression]:
-    """The library of well-known losses for a task kind, the baseline first."""
+def known_losses(
+    kind: str, single_output: bool = False, class_prior: bool = False
+) -> list[Expression]:
+    """The library of well-known losses for a task kind, the baseline first.
+
+    With ``class_prior`` (classification only), the losses in the class-prior terminal
+    ``p`` follow the baseline (:data:`PRIOR_LOSSES`, or :data:`BINARY_PRIOR_LOSSES` for
+    one output column).
+
+    Raises
+    ------
+    ValueError
+        If ``class_prior`` is asked for a regression task (it has no classes).
+    """
     first = baseline(kind, single_output)
-    rest = [Expression.parse(text) for text in KNOWN_LOSSES[check_task_kind(kind)].values()]
-    return [first, *(e for e in rest if e != first)]
+    if class_prior and kind != "classification":
+        raise ValueError("the class prior p exists for classification only")
+    prior = BINARY_PRIOR_LOSSES if single_output else PRIOR_LOSSES
+    texts = [*(prior.values() if class_prior else ()), *KNOWN_LOSSES[kind].values()]
+    return [first, *(e for e in map(Expression.parse, texts) if e != first)]

@@ -81,6 +81,16 @@ class Engine(ABC):
         """Run the search; return the statistics of every generation."""
 
 
+def refuse_class_prior(context: SearchContext, engine: str) -> None:
+    """Raise a ValueError when ``context`` asks for the class prior ``p``, which only the
+    deap engine's terminal set holds."""
+    if context.settings.class_prior:
+        raise ValueError(
+            f"engine={engine!r} does not offer the class prior p (setting class_prior=True); "
+            "use engine='deap', or leave class_prior off"
+        )
+
+
 def is_installed(module: str) -> bool:
     """True when ``module`` can be imported, judged without importing it (optional engines
     are imported only when chosen)."""

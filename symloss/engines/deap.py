@@ -21,7 +21,15 @@ from deap import base, gp, tools
 
 from symloss.engines.base import Engine, Guesser, SearchContext, generation_stats
 from symloss.expression import Expression
-from symloss.primitives import CONSTANTS, PREDICTION, PRIMITIVES, TARGET, VARIABLES
+from symloss.primitives import (
+    CLASS_PRIOR,
+    CONSTANTS,
+    PREDICTION,
+    PRIMITIVES,
+    TARGET,
+    TERMINALS,
+    VARIABLES,
+)
 from symloss.records import Evaluation, GenerationStats
 
 _REPAIR_OPS = ("add", "sub", "mul", "div")
@@ -37,10 +45,17 @@ class _Individual(gp.PrimitiveTree):
         self.fitness = _Fitness()
 
 
-def primitive_set() -> gp.PrimitiveSet:
-    """The DEAP primitive set of the search space (two arguments named y and f)."""
-    pset = gp.PrimitiveSet("LOSS", len(VARIABLES))
-    pset.renameArguments(ARG0=TARGET, ARG1=PREDICTION)
+def primitive_set(class_prior: bool = False) -> gp.PrimitiveSet:
+    """The DEAP primitive set of the search space: arguments named y and f, and the
+    class prior p as a third with ``class_prior``.
+
+    Without ``class_prior`` the set is exactly the one of searches before ``p`` existed,
+    so their seeds draw the same random trees; with it, every random draw of a leaf can
+    pick ``p`` too, so the same seed draws other trees.
+    """
+    names = (*VARIABLES, CLASS_PRIOR) if class_prior else VARIABLES
+    pset = gp.PrimitiveSet("LOSS", len(names))
+    pset.renameArguments(**{f"ARG{i}": name for i, name in enumerate(names)})
     for p in PRIMITIVES.values():
         pset.addPrimitive(p.torch, p.arity, name=p.name)
     for value in CONSTANTS:
@@ -56,7 +71,7 @@ def to_expression(tree: Sequence[Any]) -> Expression:
         node = next(nodes)
         if isinstance(node, gp.Primitive):
             return Expression.call(node.name, *(build() for _ in range(node.arity)))
-        if node.value in VARIABLES:
+        if node.value in TERMINALS:
             return Expression.var(node.value)
         return Expression.const(float(node.value))
 
@@ -65,13 +80,18 @@ def to_expression(tree: Sequence[Any]) -> Expression:
 
 def to_tree(expression: Expression, pset: gp.PrimitiveSet) -> _Individual:
     """Convert an :class:`Expression` into a DEAP individual."""
-    constants = {float(t.value): t for t in pset.terminals[object] if t.value not in VARIABLES}
-    variables = {t.value: t for t in pset.terminals[object] if t.value in VARIABLES}
+    constants = {float(t.value): t for t in pset.terminals[object] if t.value not in TERMINALS}
+    variables = {t.value: t for t in pset.terminals[object] if t.value in TERMINALS}
     nodes: list[Any] = []
     for e in expression.nodes():
         if e.op in PRIMITIVES:
             nodes.append(pset.mapping[e.op])
-        elif e.op in VARIABLES:
+        elif e.op in TERMINALS:
+            if e.op not in variables:
+                raise ValueError(
+                    f"{expression} uses the class prior p, which this search does not offer; "
+                    "turn it on with the setting class_prior=True (classification only)"
+                )
             nodes.append(variables[e.op])
         else:
             nodes.append(constants.get(e.value) or gp.Terminal(e.value, False, object))
@@ -132,7 +152,7 @@ class DeapEngine(Engine):
     def search(self, context: SearchContext) -> list[GenerationStats]:
         """Run the generational loop of docs/design.md, "Outer loop"."""
         s = context.settings
-        pset = primitive_set()
+        pset = primitive_set(s.class_prior)
         saved = context.load_state()
         state: dict[str, Any]
         if saved is None:

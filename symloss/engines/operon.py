@@ -82,7 +82,13 @@ import numpy as np
 import sympy
 
 from symloss.config import Settings
-from symloss.engines.base import Engine, SearchContext, generation_stats, is_installed
+from symloss.engines.base import (
+    Engine,
+    SearchContext,
+    generation_stats,
+    is_installed,
+    refuse_class_prior,
+)
 from symloss.expression import Expression
 from symloss.primitives import PREDICTION, PRIMITIVES, TARGET, VARIABLES
 from symloss.records import Evaluation, GenerationStats
@@ -521,6 +527,7 @@ class OperonEngine(Engine):
 
     def search(self, context: SearchContext) -> list[GenerationStats]:
         """Run the generational NSGA-II loop, one batched evaluation per generation."""
+        refuse_class_prior(context, self.name)
         op = import_pyoperon()
         s = context.settings
         search = _Search(op, s)

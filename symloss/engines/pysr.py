@@ -46,7 +46,13 @@ import numpy as np
 import sympy
 
 from symloss.config import Settings
-from symloss.engines.base import Engine, SearchContext, generation_stats, is_installed
+from symloss.engines.base import (
+    Engine,
+    SearchContext,
+    generation_stats,
+    is_installed,
+    refuse_class_prior,
+)
 from symloss.expression import Expression
 from symloss.primitives import PRIMITIVES, VARIABLES
 from symloss.records import Evaluation, GenerationStats
@@ -441,6 +447,7 @@ class PySREngine(Engine):
 
     def search(self, context: SearchContext) -> list[GenerationStats]:
         """Run PySR with the symloss evaluator as its objective."""
+        refuse_class_prior(context, self.name)
         pysr = import_pysr()
         jl = pysr.jl
         if context.load_state() is not None:
