@@ -53,12 +53,18 @@ def elementwise(loss: Any, f: np.ndarray, y: np.ndarray) -> np.ndarray:
     """A loss's value per ``(f, y)`` element, before any reduction.
 
     ``loss`` is a :class:`~symloss.network.LearnedLoss` or any loss module with an
-    ``elementwise(f, y)`` method (the baselines' ML3 and TaylorGLO losses).
+    ``elementwise(f, y)`` method (the baselines' ML3 and TaylorGLO losses). A loss in
+    the class prior ``p`` is drawn for its rarest class, where re-weighting shows most.
     """
-    function = loss.network if isinstance(loss, LearnedLoss) else loss.elementwise
+    f64, y64 = torch.as_tensor(f, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
     with torch.no_grad():
-        values = function(torch.as_tensor(f, dtype=torch.float64),
-                          torch.as_tensor(y, dtype=torch.float64))
+        if not isinstance(loss, LearnedLoss):
+            values = loss.elementwise(f64, y64)
+        elif loss.class_prior is None:
+            values = loss.network(f64, y64)
+        else:
+            rarest = torch.tensor(min(loss.class_prior), dtype=torch.float64)
+            values = loss.network(f64, y64, prior=rarest)
     return values.detach().double().cpu().numpy()
 
 

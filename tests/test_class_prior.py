@@ -264,3 +264,14 @@ def test_search_refuses_prior_for_regression_and_prior_seeds_when_off(tmp_path, 
                                 run_dir=tmp_path / "c")
     with pytest.raises(ValueError, match="class_prior"):
         search.fit((x, labels), "linear")
+
+
+def test_loss_shape_plot_draws_a_prior_loss():
+    pytest.importorskip("matplotlib")
+    from symloss.plots import elementwise, loss_shape
+
+    loss = LearnedLoss("y * log(f) * log(p)", class_prior=PRIOR3)
+    f = np.linspace(0.01, 0.99, 5)
+    expected = np.log(f) * np.log(min(PRIOR3))
+    assert np.allclose(elementwise(loss, f, np.ones_like(f)), expected)
+    assert loss_shape({"learned": loss}, "classification") is not None
