@@ -256,6 +256,8 @@ class Settings:
         data = dataclasses.asdict(self)
         for name in ("metatest_seeds", "lr_grid"):
             data[name] = list(getattr(self, name))
+        if not self.class_prior:  # off: the run description of searches before it existed
+            del data["class_prior"]
         return data
 
     @classmethod

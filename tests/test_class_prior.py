@@ -275,3 +275,24 @@ def test_loss_shape_plot_draws_a_prior_loss():
     expected = np.log(f) * np.log(min(PRIOR3))
     assert np.allclose(elementwise(loss, f, np.ones_like(f)), expected)
     assert loss_shape({"learned": loss}, "classification") is not None
+
+
+def test_settings_written_as_before_unless_class_prior_is_on():
+    from symloss.config import Settings
+
+    assert "class_prior" not in Settings().to_dict()
+    on = Settings(class_prior=True)
+    assert on.to_dict()["class_prior"] is True
+    assert Settings.from_dict(on.to_dict()) == on
+    assert Settings.from_dict(Settings().to_dict()) == Settings()
+
+
+@pytest.mark.parametrize("name", ["operon", "pysr"])
+def test_other_engines_refuse_the_prior(name):
+    from symloss.config import Settings
+    from symloss.engines import SearchContext, get_engine
+
+    context = SearchContext(kind="classification", settings=Settings(class_prior=True), seed=0,
+                            seeds=[], evaluate=lambda expressions: [])
+    with pytest.raises(ValueError, match="engine='deap'"):
+        get_engine(name).search(context)
