@@ -21,16 +21,30 @@ import math
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
-import symloss
 from symloss.expression import Expression
-from symloss.network import LearnedLoss
 from symloss.primitives import EPS, PRIMITIVES
+from symloss.version import __version__
 
 FRAMEWORKS = ("torch", "numpy", "jax")
 """Frameworks :func:`to_source` writes code for."""
+
+
+class Exportable(Protocol):
+    """What :func:`to_source` reads of a loss (a :class:`~symloss.network.LearnedLoss` has
+    it): the expression, its edge weights in post-order, the scale and the task kind."""
+
+    @property
+    def expression(self) -> Expression: ...
+    @property
+    def weights(self) -> Sequence[float]: ...
+    @property
+    def scale(self) -> float: ...
+    @property
+    def task(self) -> str: ...
 
 _SUM, _PRODUCT, _UNARY, _ATOM = 1, 2, 3, 4  # Python operator precedence, loosest first
 _WIDTH = 88
@@ -164,13 +178,14 @@ _INPUTS = {
 }
 
 
-def to_source(loss: LearnedLoss, framework: str = "torch") -> str:
+def to_source(loss: Exportable, framework: str = "torch") -> str:
     """Source of a self-contained function ``loss(y_pred, y_true)`` computing ``loss``.
 
     Parameters
     ----------
-    loss : LearnedLoss
-        The loss to export (learned weights and scale are folded into the code).
+    loss : Exportable
+        The loss to export, e.g. a :class:`~symloss.network.LearnedLoss` (learned weights
+        and scale are folded into the code).
     framework : {"torch", "numpy", "jax"}
         The only library the generated code imports.
 
@@ -188,6 +203,7 @@ def to_source(loss: LearnedLoss, framework: str = "torch") -> str:
     Examples
     --------
     >>> import torch
+    >>> from symloss import LearnedLoss
     >>> learned = LearnedLoss("-(y * log(f))", task="classification")
     >>> namespace = {}
     >>> exec(to_source(learned, "torch"), namespace)
@@ -210,7 +226,7 @@ def to_source(loss: LearnedLoss, framework: str = "torch") -> str:
         reduction = f"{scale!r} * {reduction}"
     lines = [*fw.imports, "", ""]
     lines.append(f"def loss(y_pred: {fw.array}, y_true: {fw.array}) -> {fw.array}:")
-    lines.append(f'    """A {loss.task} loss learned by symloss {symloss.__version__}; needs only '
+    lines.append(f'    """A {loss.task} loss learned by symloss {__version__}; needs only '
                  f'{framework}.')
     lines.append("")
     lines.extend(textwrap.wrap(f"Expression ``{loss.expression}``, learned weights folded in.",

@@ -137,6 +137,36 @@ class Expression:
         for a in self.args:
             yield from a.nodes()
 
+    def postorder(self) -> list[Expression]:
+        """The nodes, children before parents, root last: the order of the edge weights.
+
+        Node ``i`` (every node but the root) carries edge weight ``i`` in the meta-loss
+        network, the SymPy forms and the exported code; this is the one definition of
+        that order.
+        """
+        order: list[Expression] = []
+        stack = [(self, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded or not node.args:
+                order.append(node)
+            else:
+                stack.append((node, True))
+                stack.extend((a, False) for a in reversed(node.args))
+        return order
+
+    def program(self) -> list[tuple[str, tuple[int, ...], float]]:
+        """:meth:`postorder` as instructions ``(op, positions of the children, constant)``,
+        the form the torch and dual-number evaluators run."""
+        program: list[tuple[str, tuple[int, ...], float]] = []
+        stack: list[int] = []
+        for i, node in enumerate(self.postorder()):
+            split = len(stack) - len(node.args)
+            program.append((node.op, tuple(stack[split:]), node.value))
+            del stack[split:]
+            stack.append(i)
+        return program
+
     # -- rendering ----------------------------------------------------------------------
     def __str__(self) -> str:
         return _render(self, latex=False)[0]

@@ -8,8 +8,7 @@ small budget can never return a loss worse on validation than the baseline.
 from __future__ import annotations
 
 from symloss.expression import Expression
-
-TASK_KINDS = ("classification", "regression")
+from symloss.kinds import check_task_kind
 
 BASELINES: dict[str, str] = {
     "classification": "-(y * log(f))",
@@ -41,13 +40,6 @@ KNOWN_LOSSES: dict[str, dict[str, str]] = {
     },
 }
 """Per task kind: name -> expression text of a loss expressible in the primitive set."""
-
-
-def check_task_kind(kind: str) -> str:
-    """Return ``kind`` if it is a known task kind, else raise a ValueError."""
-    if kind not in TASK_KINDS:
-        raise ValueError(f"task must be one of {TASK_KINDS}, got {kind!r}")
-    return kind
 
 
 def baseline(kind: str, single_output: bool = False) -> Expression:

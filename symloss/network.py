@@ -24,8 +24,9 @@ import sympy
 import torch
 from torch import nn
 
+from symloss.export import to_source
 from symloss.expression import Expression
-from symloss.library import check_task_kind
+from symloss.kinds import check_task_kind
 from symloss.primitives import PRIMITIVES
 from symloss.serialization import check_header, read_json, real_numbers, write_json
 from symloss.symbolic import latex as symbolic_latex
@@ -92,19 +93,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _postorder(expression: Expression) -> list[tuple[str, tuple[int, ...], float]]:
-    """Flatten a tree into instructions ``(op, child positions, constant)``, root last."""
-    program: list[tuple[str, tuple[int, ...], float]] = []
-
-    def visit(e: Expression) -> int:
-        children = tuple(visit(a) for a in e.args)
-        program.append((e.op, children, e.value))
-        return len(program) - 1
-
-    visit(expression)
-    return program
-
-
 class MetaLossNetwork(nn.Module):
     """An expression tree as an elementwise torch module with a weight on every edge.
 
@@ -128,7 +116,7 @@ class MetaLossNetwork(nn.Module):
     ) -> None:
         super().__init__()
         self.expression = Expression.parse(expression)
-        self._program = _postorder(self.expression)
+        self._program = self.expression.program()
         n_edges = len(self._program) - 1
         if weights is None:
             tensor = torch.ones(n_edges, dtype=torch.float64)
@@ -398,8 +386,6 @@ class LearnedLoss(nn.Module):
         """Source of a standalone ``loss(y_pred, y_true)`` function for ``"torch"``,
         ``"numpy"`` or ``"jax"`` that needs no symloss (see :func:`symloss.export.to_source`).
         """
-        from symloss.export import to_source
-
         return to_source(self, framework)
 
     def extra_repr(self) -> str:

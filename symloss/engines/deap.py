@@ -19,10 +19,10 @@ from typing import Any
 
 from deap import base, gp, tools
 
-from symloss.engines.base import Engine, Guesser, SearchContext, generation_stats
+from symloss.engines.base import Engine, SearchContext
 from symloss.expression import Expression
 from symloss.primitives import CONSTANTS, PREDICTION, PRIMITIVES, TARGET, VARIABLES
-from symloss.records import Evaluation, GenerationStats
+from symloss.records import Evaluation, GenerationStats, Guesser, generation_stats
 
 _REPAIR_OPS = ("add", "sub", "mul", "div")
 

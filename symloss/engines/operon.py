@@ -82,10 +82,10 @@ import numpy as np
 import sympy
 
 from symloss.config import Settings
-from symloss.engines.base import Engine, SearchContext, generation_stats, is_installed
+from symloss.engines.base import Engine, SearchContext, is_installed
 from symloss.expression import Expression
 from symloss.primitives import PREDICTION, PRIMITIVES, TARGET, VARIABLES
-from symloss.records import Evaluation, GenerationStats
+from symloss.records import Evaluation, GenerationStats, generation_stats
 
 logger = logging.getLogger(__name__)
 
