@@ -16,6 +16,10 @@ from symloss.config import Settings
 from symloss.expression import Expression
 from symloss.records import EvaluateMany, GenerationStats, Guesser
 
+REPAIR_OPS = ("add", "sub", "mul", "div")
+"""The operators of a repair: a tree missing ``y`` or ``f`` gets a random leaf replaced by
+``op(y, f)`` or ``op(f, y)`` with ``op`` one of these (as the reference code does)."""
+
 
 @dataclass
 class SearchContext:

@@ -19,12 +19,10 @@ from typing import Any
 
 from deap import base, gp, tools
 
-from symloss.engines.base import Engine, SearchContext
+from symloss.engines.base import REPAIR_OPS, Engine, SearchContext
 from symloss.expression import Expression
 from symloss.primitives import CONSTANTS, PREDICTION, PRIMITIVES, TARGET, VARIABLES
 from symloss.records import Evaluation, GenerationStats, Guesser, generation_stats
-
-_REPAIR_OPS = ("add", "sub", "mul", "div")
 
 
 class _Fitness(base.Fitness):
@@ -85,7 +83,7 @@ def repair(tree: _Individual, pset: gp.PrimitiveSet) -> _Individual:
         return tree
     leaves = [i for i, node in enumerate(tree) if isinstance(node, gp.Terminal)]
     at = random.choice(leaves)
-    op = pset.mapping[random.choice(_REPAIR_OPS)]
+    op = pset.mapping[random.choice(REPAIR_OPS)]
     y, f = (next(t for t in pset.terminals[object] if t.value == v) for v in (TARGET, PREDICTION))
     pair = [y, f] if random.random() < 0.5 else [f, y]
     tree[at : at + 1] = [op, *pair]
