@@ -30,7 +30,7 @@ from symloss.task import Task, make_task
 from symloss.training import SGDSettings, train
 
 SEEDS = (1, 2, 3)
-RATES = (0.03, 0.1, 0.3, 1.0)
+RATES = (0.03, 0.1, 0.3, 1.0, 3.0)
 STEPS = 1000
 
 

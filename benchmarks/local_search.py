@@ -38,10 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from known_answer import KnownAnswerTask, mixture_task, quantile_task  # noqa: E402
 
 from symloss.config import Settings, preset  # noqa: E402
-from symloss.evaluator import search_loss  # noqa: E402
 from symloss.local_search import local_search  # noqa: E402
 from symloss.network import LearnedLoss  # noqa: E402
-from symloss.scale import reference_batch  # noqa: E402
+from symloss.scale import (
+    reference_batch,  # noqa: E402
+    search_loss,  # noqa: E402
+)
 from symloss.task import Task, make_task, resolve_data  # noqa: E402
 from symloss.training import SGDSettings, train  # noqa: E402
 

@@ -14,8 +14,7 @@ from symloss.estimator import NotFittedError, SymbolicLossSearch, fit
 from symloss.expression import Expression
 from symloss.metatest import MetaTestResult, evaluate
 from symloss.network import LearnedLoss, load
-
-__version__ = "0.1.0"
+from symloss.version import __version__ as __version__
 
 __all__ = [
     "Expression",

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from symloss.expression import Expression
-from symloss.library import check_task_kind
-from symloss.network import _postorder, checked_prior, prepare_outputs, prior_values
+from symloss.kinds import check_task_kind
+from symloss.network import checked_prior, prepare_outputs, prior_values
 from symloss.primitives import CLASS_PRIOR, PRIMITIVES, Derivative, Dual, Value
 
 
@@ -49,7 +49,7 @@ class DualTree:
         expression = Expression.parse(expression)
         if expression.uses_class_prior and prior is None:
             raise ValueError(f"the loss {expression} uses the class prior p but has none")
-        program = _postorder(expression)
+        program = expression.program()
         self._ones = np.ones_like(y)  # d f / d f
         self._values: list[Value] = []
         self._derivatives: list[Derivative] = [None] * len(program)

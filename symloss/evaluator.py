@@ -16,7 +16,7 @@ the same whether the expensive part runs in this process or in a pool.
 Speculation (local process pool only): once a generation has fewer unfinished
 candidates than workers, a worker would wait for the generation's last candidate. The
 evaluator then asks the engine for a guess of the next generation (see
-:data:`symloss.engines.base.Guesser`), screens the guesses read-only and scores the
+:data:`symloss.records.Guesser`), screens the guesses read-only and scores the
 survivors on the idle workers. :func:`score` is a pure function of its item, so when the
 next generation asks for the very same item, the prefetched result is the one it would
 have computed; nothing speculative is registered or reported before that.
@@ -34,7 +34,6 @@ from typing import Any
 import torch
 
 from symloss.config import Settings
-from symloss.engines.base import Guesser
 from symloss.executors import Executor, InProcessExecutor, ProcessExecutor, single_torch_thread
 from symloss.expression import Expression
 from symloss.filters import (
@@ -48,36 +47,11 @@ from symloss.filters import (
     structural_reason,
 )
 from symloss.local_search import local_search
-from symloss.network import LearnedLoss
-from symloss.prior import task_prior
 from symloss.racing import race_reason, racing_enabled, short_run_metric
-from symloss.records import CACHED, OK, REJECTED, Evaluation
-from symloss.scale import Reference, normalising_factor, reference_batch
+from symloss.records import CACHED, OK, REJECTED, Evaluation, Guesser
+from symloss.scale import Reference, reference_batch, search_loss
 from symloss.task import Task
 from symloss.training import sgd_settings, train
-
-
-def search_loss(
-    task: Task,
-    settings: Settings,
-    expression: Expression | str,
-    weights: Sequence[float] = (),
-    reference: Reference | None = None,
-) -> LearnedLoss:
-    """The loss as the search trains it: normalised to the baseline's gradient scale
-    at ``reference`` when ``settings.normalize`` is on, as it is otherwise.
-
-    Raises
-    ------
-    ValueError
-        If the loss must be normalised but its gradient there is zero or not finite.
-    """
-    loss = LearnedLoss(expression, task.kind, weights or None, class_prior=task_prior(task))
-    if not settings.normalize:
-        return loss
-    if reference is None:
-        raise ValueError("a normalised search needs the reference batch")
-    return loss.with_scale(normalising_factor(loss, task, reference))
 
 
 def _screen(

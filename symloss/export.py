@@ -21,18 +21,35 @@ import math
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
-import symloss
-from symloss.expression import Expression
-from symloss.network import LearnedLoss
+from symloss.expression import PREC_ATOM, PREC_PRODUCT, PREC_UNARY, Expression
+from symloss.expression import infix as expression_infix
 from symloss.primitives import EPS, PRIMITIVES
+from symloss.version import __version__
 
 FRAMEWORKS = ("torch", "numpy", "jax")
 """Frameworks :func:`to_source` writes code for."""
 
-_SUM, _PRODUCT, _UNARY, _ATOM = 1, 2, 3, 4  # Python operator precedence, loosest first
+
+class Exportable(Protocol):
+    """What :func:`to_source` reads of a loss (a :class:`~symloss.network.LearnedLoss` has
+    it): the expression, its edge weights in post-order, the scale, the task kind and the
+    class prior (None unless the expression uses ``p``)."""
+
+    @property
+    def expression(self) -> Expression: ...
+    @property
+    def weights(self) -> Sequence[float]: ...
+    @property
+    def scale(self) -> float: ...
+    @property
+    def task(self) -> str: ...
+    @property
+    def class_prior(self) -> Sequence[float] | None: ...
+
 _WIDTH = 88
 
 
@@ -168,13 +185,14 @@ _INPUTS = {
 }
 
 
-def to_source(loss: LearnedLoss, framework: str = "torch") -> str:
+def to_source(loss: Exportable, framework: str = "torch") -> str:
     """Source of a self-contained function ``loss(y_pred, y_true)`` computing ``loss``.
 
     Parameters
     ----------
-    loss : LearnedLoss
-        The loss to export (learned weights and scale are folded into the code).
+    loss : Exportable
+        The loss to export, e.g. a :class:`~symloss.network.LearnedLoss` (learned weights
+        and scale are folded into the code).
     framework : {"torch", "numpy", "jax"}
         The only library the generated code imports.
 
@@ -192,6 +210,7 @@ def to_source(loss: LearnedLoss, framework: str = "torch") -> str:
     Examples
     --------
     >>> import torch
+    >>> from symloss import LearnedLoss
     >>> learned = LearnedLoss("-(y * log(f))", task="classification")
     >>> namespace = {}
     >>> exec(to_source(learned, "torch"), namespace)
@@ -205,7 +224,7 @@ def to_source(loss: LearnedLoss, framework: str = "torch") -> str:
         )
     fw = _FRAMEWORKS[framework]
     helpers: dict[str, str] = {}
-    body, _, constant = _render(loss.expression, loss.weights, fw, helpers, [0], root=True)
+    body, _, constant = _render(loss.expression, loss.weights, fw, helpers)
     if constant is not None:
         body = fw.full_like.format(repr(constant))
     scale = loss.scale
@@ -214,7 +233,7 @@ def to_source(loss: LearnedLoss, framework: str = "torch") -> str:
         reduction = f"{scale!r} * {reduction}"
     lines = [*fw.imports, "", ""]
     lines.append(f"def loss(y_pred: {fw.array}, y_true: {fw.array}) -> {fw.array}:")
-    lines.append(f'    """A {loss.task} loss learned by symloss {symloss.__version__}; needs only '
+    lines.append(f'    """A {loss.task} loss learned by symloss {__version__}; needs only '
                  f'{framework}.')
     lines.append("")
     lines.extend(textwrap.wrap(f"Expression ``{loss.expression}``, learned weights folded in.",
@@ -266,34 +285,44 @@ def _fold(op: str, args: Sequence[float]) -> float:
 
 
 def _render(
+    expression: Expression, weights: Sequence[float], fw: _Framework, helpers: dict[str, str]
+) -> tuple[str, int, float | None]:
+    """Code of ``expression`` with the edge weights applied, its precedence, and its value
+    when it is constant (folded at export time, as the network computes constants once).
+
+    Nodes are rendered in :meth:`~symloss.expression.Expression.postorder`, the order of
+    ``weights``, each from its children's code (:meth:`~symloss.expression.Expression.program`).
+    """
+    nodes = expression.postorder()
+    rendered: list[tuple[str, int, float | None]] = []
+    for position, (e, (_, children, _)) in enumerate(zip(nodes, expression.program(),
+                                                         strict=True)):
+        weight = None if position == len(nodes) - 1 else weights[position]
+        rendered.append(_node(e, [rendered[c] for c in children], weight, fw, helpers))
+    return rendered[-1]
+
+
+def _node(
     e: Expression,
-    weights: Sequence[float],
+    children: list[tuple[str, int, float | None]],
+    weight: float | None,
     fw: _Framework,
     helpers: dict[str, str],
-    counter: list[int],
-    root: bool = False,
 ) -> tuple[str, int, float | None]:
-    """Code of ``e`` with its edge weight applied, its precedence, and its value when it
-    is constant (folded at export time, as the network computes constants once).
-
-    ``counter`` walks the post-order positions of the nodes, the order of ``weights``.
-    """
-    children = [_render(a, weights, fw, helpers, counter) for a in e.args]
-    position = counter[0]
-    counter[0] += 1
-    weight = None if root or weights[position] == 1.0 else weights[position]
+    """One node of :func:`_render`, its rendered ``children`` given."""
+    weight = None if weight == 1.0 else weight
     if e.op == "const" or (children and all(c[2] is not None for c in children)):
         value = e.value if e.op == "const" else _fold(e.op, [c[2] for c in children])
         value = value if weight is None else value * weight
-        return _literal(value), (_UNARY if value < 0 else _ATOM), value
+        return _literal(value), (PREC_UNARY if value < 0 else PREC_ATOM), value
     if e.op in ("y", "f", "p"):
-        code, precedence = e.op, _ATOM
+        code, precedence = e.op, PREC_ATOM
     else:
         code, precedence = _call(e.op, [(c[0], c[1]) for c in children], children, fw, helpers)
     if weight is None:
         return code, precedence, None
-    inner = code if precedence > _PRODUCT else f"({code})"
-    return f"{_literal(weight)} * {inner}", _PRODUCT, None
+    inner = code if precedence > PREC_PRODUCT else f"({code})"
+    return f"{_literal(weight)} * {inner}", PREC_PRODUCT, None
 
 
 def _call(
@@ -306,28 +335,25 @@ def _call(
     """Code of primitive ``op`` applied to rendered arguments."""
     infix = PRIMITIVES[op].infix
     if infix:
-        own = _PRODUCT if infix == "*" else _SUM
-        (left, lp), (right, rp) = args
-        left = left if lp >= own else f"({left})"
-        right = right if rp > own else f"({right})"
-        return f"{left} {infix} {right}", own
+        return expression_infix(infix, args[0], args[1], f"{{}} {infix} {{}}",
+                                lambda text: f"({text})")
     plain = [code for code, _ in args]
     if op in ("min", "max"):
         constant = [c[2] is not None for c in children]
         template = fw.clamp_max if op == "min" else fw.clamp_min
         if fw is _TORCH and any(constant):  # torch.minimum takes no Python number
             tensor, number = (plain[1], plain[0]) if constant[0] else (plain[0], plain[1])
-            return template.format(tensor, number), _ATOM
+            return template.format(tensor, number), PREC_ATOM
         name = "minimum" if op == "min" else "maximum"
-        return f"{fw.ns}.{name}({plain[0]}, {plain[1]})", _ATOM
+        return f"{fw.ns}.{name}({plain[0]}, {plain[1]})", PREC_ATOM
     if op == "div":
         helpers["aq"] = _AQ
-        return f"aq({plain[0]}, {plain[1]})", _ATOM
+        return f"aq({plain[0]}, {plain[1]})", PREC_ATOM
     if op in ("log", "sqrt"):
         name = "plog" if op == "log" else "psqrt"
         helpers[name] = f"{fw.ns}.{op}({fw.plog})"
-        return f"{name}({plain[0]})", _ATOM
-    return f"{fw.ns}.{op}({plain[0]})", _ATOM
+        return f"{name}({plain[0]})", PREC_ATOM
+    return f"{fw.ns}.{op}({plain[0]})", PREC_ATOM
 
 
 def _literal(value: float) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sympy import Expr as SymPyExpr  # Expression.sympy shadows the module in the class
@@ -27,7 +27,9 @@ _TOKEN = re.compile(rf"\s*(?:({_NUMBER})|([A-Za-z_]\w*)|(\S))")
 MAX_HEIGHT = 100
 """Deepest tree accepted (edges from root to leaf). Trees are walked recursively, by
 symloss and by SymPy; the genetic programming height limit is 10 in the reference."""
-_PREC_SUM, _PREC_PRODUCT, _PREC_UNARY, _PREC_ATOM = 1, 2, 3, 4
+PREC_SUM, PREC_PRODUCT, PREC_UNARY, PREC_ATOM = 1, 2, 3, 4
+"""Binding strength of what a printer writes, loosest first: ``a + b``, ``a * b``,
+``-a``, and atoms (names, calls, parenthesised text); Python and our syntax agree."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,36 @@ class Expression:
         for a in self.args:
             yield from a.nodes()
 
+    def postorder(self) -> list[Expression]:
+        """The nodes, children before parents, root last: the order of the edge weights.
+
+        Node ``i`` (every node but the root) carries edge weight ``i`` in the meta-loss
+        network, the SymPy forms and the exported code; this is the one definition of
+        that order.
+        """
+        order: list[Expression] = []
+        stack = [(self, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded or not node.args:
+                order.append(node)
+            else:
+                stack.append((node, True))
+                stack.extend((a, False) for a in reversed(node.args))
+        return order
+
+    def program(self) -> list[tuple[str, tuple[int, ...], float]]:
+        """:meth:`postorder` as instructions ``(op, positions of the children, constant)``,
+        the form the torch and dual-number evaluators run."""
+        program: list[tuple[str, tuple[int, ...], float]] = []
+        stack: list[int] = []
+        for i, node in enumerate(self.postorder()):
+            split = len(stack) - len(node.args)
+            program.append((node.op, tuple(stack[split:]), node.value))
+            del stack[split:]
+            stack.append(i)
+        return program
+
     # -- rendering ----------------------------------------------------------------------
     def __str__(self) -> str:
         return _render(self, latex=False)[0]
@@ -201,34 +233,44 @@ def _is_negation(e: Expression) -> bool:
     )
 
 
+def infix(
+    operator: str, left: tuple[str, int], right: tuple[str, int], template: str,
+    wrap: Callable[[str], str],
+) -> tuple[str, int]:
+    """``left operator right`` (each ``(text, precedence)``) and its precedence, the
+    operands wrapped only where needed; the operators associate to the left, so
+    ``a - (b - c)`` keeps its parentheses and ``(a - b) - c`` loses them. ``template``
+    places the two operands (``"{} - {}"``, or a LaTeX form)."""
+    own = PREC_PRODUCT if operator == "*" else PREC_SUM
+    (left_text, left_prec), (right_text, right_prec) = left, right
+    left_text = left_text if left_prec >= own else wrap(left_text)
+    right_text = right_text if right_prec > own else wrap(right_text)
+    return template.format(left_text, right_text), own
+
+
 def _render(e: Expression, latex: bool) -> tuple[str, int]:
     """Text (or LaTeX) of ``e`` and its precedence; parentheses only where needed, so
     that parsing the text gives back the same tree."""
     if e.op in TERMINALS:
-        return e.op, _PREC_ATOM
+        return e.op, PREC_ATOM
     if e.op == "const":
         text = _number_text(e.value)
-        return text, _PREC_UNARY if text.startswith("-") else _PREC_ATOM
+        return text, PREC_UNARY if text.startswith("-") else PREC_ATOM
 
     def wrap(text: str) -> str:
         return rf"\left({text}\right)" if latex else f"({text})"
 
     if _is_negation(e):
         inner, prec = _render(e.args[1], latex)
-        return "-" + (inner if prec >= _PREC_UNARY else wrap(inner)), _PREC_UNARY
+        return "-" + (inner if prec >= PREC_UNARY else wrap(inner)), PREC_UNARY
     primitive = PRIMITIVES[e.op]
     parts = [_render(a, latex) for a in e.args]
     if primitive.infix:
-        own = _PREC_PRODUCT if primitive.infix == "*" else _PREC_SUM
-        (left, lp), (right, rp) = parts
-        left = left if lp >= own else wrap(left)
-        right = right if rp > own else wrap(right)
-        if latex:
-            return primitive.latex.format(left, right), own
-        return f"{left} {primitive.infix} {right}", own
+        template = primitive.latex if latex else f"{{}} {primitive.infix} {{}}"
+        return infix(primitive.infix, parts[0], parts[1], template, wrap)
     if latex:
-        return primitive.latex.format(*(p[0] for p in parts)), _PREC_ATOM
-    return f"{e.op}({', '.join(p[0] for p in parts)})", _PREC_ATOM
+        return primitive.latex.format(*(p[0] for p in parts)), PREC_ATOM
+    return f"{e.op}({', '.join(p[0] for p in parts)})", PREC_ATOM
 
 
 class _Parser:

@@ -8,8 +8,7 @@ small budget can never return a loss worse on validation than the baseline.
 from __future__ import annotations
 
 from symloss.expression import Expression
-
-TASK_KINDS = ("classification", "regression")
+from symloss.kinds import check_task_kind
 
 BASELINES: dict[str, str] = {
     "classification": "-(y * log(f))",
@@ -62,13 +61,6 @@ BINARY_PRIOR_LOSSES: dict[str, str] = {
 of class 1): binary cross-entropy with each class weighted by the other's frequency, and
 binary cross-entropy of the logit shifted by ``log(p / (1 - p))`` (logit adjustment,
 Menon et al. 2021), i.e. of the probability ``f p / (f p + (1 - f)(1 - p))``."""
-
-
-def check_task_kind(kind: str) -> str:
-    """Return ``kind`` if it is a known task kind, else raise a ValueError."""
-    if kind not in TASK_KINDS:
-        raise ValueError(f"task must be one of {TASK_KINDS}, got {kind!r}")
-    return kind
 
 
 def baseline(kind: str, single_output: bool = False) -> Expression:

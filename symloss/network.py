@@ -25,8 +25,9 @@ import sympy
 import torch
 from torch import nn
 
+from symloss.export import to_source
 from symloss.expression import Expression
-from symloss.library import check_task_kind
+from symloss.kinds import check_task_kind
 from symloss.primitives import CLASS_PRIOR, PRIMITIVES
 from symloss.serialization import check_header, read_json, real_numbers, write_json
 from symloss.symbolic import latex as symbolic_latex
@@ -142,19 +143,6 @@ def prior_values(
     return torch.tensor(class_prior, dtype=f.dtype, device=f.device)
 
 
-def _postorder(expression: Expression) -> list[tuple[str, tuple[int, ...], float]]:
-    """Flatten a tree into instructions ``(op, child positions, constant)``, root last."""
-    program: list[tuple[str, tuple[int, ...], float]] = []
-
-    def visit(e: Expression) -> int:
-        children = tuple(visit(a) for a in e.args)
-        program.append((e.op, children, e.value))
-        return len(program) - 1
-
-    visit(expression)
-    return program
-
-
 class MetaLossNetwork(nn.Module):
     """An expression tree as an elementwise torch module with a weight on every edge.
 
@@ -165,9 +153,14 @@ class MetaLossNetwork(nn.Module):
     weights : sequence of float, optional
         One weight per edge (``expression.size - 1`` values, in post-order of the
         child nodes). Defaults to all ones: the symbolic expression itself.
+    class_prior : sequence of float, optional
+        The value of the terminal ``p`` for each column of ``f`` (its class's training
+        frequency); needed only by an expression that holds ``p``, and kept only there.
 
     Attributes
     ----------
+    class_prior : tuple of float or None
+        The values ``p`` takes (None when the expression has no ``p``).
     weights : torch.nn.Parameter
         The edge weights, shape ``[n_edges]``, float64 so that saved values are exact;
         0-dim weights do not change the dtype of the values they scale.
@@ -183,7 +176,7 @@ class MetaLossNetwork(nn.Module):
         self.expression = Expression.parse(expression)
         self.class_prior = checked_prior(class_prior) if self.expression.uses_class_prior else None
         self._prior_tensors: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
-        self._program = _postorder(self.expression)
+        self._program = self.expression.program()
         n_edges = len(self._program) - 1
         if weights is None:
             tensor = torch.ones(n_edges, dtype=torch.float64)
@@ -496,8 +489,6 @@ class LearnedLoss(nn.Module):
         """Source of a standalone ``loss(y_pred, y_true)`` function for ``"torch"``,
         ``"numpy"`` or ``"jax"`` that needs no symloss (see :func:`symloss.export.to_source`).
         """
-        from symloss.export import to_source
-
         return to_source(self, framework)
 
     def extra_repr(self) -> str:

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from symloss.expression import Expression
 
 OK = "ok"
 REJECTED = "rejected"
@@ -114,3 +120,38 @@ class GenerationStats:
         for name in ("best_fitness", "median_fitness"):
             values[name] = math.inf if values[name] is None else float(values[name])
         return cls(**values)
+
+
+EvaluateMany = Callable[[Sequence[Expression]], list[Evaluation]]
+"""``evaluate(expressions) -> evaluations``: a whole generation, in order (the contract
+between an engine and the evaluator)."""
+Guesser = Callable[[Mapping[int, float]], list[Expression]]
+"""``guess(known)``: candidates the next generation will likely evaluate, given the
+fitnesses known so far of the generation being evaluated (by index)."""
+
+
+def rejection_category(reason: str) -> str:
+    """The category of a rejection reason: the text before its first colon."""
+    return reason.split(":", 1)[0].strip()
+
+
+def generation_stats(
+    generation: int,
+    population: Sequence[tuple[str, float]],
+    new: Sequence[Evaluation],
+    started: float,
+) -> GenerationStats:
+    """Summarise a generation: fitness over the whole ``population`` of
+    ``(expression, fitness)`` pairs, counts over the ``new`` evaluations."""
+    fitnesses = [f for _, f in population]
+    best_expression, best_fitness = min(population, key=lambda p: p[1])
+    return GenerationStats(
+        generation=generation,
+        best_fitness=best_fitness,
+        median_fitness=statistics.median(fitnesses) if fitnesses else float("inf"),
+        best_expression=best_expression,
+        evaluated=len(new),
+        cached=sum(e.status == CACHED for e in new),
+        rejected=dict(Counter(rejection_category(e.reason) for e in new if e.status == REJECTED)),
+        seconds=time.perf_counter() - started,
+    )

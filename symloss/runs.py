@@ -33,8 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from symloss.engines.base import generation_stats
-from symloss.records import Evaluation, GenerationStats
+from symloss.records import Evaluation, GenerationStats, generation_stats
 from symloss.serialization import read_json, write_json
 
 RUN_FILE = "run.json"

@@ -13,11 +13,14 @@ a freshly initialised model's outputs on a fixed batch of training data. A
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
+from symloss.config import Settings
+from symloss.expression import Expression
 from symloss.network import LearnedLoss
+from symloss.prior import task_prior
 from symloss.task import Task
 
 REFERENCE_SIZE = 256
@@ -90,3 +93,26 @@ def normalising_factor(loss: LossFn, task: Task, reference: Reference) -> float:
             "zero or non-finite gradient there cannot be normalised"
         )
     return baseline_norm(task, reference) / norm
+
+
+def search_loss(
+    task: Task,
+    settings: Settings,
+    expression: Expression | str,
+    weights: Sequence[float] = (),
+    reference: Reference | None = None,
+) -> LearnedLoss:
+    """The loss as the search trains it: normalised to the baseline's gradient scale
+    at ``reference`` when ``settings.normalize`` is on, as it is otherwise.
+
+    Raises
+    ------
+    ValueError
+        If the loss must be normalised but its gradient there is zero or not finite.
+    """
+    loss = LearnedLoss(expression, task.kind, weights or None, class_prior=task_prior(task))
+    if not settings.normalize:
+        return loss
+    if reference is None:
+        raise ValueError("a normalised search needs the reference batch")
+    return loss.with_scale(normalising_factor(loss, task, reference))

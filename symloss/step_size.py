@@ -18,9 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from symloss.config import Settings
-from symloss.evaluator import search_loss
 from symloss.executors import mapping
-from symloss.scale import reference_batch
+from symloss.scale import reference_batch, search_loss
 from symloss.task import Task
 from symloss.training import sgd_settings, train
 

@@ -18,15 +18,26 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import sympy
 
 from symloss.primitives import CLASS_PRIOR, PRIMITIVES, TERMINALS, VARIABLES
 from symloss.timelimit import attempt
 
-if TYPE_CHECKING:
-    from symloss.expression import Expression
+
+class Tree(Protocol):
+    """What the SymPy forms read of an expression tree (an
+    :class:`~symloss.expression.Expression` is one): its nodes in edge-weight order. A
+    protocol, so that this module stays below ``expression``, which uses it."""
+
+    @property
+    def op(self) -> str: ...
+
+    @property
+    def value(self) -> float: ...
+
+    def postorder(self) -> Sequence[Tree]: ...
 
 SYMBOLS = {
     **{name: sympy.Symbol(name, real=True) for name in VARIABLES},
@@ -55,33 +66,19 @@ KEY_FALLBACK_PREFIX = "tree:"
 cannot contain a colon)."""
 
 
-def _postorder(expression: Expression) -> list[Expression]:
-    """The nodes, children before parents, root last (the network's edge order)."""
-    order: list[Expression] = []
-    stack = [(expression, False)]
-    while stack:
-        node, expanded = stack.pop()
-        if expanded or not node.args:
-            order.append(node)
-        else:
-            stack.append((node, True))
-            stack.extend((a, False) for a in reversed(node.args))
-    return order
-
-
 def _number(value: float) -> sympy.Expr:
     return sympy.Integer(int(value)) if float(value).is_integer() else sympy.Float(value)
 
 
 def _build(
-    expression: Expression,
+    expression: Tree,
     table: dict[str, Callable[..., sympy.Expr]],
     weights: Sequence[float] = (),
 ) -> sympy.Expr:
     """The form with ``table``'s primitives; node ``i`` in post-order (not the root) is
     multiplied by ``weights[i]`` unless that is 1."""
     stack: list[sympy.Expr] = []
-    for i, node in enumerate(_postorder(expression)):
+    for i, node in enumerate(expression.postorder()):
         if node.op in TERMINALS:
             v = SYMBOLS[node.op]
         elif node.op == "const":
@@ -102,13 +99,13 @@ def _finite(form: sympy.Expr) -> sympy.Expr:
     return form
 
 
-def opaque_form(expression: Expression, weights: Sequence[float] = ()) -> sympy.Expr:
+def opaque_form(expression: Tree, weights: Sequence[float] = ()) -> sympy.Expr:
     """The form in which every primitive but ``+``, ``-``, ``*`` is an undefined function
     named like the primitive (``log(y - y)``); it cannot fail or take long."""
     return _build(expression, _OPAQUE, weights)
 
 
-def sympy_form(expression: Expression, weights: Sequence[float] = ()) -> sympy.Expr:
+def sympy_form(expression: Tree, weights: Sequence[float] = ()) -> sympy.Expr:
     """The exact SymPy form (protected primitives as their mathematical meaning), with
     edge ``weights`` folded in; the opaque form where the exact one fails or holds
     ``zoo``, ``nan`` or ``oo``."""
@@ -146,7 +143,7 @@ def _expanded(form: sympy.Expr) -> sympy.Expr:
 
 
 @functools.lru_cache(maxsize=65536)
-def canonical(expression: Expression) -> sympy.Expr | None:
+def canonical(expression: Tree) -> sympy.Expr | None:
     """The expanded exact form behind :func:`canonical_key`, or None when SymPy cannot
     form it (``zoo``, ``nan``, ``oo``, an error, over time).
 
@@ -165,7 +162,7 @@ def canonical(expression: Expression) -> sympy.Expr | None:
     )
 
 
-def canonical_key(expression: Expression) -> str:
+def canonical_key(expression: Tree) -> str:
     """The text of :func:`canonical`, or ``"tree:"`` and the expression text when there
     is no canonical form: forms with ``zoo`` would merge different losses."""
     form = canonical(expression)
@@ -214,7 +211,7 @@ def _rounded(weights: Sequence[float], digits: int) -> list[float]:
     return [significant(w, digits) for w in weights]
 
 
-def loss_sympy(expression: Expression, weights: Sequence[float], digits: int) -> sympy.Expr:
+def loss_sympy(expression: Tree, weights: Sequence[float], digits: int) -> sympy.Expr:
     """The readable SymPy form of a loss with its edge weights folded in, rounded to
     ``digits`` (weights that round to 1 are left out)."""
     rounded = _rounded(weights, digits)

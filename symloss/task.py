@@ -19,7 +19,8 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from symloss.expression import Expression
-from symloss.library import baseline, check_task_kind
+from symloss.kinds import check_task_kind
+from symloss.library import baseline
 from symloss.network import prepare_outputs, reduce_loss
 
 ModelSpec = nn.Module | Callable[[], nn.Module] | str

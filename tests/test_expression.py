@@ -12,7 +12,8 @@ import sympy
 import torch
 
 from symloss.expression import PREDICTION_VAR, TARGET_VAR, Expression, readable
-from symloss.library import BASELINES, KNOWN_LOSSES, baseline, check_task_kind, known_losses
+from symloss.kinds import check_task_kind
+from symloss.library import BASELINES, KNOWN_LOSSES, baseline, known_losses
 from symloss.network import MetaLossNetwork
 from symloss.primitives import CONSTANTS, PRIMITIVES, VARIABLES
 

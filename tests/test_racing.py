@@ -8,10 +8,11 @@ import math
 import pytest
 
 from symloss.config import Settings
-from symloss.evaluator import Evaluator, score, search_loss
+from symloss.evaluator import Evaluator, score
 from symloss.executors import make_executor
 from symloss.racing import race_steps, short_run_metric
 from symloss.records import OK, REJECTED
+from symloss.scale import search_loss
 
 SLOW = "square(f - y) * 0.001"  # trains, but 1000x slower than squared error
 

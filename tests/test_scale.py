@@ -7,13 +7,14 @@ import json
 import pytest
 import torch
 
-from symloss.evaluator import score, search_loss
+from symloss.evaluator import score
 from symloss.network import LearnedLoss, LearnedWith, load
 from symloss.scale import (
     gradient_norm,
     gradient_scale,
     normalising_factor,
     reference_batch,
+    search_loss,
 )
 
 

@@ -25,7 +25,7 @@ from torch import nn
 from torch.func import functional_call
 
 from symloss.config import Settings
-from symloss.library import check_task_kind
+from symloss.kinds import check_task_kind
 from symloss.local_search import meta_train
 from symloss.network import prepare_outputs, reduce_loss, register_loss_format
 from symloss.serialization import check_header, real_numbers, write_json

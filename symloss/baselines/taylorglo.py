@@ -40,7 +40,7 @@ from torch import nn
 
 from symloss.config import Settings
 from symloss.expression import Expression
-from symloss.library import check_task_kind
+from symloss.kinds import check_task_kind
 from symloss.network import prepare_outputs, reduce_loss, register_loss_format
 from symloss.serialization import check_header, real_numbers, write_json
 from symloss.symbolic import readable, round_floats

@@ -7,22 +7,18 @@ An engine proposes :class:`~symloss.expression.Expression` candidates and receiv
 from __future__ import annotations
 
 import importlib.util
-import statistics
-import time
 from abc import ABC, abstractmethod
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from symloss.config import Settings
 from symloss.expression import Expression
-from symloss.records import CACHED, REJECTED, Evaluation, GenerationStats
+from symloss.records import EvaluateMany, GenerationStats, Guesser
 
-EvaluateMany = Callable[[Sequence[Expression]], list[Evaluation]]
-Guesser = Callable[[Mapping[int, float]], list[Expression]]
-"""``guess(known)``: candidates the next generation will likely evaluate, given the
-fitnesses known so far of the generation being evaluated (by index)."""
+REPAIR_OPS = ("add", "sub", "mul", "div")
+"""The operators of a repair: a tree missing ``y`` or ``f`` gets a random leaf replaced by
+``op(y, f)`` or ``op(f, y)`` with ``op`` one of these (as the reference code does)."""
 
 
 @dataclass
@@ -98,30 +94,3 @@ def is_installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except ValueError:  # already in sys.modules, without a spec
         return True
-
-
-def rejection_category(reason: str) -> str:
-    """The category of a rejection reason: the text before its first colon."""
-    return reason.split(":", 1)[0].strip()
-
-
-def generation_stats(
-    generation: int,
-    population: Sequence[tuple[str, float]],
-    new: Sequence[Evaluation],
-    started: float,
-) -> GenerationStats:
-    """Summarise a generation: fitness over the whole ``population`` of
-    ``(expression, fitness)`` pairs, counts over the ``new`` evaluations."""
-    fitnesses = [f for _, f in population]
-    best_expression, best_fitness = min(population, key=lambda p: p[1])
-    return GenerationStats(
-        generation=generation,
-        best_fitness=best_fitness,
-        median_fitness=statistics.median(fitnesses) if fitnesses else float("inf"),
-        best_expression=best_expression,
-        evaluated=len(new),
-        cached=sum(e.status == CACHED for e in new),
-        rejected=dict(Counter(rejection_category(e.reason) for e in new if e.status == REJECTED)),
-        seconds=time.perf_counter() - started,
-    )

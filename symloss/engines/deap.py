@@ -19,7 +19,7 @@ from typing import Any
 
 from deap import base, gp, tools
 
-from symloss.engines.base import Engine, Guesser, SearchContext, generation_stats
+from symloss.engines.base import REPAIR_OPS, Engine, SearchContext
 from symloss.expression import Expression
 from symloss.primitives import (
     CLASS_PRIOR,
@@ -30,9 +30,7 @@ from symloss.primitives import (
     TERMINALS,
     VARIABLES,
 )
-from symloss.records import Evaluation, GenerationStats
-
-_REPAIR_OPS = ("add", "sub", "mul", "div")
+from symloss.records import Evaluation, GenerationStats, Guesser, generation_stats
 
 
 class _Fitness(base.Fitness):
@@ -105,7 +103,7 @@ def repair(tree: _Individual, pset: gp.PrimitiveSet) -> _Individual:
         return tree
     leaves = [i for i, node in enumerate(tree) if isinstance(node, gp.Terminal)]
     at = random.choice(leaves)
-    op = pset.mapping[random.choice(_REPAIR_OPS)]
+    op = pset.mapping[random.choice(REPAIR_OPS)]
     y, f = (next(t for t in pset.terminals[object] if t.value == v) for v in (TARGET, PREDICTION))
     pair = [y, f] if random.random() < 0.5 else [f, y]
     tree[at : at + 1] = [op, *pair]

@@ -83,15 +83,15 @@ import sympy
 
 from symloss.config import Settings
 from symloss.engines.base import (
+    REPAIR_OPS,
     Engine,
     SearchContext,
-    generation_stats,
     is_installed,
     refuse_class_prior,
 )
 from symloss.expression import Expression
 from symloss.primitives import PREDICTION, PRIMITIVES, TARGET, VARIABLES
-from symloss.records import Evaluation, GenerationStats
+from symloss.records import Evaluation, GenerationStats, generation_stats
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,6 @@ _LEAVES: tuple[Expression, ...] = (
 )
 """Operon's inputs, in column order: the terminal set of the DEAP engine."""
 
-_REPAIR_OPS = ("add", "sub", "mul", "div")
 _UNLIMITED = 2**62
 """Evaluation budget handed to Operon: symloss counts generations itself."""
 
@@ -495,7 +494,7 @@ def repair(expression: Expression, rng: random.Random) -> Expression:
         return expression
     leaves = [i for i, node in enumerate(expression.nodes()) if node.is_leaf]
     at = rng.choice(leaves)
-    op = rng.choice(_REPAIR_OPS)
+    op = rng.choice(REPAIR_OPS)
     pair = list(map(Expression.var, VARIABLES))
     if rng.random() < 0.5:
         pair.reverse()

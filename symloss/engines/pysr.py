@@ -46,16 +46,10 @@ import numpy as np
 import sympy
 
 from symloss.config import Settings
-from symloss.engines.base import (
-    Engine,
-    SearchContext,
-    generation_stats,
-    is_installed,
-    refuse_class_prior,
-)
+from symloss.engines.base import Engine, SearchContext, is_installed, refuse_class_prior
 from symloss.expression import Expression
 from symloss.primitives import PRIMITIVES, VARIABLES
-from symloss.records import Evaluation, GenerationStats
+from symloss.records import Evaluation, GenerationStats, generation_stats
 
 logger = logging.getLogger(__name__)
 
