@@ -20,7 +20,7 @@ import torch
 
 from symloss.expression import Expression
 from symloss.library import check_task_kind
-from symloss.network import _postorder, prepare_outputs
+from symloss.network import postorder, prepare_outputs
 from symloss.primitives import PRIMITIVES, Derivative, Dual, Value
 
 
@@ -36,7 +36,7 @@ class DualTree:
     """
 
     def __init__(self, expression: Expression | str, y: np.ndarray) -> None:
-        program = _postorder(Expression.parse(expression))
+        program = postorder(Expression.parse(expression))
         self._ones = np.ones_like(y)  # d f / d f
         self._values: list[Value] = []
         self._derivatives: list[Derivative] = [None] * len(program)

@@ -92,7 +92,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _postorder(expression: Expression) -> list[tuple[str, tuple[int, ...], float]]:
+def postorder(expression: Expression) -> list[tuple[str, tuple[int, ...], float]]:
     """Flatten a tree into instructions ``(op, child positions, constant)``, root last."""
     program: list[tuple[str, tuple[int, ...], float]] = []
 
@@ -128,7 +128,7 @@ class MetaLossNetwork(nn.Module):
     ) -> None:
         super().__init__()
         self.expression = Expression.parse(expression)
-        self._program = _postorder(self.expression)
+        self._program = postorder(self.expression)
         n_edges = len(self._program) - 1
         if weights is None:
             tensor = torch.ones(n_edges, dtype=torch.float64)
