@@ -286,6 +286,35 @@ def fields_by_stage() -> dict[str, list[dataclasses.Field[Any]]]:
     return grouped
 
 
+def settings_table() -> str:
+    """Every setting as a Markdown table, by stage: its default, its value in each
+    preset and the values it accepts (docs/settings.md carries this table)."""
+    names = list(PRESETS)
+    lines = ["| setting | default | " + " | ".join(f"`{n}`" for n in names) + " | accepts |",
+             "|---|---|" + "---|" * len(names) + "---|"]
+    for stage, specs in fields_by_stage().items():
+        lines.append(f"| **{stage}** |" + " |" * (len(names) + 2))
+        for spec in specs:
+            default = _plain(spec.default)
+            values = [_plain(getattr(PRESETS[n], spec.name)) for n in names]
+            cells = [f"`{v}`" if v != default else "" for v in values]
+            accepts = _accepts(spec)
+            lines.append(f"| `{spec.name}` | `{default}` | " + " | ".join(cells)
+                         + f" | {accepts} |")
+    return "\n".join(lines)
+
+
+def _accepts(spec: dataclasses.Field[Any]) -> str:
+    constraint: Constraint = spec.metadata["constraint"]
+    item = spec.metadata["item"]
+    if item is not None:
+        kind = "integers" if item is int else "numbers"
+        return f"tuple of {kind}, each {constraint.describe()}"
+    kind = type(spec.default).__name__
+    text = constraint.describe()
+    return f"{kind}, {text}" if text else kind
+
+
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
@@ -329,35 +358,38 @@ def _checked(spec: dataclasses.Field[Any], value: Any) -> Any:
     return value
 
 
+_QUICK = Settings(
+    population_size=12,
+    generations=6,
+    meta_steps=40,
+    unroll_steps=5,
+    meta_lr=1e-2,
+    fitness_steps=300,
+    poor_training_steps=100,
+    selection_top_k=5,
+    metatest_steps=2000,
+)
 PRESETS: dict[str, Settings] = {
+    "tiny": _QUICK.replace(
+        population_size=4,
+        generations=1,
+        meta_steps=2,
+        unroll_steps=1,
+        fitness_steps=20,
+        poor_training_steps=10,
+        selection_steps=20,
+        selection_seeds=1,
+        metatest_steps=20,
+        metatest_seeds=(1, 2),
+    ),
+    "quick": _QUICK,
     "paper": Settings(normalize=False, lr_grid=(), selection_lr_width=0,
                       selection_adam_lr=0.0),
-    "quick": Settings(
-        population_size=12,
-        generations=6,
-        meta_steps=40,
-        unroll_steps=5,
-        meta_lr=1e-2,
-        fitness_steps=300,
-        poor_training_steps=100,
-        selection_top_k=5,
-        metatest_steps=2000,
-    ),
 }
-PRESETS["tiny"] = PRESETS["quick"].replace(
-    population_size=4,
-    generations=1,
-    meta_steps=2,
-    unroll_steps=1,
-    fitness_steps=20,
-    poor_training_steps=10,
-    selection_steps=20,
-    selection_seeds=1,
-    metatest_steps=20,
-    metatest_seeds=(1, 2),
-)
-"""Named settings: ``"paper"`` (EvoMAL reference), ``"quick"`` (a few CPU minutes) and
-``"tiny"`` (``"quick"`` cut to seconds: proves that a pipeline runs, finds nothing)."""
+"""Named settings, smallest first: ``"tiny"`` (``"quick"`` cut to seconds: proves that a
+pipeline runs, finds nothing), ``"quick"`` (a few CPU minutes) and ``"paper"`` (the EvoMAL
+reference). Their names are the one budget vocabulary of the CLI, the examples and
+``benchmarks/reproduce.py``."""
 
 
 def settings_from(name: str, overrides: Mapping[str, Any] | None = None,
