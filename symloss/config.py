@@ -6,6 +6,10 @@ so a bad value fails at once, naming the setting, what it accepts and what it go
 rather than after the stages before the one that uses it. Attribute names stay flat
 (``settings.meta_steps``) and any field can be overridden by name.
 
+A new setting is one line in :class:`Settings`, e.g.
+``meta_steps: int = _setting(250, LOCAL_SEARCH, minimum=0)``; a rule between settings is
+one entry of ``_RELATIONS``.
+
 Presets: ``"tiny"`` (seconds: only proves the pipeline runs, for tests and smoke runs),
 ``"quick"`` (a few minutes on two CPU cores) and ``"paper"`` (the EvoMAL reference).
 """
