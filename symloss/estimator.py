@@ -289,6 +289,8 @@ class SymbolicLossSearch(BaseEstimator):
                 selection = select(task, settings, all_evaluations, seed, executor)
                 _save_or_warn(run, "the final selection",
                               lambda: run.save_selection([r.to_dict() for r in selection]))
+            else:  # a rerun without the final selection: an earlier one no longer applies
+                run.discard_selection()
             equations = _equations(all_evaluations, task.kind,
                                    selection[0].evaluation if selection else None)
             if not equations:

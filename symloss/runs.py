@@ -286,6 +286,10 @@ class RunDirectory:
         """Save the final selection's finalists."""
         write_json(self.path / SELECTION_FILE, rows)
 
+    def discard_selection(self) -> None:
+        """Remove the saved final selection, if any."""
+        (self.path / SELECTION_FILE).unlink(missing_ok=True)
+
     def save_search_lr(self, choice: Mapping[str, Any]) -> None:
         """Save the learning rate chosen for the search (and the metrics behind it)."""
         write_json(self.path / SEARCH_LR_FILE, choice)

@@ -230,6 +230,9 @@ def test_a_finished_search_reruns_its_later_stages_with_other_settings(fitted, t
     assert len(json.loads((path / "selection.json").read_text())) == 3
     settings = json.loads((path / "run.json").read_text())["settings"]
     assert settings["selection_seeds"] == 1 and settings["metatest_steps"] == 7
+    without = tiny(path, settings={**TINY, "selection_top_k": 0}).fit("sine", "mlp")
+    assert without.selection_ == [] and not (path / "selection.json").exists()
+    assert outcome(without.evaluations_) == outcome(fitted.evaluations_)
 
 
 def test_fitted_history_and_evaluations(fitted):
