@@ -240,6 +240,16 @@ def test_bad_set(pair, fragment, capsys, tmp_path):
     assert not (tmp_path / "r" / "evaluations.jsonl").exists()
 
 
+@pytest.mark.parametrize("argv", [
+    ["--population", "4", "--set", "population_size=5"],
+    ["--no-local-search", "--set", "local_search=true"],
+])
+def test_an_option_and_a_set_that_disagree(argv, capsys, tmp_path):
+    code, _, err = run_main(["search", "sine", *argv, "--run-dir", tmp_path / "r"], capsys)
+    assert_one_line_error(code, err, "given twice with different values")
+    assert not (tmp_path / "r").exists()
+
+
 def test_bad_set_value_type(capsys, tmp_path):
     code, _, err = run_main(["search", "sine", "--set", "meta_steps=abc", "--run-dir",
                              tmp_path / "r"], capsys)
