@@ -281,6 +281,11 @@ class Settings:
         return cls().replace(**data)
 
 
+_UNDECLARED = [spec.name for spec in dataclasses.fields(Settings) if "stage" not in spec.metadata]
+if _UNDECLARED:  # a field added without its stage and constraint: refuse at import
+    raise TypeError(f"settings {_UNDECLARED} must be declared with _setting(default, stage, ...)")
+
+
 def fields_by_stage() -> dict[str, list[dataclasses.Field[Any]]]:
     """The :class:`Settings` fields of each stage, stages in :data:`STAGES` order; each
     field's ``metadata["constraint"]`` is its :class:`Constraint`."""
