@@ -25,8 +25,11 @@ subset (MLP): the ``digits->mnist`` row.
 
 Usage:
     python benchmarks/reproduce.py --budget tiny
-    python benchmarks/reproduce.py --budget cpu --tasks sine mnist surname \\
+    python benchmarks/reproduce.py --budget quick --tasks sine mnist surname \\
         --surname-path /work/shared/datasets/names
+
+The budgets are named after the presets they start from (``tiny``, ``quick``, ``paper``);
+each adds the benchmark's own overrides, meta-test and seeds.
 """
 
 from __future__ import annotations
@@ -75,14 +78,16 @@ DEFAULT_MODELS = {
     "fashion_mnist": "lenet5", "cifar10": "alexnet", "surname": "gru",
 }
 
-# Each budget: a symloss preset plus overrides, the meta-test, and the default seeds.
+# Each budget: the symloss preset of its name plus overrides, the meta-test, and the
+# default seeds.
 BUDGETS: dict[str, dict[str, Any]] = {
     "tiny": {
-        "preset": "quick",
+        "preset": "tiny",
         "settings": {
             "population_size": 4, "generations": 2, "meta_steps": 3, "unroll_steps": 2,
             "fitness_steps": 30, "poor_training_steps": 20, "poor_training_examples": 64,
             "fingerprint_size": 32, "metatest_steps": 50, "selection_top_k": 0,
+            "selection_steps": 1000, "selection_seeds": 3, "metatest_seeds": [1, 2, 3, 4, 5],
         },
         "seeds": (0,),
         "metatest_seeds": 2,
@@ -91,7 +96,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "task_settings": {},
         "max_len": {"surname": 12},
     },
-    "cpu": {
+    "quick": {
         "preset": "quick",
         "settings": {
             "population_size": 8, "generations": 4, "meta_steps": 20, "fitness_steps": 300,
@@ -297,9 +302,9 @@ def learn_loss(
                  f"{stats.best_expression} ({stats.seconds:.1f} s)")
 
         search = SymbolicLossSearch(
-            preset=BUDGETS[args.budget]["preset"], local_search=(method == "evomal"),
-            n_jobs=args.jobs, device=args.device, random_state=seed, run_dir=run_dir,
-            verbose=False, settings=settings.to_dict(), callback=on_generation,
+            preset=BUDGETS[args.budget]["preset"], n_jobs=args.jobs, device=args.device,
+            random_state=seed, run_dir=run_dir, verbose=False, callback=on_generation,
+            settings={**settings.to_dict(), "local_search": method == "evomal"},
         )
         search.fit(data, model)
         loss = search.best_loss_
@@ -577,7 +582,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="use a class-proportional subset of N training examples")
     parser.add_argument("--max-len", action="append", default=[], metavar="TASK=N",
                         help="cut token sequences to N tokens (0: keep; default: the "
-                        "budget's, surname=12 for tiny and cpu)")
+                        "budget's, surname=12 for tiny and quick)")
     parser.add_argument("--surname-path", help="folder of <Language>.txt surname lists "
                         "(default: $SYMLOSS_NAMES_DIR)")
     parser.add_argument("--data-seed", type=int, default=0,

@@ -7,8 +7,10 @@ images shaped ``[1, 8, 8]``. The model: a small convolutional network of our own
 Run it::
 
     python examples/classification_dataset.py --budget tiny    # seconds
-    python examples/classification_dataset.py --budget small   # a few minutes
-    python examples/classification_dataset.py --budget full    # the "quick" preset
+    python examples/classification_dataset.py --budget quick   # minutes on a CPU
+    python examples/classification_dataset.py --budget paper   # the EvoMAL paper's: hours
+
+The budget is a symloss preset (:data:`symloss.config.PRESETS`).
 
 symloss reads every ``(x, y)`` pair once, infers a classification task from the integer
 labels, and applies each candidate loss to softmax outputs and one-hot targets.
@@ -25,20 +27,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import symloss
+from symloss.config import PRESETS
 from symloss.estimator import equations_table
-
-BUDGETS = {
-    "tiny": {
-        "population_size": 4, "generations": 1,
-        "settings": {"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10,
-                     "unroll_steps": 1, "selection_steps": 20, "selection_seeds": 1},
-    },
-    "small": {
-        "population_size": 8, "generations": 3,
-        "settings": {"meta_steps": 20, "fitness_steps": 200, "selection_steps": 300},
-    },
-    "full": {},  # the "quick" preset as it is
-}
 
 
 class DigitsDataset(Dataset):
@@ -72,7 +62,7 @@ class SmallConvNet(nn.Module):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default="tiny")
+    parser.add_argument("--budget", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--output-dir", type=Path, default=Path("symloss_examples"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -83,8 +73,8 @@ def main() -> None:
 
     # The model can be a class (a zero-argument callable): a fresh network per run.
     search = symloss.SymbolicLossSearch(
-        random_state=args.seed, run_dir=out / "run", verbose=args.budget != "tiny",
-        **BUDGETS[args.budget],
+        preset=args.budget, random_state=args.seed, run_dir=out / "run",
+        verbose=args.budget != "tiny",
     )
     search.fit(dataset, SmallConvNet)
 

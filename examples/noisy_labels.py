@@ -12,8 +12,11 @@ the same optimiser settings: SGD at lr 0.1 and Adam at lr 1e-3, on several seeds
 
 Run it::
 
-    python examples/noisy_labels.py                  # quick preset search, a few minutes
-    python examples/noisy_labels.py --budget tiny    # a smoke run of seconds
+    python examples/noisy_labels.py                  # the quick preset, a few minutes
+    python examples/noisy_labels.py --budget tiny    # the tiny preset: a smoke run of seconds
+
+The budget is a symloss preset (its meta-test settings included) and the plain loop's
+epochs and seeds.
 """
 
 from __future__ import annotations
@@ -30,12 +33,10 @@ import symloss
 from symloss.datasets import load_dataset
 
 BUDGETS = {
-    # search settings, meta-test steps and seeds, plain-loop epochs and seeds
-    "tiny": ({"preset": "quick", "population_size": 4, "generations": 1,
-              "settings": {"meta_steps": 2, "fitness_steps": 30, "poor_training_steps": 10,
-                           "selection_steps": 30, "selection_seeds": 1,
-                           "lr": 0.1}}, (30, (1,)), 2, 1),
-    "full": ({"preset": "quick"}, (2000, (1, 2, 3, 4, 5)), 30, 3),
+    # preset overrides, plain-loop epochs and seeds
+    "tiny": ({"fitness_steps": 30, "selection_steps": 30, "lr": 0.1, "metatest_steps": 30,
+              "metatest_seeds": [1]}, 2, 1),
+    "quick": ({}, 30, 3),
 }
 OPTIMISERS = {
     "SGD lr 0.1": lambda params: torch.optim.SGD(params, lr=0.1),
@@ -63,19 +64,19 @@ def plain_loop(loss_fn: nn.Module, optimiser: str, data, epochs: int, seed: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default="full")
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="quick")
     parser.add_argument("--output-dir", type=Path, default=Path("symloss_examples"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    search_params, (steps, metatest_seeds), epochs, n_seeds = BUDGETS[args.budget]
+    overrides, epochs, n_seeds = BUDGETS[args.budget]
 
     data = load_dataset("digits", label_noise=0.4, seed=args.seed)
     print(f"data: {data.description}")
 
     # 1. Search (the run directory keeps every record; rerunning resumes it).
-    search = symloss.fit(data, "mlp", random_state=args.seed, verbose=False,
-                         run_dir=args.output_dir / f"noisy-digits-{args.budget}",
-                         **search_params)
+    search = symloss.fit(data, "mlp", preset=args.budget, settings=overrides,
+                         random_state=args.seed, verbose=False,
+                         run_dir=args.output_dir / f"noisy-digits-{args.budget}")
     loss = search.best_loss_
     path = loss.save(args.output_dir / "noisy_digits_loss.json")
     print(f"learned loss: {loss.expression}\nLaTeX: {loss.latex()}")
@@ -86,8 +87,8 @@ def main() -> None:
     # 2. Meta-test: fresh models, seeds other than the search's, each loss at its own best
     #    SGD rate on validation (symloss.evaluate's default grid around lr).
     print()
-    print(symloss.evaluate(loss, data, "mlp", steps=steps, seeds=metatest_seeds,
-                           lr=loss.learned_with.lr))
+    print(symloss.evaluate(loss, data, "mlp", steps=search.settings_.metatest_steps,
+                           seeds=search.settings_.metatest_seeds, lr=loss.learned_with.lr))
 
     # 3. Someone else's loop: load the file and train as with any criterion.
     learned = symloss.load(path)

@@ -8,8 +8,10 @@ for such a loss by briefly training your model with each candidate.
 Run it::
 
     python examples/regression_arrays.py --budget tiny    # seconds: checks that it works
-    python examples/regression_arrays.py --budget small   # a minute or two
-    python examples/regression_arrays.py --budget full    # the "quick" preset, minutes
+    python examples/regression_arrays.py --budget quick   # minutes on a CPU
+    python examples/regression_arrays.py --budget paper   # the EvoMAL paper's: hours
+
+The budget is a symloss preset (:data:`symloss.config.PRESETS`), meta-test included.
 
 Outputs (under --output-dir): the run directory (resumable: run the same command again
 after an interruption) and ``learned_loss.json``, which
@@ -25,27 +27,7 @@ import numpy as np
 from torch import nn
 
 import symloss
-
-# Search budgets. "tiny" only proves the pipeline runs; "full" is the "quick" preset
-# (use preset="paper" for the EvoMAL paper's budgets: hours on a CPU).
-BUDGETS = {
-    "tiny": {
-        "search": {
-            "population_size": 4, "generations": 1,
-            "settings": {"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10,
-                         "unroll_steps": 1, "selection_steps": 20, "selection_seeds": 1},
-        },
-        "metatest_steps": 50, "metatest_seeds": (1, 2),
-    },
-    "small": {
-        "search": {
-            "population_size": 8, "generations": 3,
-            "settings": {"meta_steps": 20, "fitness_steps": 200, "selection_steps": 300},
-        },
-        "metatest_steps": 1000, "metatest_seeds": (1, 2, 3),
-    },
-    "full": {"search": {}, "metatest_steps": 2000, "metatest_seeds": (1, 2, 3, 4, 5)},
-}
+from symloss.config import PRESETS
 
 
 def make_data(n: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -65,11 +47,10 @@ def make_model() -> nn.Module:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default="tiny")
+    parser.add_argument("--budget", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--output-dir", type=Path, default=Path("symloss_examples"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    budget = BUDGETS[args.budget]
     out = args.output_dir / f"regression_arrays_{args.budget}"
 
     # 1. Your data as plain arrays. Float targets -> a regression task. symloss splits
@@ -79,8 +60,8 @@ def main() -> None:
     # 2. Search. Every candidate loss trains make_model() briefly; the best validation
     #    MSE wins. The run directory records everything (and resumes an interrupted run).
     search = symloss.SymbolicLossSearch(
-        random_state=args.seed, run_dir=out / "run", verbose=args.budget != "tiny",
-        **budget["search"],
+        preset=args.budget, random_state=args.seed, run_dir=out / "run",
+        verbose=args.budget != "tiny",
     )
     search.fit((x, y), make_model)
     print(search)  # the parameters and the equations table (best loss per size)
@@ -96,8 +77,8 @@ def main() -> None:
     #    loss and with plain MSE, and compare the test MSE (the test split is never used
     #    for training or for choosing the loss).
     result = symloss.evaluate(
-        search.best_loss_, (x, y), make_model, steps=budget["metatest_steps"],
-        seeds=budget["metatest_seeds"], split_seed=args.seed,
+        search.best_loss_, (x, y), make_model, steps=search.settings_.metatest_steps,
+        seeds=search.settings_.metatest_seeds, split_seed=args.seed,
     )
     print()
     print(result)

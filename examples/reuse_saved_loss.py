@@ -7,7 +7,7 @@ and ``loss(y_pred, y_true)`` is used exactly like ``nn.MSELoss()`` or
 Run it::
 
     python examples/reuse_saved_loss.py                       # writes a known loss first
-    python examples/reuse_saved_loss.py path/to/learned_loss.json --budget small
+    python examples/reuse_saved_loss.py path/to/learned_loss.json --budget quick
 
 A loss file comes from ``search.best_loss_.save(path)``, ``symloss search ... --output``,
 or any run directory's ``best_loss.json``. Regression losses train on a synthetic
@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import symloss
 
-EPOCHS = {"tiny": 3, "small": 20, "full": 100}
+EPOCHS = {"tiny": 3, "quick": 20, "paper": 100}  # by the budget names of the presets
 
 
 def write_example_loss(path: Path) -> Path:

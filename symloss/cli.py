@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from symloss.config import PRESETS, preset
+from symloss.config import PRESETS, settings_from
 from symloss.datasets import DATASETS, load_dataset
 from symloss.engines import ENGINES
 from symloss.estimator import Equation, SymbolicLossSearch, equations_table
@@ -20,7 +20,13 @@ from symloss.metatest import meta_test
 from symloss.models import MODELS
 from symloss.network import LearnedLoss, load
 from symloss.records import GenerationStats
-from symloss.runs import BEST_LOSS_FILE, CHECKPOINT_FILE, HALL_OF_FAME_FILE, RunDirectory
+from symloss.runs import (
+    BEST_LOSS_FILE,
+    CHECKPOINT_FILE,
+    HALL_OF_FAME_FILE,
+    RunDirectory,
+    new_run_path,
+)
 from symloss.selection import ADAM_CHECKPOINTS, selection_rates
 from symloss.serialization import read_json
 from symloss.step_size import rate_ladder
@@ -139,16 +145,16 @@ def _search(args: argparse.Namespace) -> None:
     settings = _setting_overrides(args.set)
     if args.metatest_steps is not None:
         settings["metatest_steps"] = args.metatest_steps
-    budget = {"population_size": args.population, "generations": args.generations}
+    parameters = {"population_size": args.population, "generations": args.generations,
+                  "local_search": False if args.no_local_search else None}
     # refuse bad settings before loading data or searching
-    preset(args.preset, **settings, **{k: v for k, v in budget.items() if v is not None})
+    settings_from(args.preset, settings, **parameters)
     _check_output(args.output)
     data = load_dataset(args.task, path=args.data_path, seed=args.seed,
                         label_noise=args.label_noise)
-    run_dir = args.run_dir or str(Path("runs") / f"{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = args.run_dir or str(new_run_path(args.task))
     search = SymbolicLossSearch(
-        preset=args.preset, population_size=args.population, generations=args.generations,
-        local_search=not args.no_local_search, engine=args.engine, n_jobs=args.jobs,
+        preset=args.preset, **parameters, engine=args.engine, n_jobs=args.jobs,
         device=args.device, random_state=args.seed, run_dir=run_dir, settings=settings,
     )
     print(f"symloss: searching a loss for {args.task} ({data.description}) with model "

@@ -1,28 +1,143 @@
-"""Search settings: one frozen dataclass and its presets.
+"""Search settings: one frozen dataclass, its declared constraints, and its presets.
 
-``"paper"`` reproduces the EvoMAL reference settings; ``"quick"`` is sized to finish on
-two CPU cores in a few minutes. Any field can be overridden by name.
+Every field is declared with the stage of the search that uses it and the values it
+accepts (:class:`Constraint`); one generic check runs when a :class:`Settings` is built,
+so a bad value fails at once, naming the setting, what it accepts and what it got,
+rather than after the stages before the one that uses it. Attribute names stay flat
+(``settings.meta_steps``) and any field can be overridden by name.
+
+A new setting is one line in :class:`Settings`, e.g.
+``meta_steps: int = _setting(250, LOCAL_SEARCH, minimum=0)``; a rule between settings is
+one entry of ``_RELATIONS``.
+
+Presets: ``"tiny"`` (seconds: only proves the pipeline runs, for tests and smoke runs),
+``"quick"`` (a few minutes on two CPU cores) and ``"paper"`` (the EvoMAL reference).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from symloss.expression import MAX_HEIGHT
+
+GP = "gp"
+SCREENING = "screening"
+LOCAL_SEARCH = "local search"
+TRAINING = "training"
+SELECTION = "selection"
+METATEST = "meta-test"
+STAGES = (GP, SCREENING, LOCAL_SEARCH, TRAINING, SELECTION, METATEST)
+"""The stages of a search, in the order they run; each setting belongs to one."""
+SEARCH_STAGES = (GP, SCREENING, LOCAL_SEARCH, TRAINING)
+"""The stages whose settings decide the search's records: a run directory is the same
+run only if these are the same. The later stages (:data:`LATER_STAGES`) read the
+records and can be rerun with other settings."""
+LATER_STAGES = (SELECTION, METATEST)
 
 LOCAL_SEARCH_METHODS = ("unrolled", "implicit")
 """Values of :attr:`Settings.local_search_method`."""
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """The values a setting accepts, beyond its type (for a tuple: each element's).
+
+    Parameters
+    ----------
+    minimum, maximum : float, optional
+        Bounds, inclusive unless ``open_min`` / ``open_max``.
+    choices : tuple, optional
+        The only values allowed.
+    off : float, optional
+        One value outside the bounds that is allowed too (it turns a feature off).
+    nonempty : bool
+        For tuples: at least one element.
+    """
+
+    minimum: float | None = None
+    maximum: float | None = None
+    open_min: bool = False
+    open_max: bool = False
+    choices: tuple[Any, ...] = ()
+    off: float | None = None
+    nonempty: bool = False
+
+    def allows(self, value: Any) -> bool:
+        """Whether one value (a tuple's element) is allowed."""
+        if self.choices:
+            return value in self.choices
+        if self.off is not None and value == self.off:
+            return True
+        if self.minimum is not None and (
+            value <= self.minimum if self.open_min else value < self.minimum
+        ):
+            return False
+        return self.maximum is None or (
+            value < self.maximum if self.open_max else value <= self.maximum
+        )
+
+    def describe(self) -> str:
+        """The constraint in words, e.g. ``"at least 1"`` or ``"in (0, 1)"``."""
+        if self.choices:
+            return f"one of {self.choices}"
+        low, high = self.minimum, self.maximum
+        if low is not None and high is not None:
+            text = (f"in {'(' if self.open_min else '['}{_number(low)}, {_number(high)}"
+                    f"{')' if self.open_max else ']'}")
+        else:
+            words = []
+            if low == 0:
+                words.append("positive" if self.open_min else "non-negative")
+            elif low is not None:
+                words.append(("greater than " if self.open_min else "at least ")
+                             + _number(low))
+            if high is not None:
+                words.append(("less than " if self.open_max else "at most ") + _number(high))
+            text = " and ".join(words)
+        return f"{_number(self.off)} (off) or {text}" if self.off is not None else text
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _setting(default: Any, stage: str, item: type | None = None, **constraint: Any) -> Any:
+    """A :class:`Settings` field: its default, stage and constraint (``item``: the type
+    of a tuple's elements)."""
+    return dataclasses.field(default=default, metadata={
+        "stage": stage, "item": item, "constraint": Constraint(**constraint),
+    })
+
+
+_RELATIONS: tuple[tuple[str, tuple[str, ...], Callable[[Settings], bool]], ...] = (
+    ("crossover_prob + mutation_prob must be at most 1", ("crossover_prob", "mutation_prob"),
+     lambda s: s.crossover_prob + s.mutation_prob <= 1.0),
+    ("need init_min_height <= init_max_height <= height_limit",
+     ("init_min_height", "init_max_height", "height_limit"),
+     lambda s: s.init_min_height <= s.init_max_height <= s.height_limit),
+    ("mutation_max_height must not exceed height_limit", ("mutation_max_height", "height_limit"),
+     lambda s: s.mutation_max_height <= s.height_limit),
+    ("elitism must be smaller than population_size", ("elitism", "population_size"),
+     lambda s: s.elitism < s.population_size),
+    ("nesterov=True needs momentum > 0 (Nesterov momentum is a form of momentum); set "
+     "momentum, e.g. 0.9, or nesterov=False", ("nesterov", "momentum"),
+     lambda s: not s.nesterov or s.momentum > 0),
+)
+"""Constraints between settings: (the rule, the settings it names, its check)."""
+
+
+@dataclass(frozen=True)
 class Settings:
-    """Every setting of a loss search.
+    """Every setting of a loss search, each declared with its stage and constraint.
 
     Outer loop (genetic programming) fields follow docs/design.md, "Outer loop";
     inner-loop fields follow "Inner loop"; ``metatest_*`` fields the meta-testing protocol.
+    :func:`fields_by_stage` lists them by stage; a value outside its constraint raises a
+    ValueError when the settings are built.
 
     ``normalize`` (our addition, off in ``paper``): every candidate is scaled to the
     baseline's gradient magnitude (:mod:`symloss.scale`) inside the network that the
@@ -62,165 +177,70 @@ class Settings:
     """
 
     # outer loop
-    population_size: int = 25
-    generations: int = 50
-    init_min_height: int = 2
-    init_max_height: int = 4
-    tournament_size: int = 4
-    crossover_prob: float = 0.7
-    mutation_prob: float = 0.25
-    mutation_max_height: int = 2
-    height_limit: int = 10
-    elitism: int = 1
-    seed_population: bool = True
-    class_prior: bool = False  # offer the class-prior terminal p (classification only)
+    population_size: int = _setting(25, GP, minimum=1)
+    generations: int = _setting(50, GP, minimum=1)
+    init_min_height: int = _setting(2, GP, minimum=1)
+    init_max_height: int = _setting(4, GP, minimum=1)
+    tournament_size: int = _setting(4, GP, minimum=1)
+    crossover_prob: float = _setting(0.7, GP, minimum=0.0, maximum=1.0)
+    mutation_prob: float = _setting(0.25, GP, minimum=0.0, maximum=1.0)
+    mutation_max_height: int = _setting(2, GP, minimum=0)
+    height_limit: int = _setting(10, GP, minimum=1, maximum=MAX_HEIGHT)
+    elitism: int = _setting(1, GP, minimum=0)
+    seed_population: bool = _setting(True, GP)
+    # offer the class-prior terminal p (classification only)
+    class_prior: bool = _setting(False, GP)
     # inner loop: rejection protocols
-    poor_training_examples: int = 100
-    poor_training_steps: int = 1000  # reference: 1000, except 100 for MNIST
-    poor_training_lr: float = 0.01
-    fingerprint_size: int = 64
-    fingerprint_rtol: float = 1e-5
+    poor_training_examples: int = _setting(100, SCREENING, minimum=1)
+    # reference: 1000, except 100 for MNIST
+    poor_training_steps: int = _setting(1000, SCREENING, minimum=0)
+    poor_training_lr: float = _setting(0.01, SCREENING, minimum=0.0, open_min=True)
+    fingerprint_size: int = _setting(64, SCREENING, minimum=1)
+    fingerprint_rtol: float = _setting(1e-5, SCREENING, minimum=0.0)
     # scale-free search: candidates normalised to the baseline's gradient magnitude
-    normalize: bool = True
-    lr_grid: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.3)
+    normalize: bool = _setting(True, TRAINING)
+    lr_grid: tuple[float, ...] = _setting((0.003, 0.01, 0.03, 0.1, 0.3), TRAINING, item=float,
+                                          minimum=0.0, open_min=True)
     # racing: a short run first, the local search and full training for the promising
-    race_ratio: float = 1.5
-    race_fraction: float = 0.25
+    race_ratio: float = _setting(1.5, SCREENING, minimum=1.0, off=0.0)
+    race_fraction: float = _setting(0.25, SCREENING, minimum=0.0, maximum=1.0, open_min=True,
+                                    open_max=True)
     # inner loop: local search
-    local_search: bool = True
-    meta_steps: int = 250
-    meta_lr: float = 1e-3
-    unroll_steps: int = 1
-    meta_batch_size: int = 128
-    weight_init_std: float = 1e-3
-    local_search_method: str = "unrolled"
-    implicit_inner_steps: int = 20
-    neumann_terms: int = 10
-    neumann_alpha: float = 0.01
+    local_search: bool = _setting(True, LOCAL_SEARCH)
+    meta_steps: int = _setting(250, LOCAL_SEARCH, minimum=0)
+    meta_lr: float = _setting(1e-3, LOCAL_SEARCH, minimum=0.0, open_min=True)
+    unroll_steps: int = _setting(1, LOCAL_SEARCH, minimum=1)
+    meta_batch_size: int = _setting(128, LOCAL_SEARCH, minimum=1)
+    weight_init_std: float = _setting(1e-3, LOCAL_SEARCH, minimum=0.0)
+    local_search_method: str = _setting("unrolled", LOCAL_SEARCH, choices=LOCAL_SEARCH_METHODS)
+    implicit_inner_steps: int = _setting(20, LOCAL_SEARCH, minimum=1)
+    neumann_terms: int = _setting(10, LOCAL_SEARCH, minimum=0)
+    neumann_alpha: float = _setting(0.01, LOCAL_SEARCH, minimum=0.0, open_min=True)
     # inner loop: fitness training (also the local search's inner SGD step)
-    fitness_steps: int = 500
-    lr: float = 0.01
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    batch_size: int = 128
+    fitness_steps: int = _setting(500, TRAINING, minimum=1)
+    lr: float = _setting(0.01, TRAINING, minimum=0.0, open_min=True)
+    momentum: float = _setting(0.0, TRAINING, minimum=0.0, maximum=1.0, open_max=True)
+    nesterov: bool = _setting(False, TRAINING)
+    weight_decay: float = _setting(0.0, TRAINING, minimum=0.0)
+    batch_size: int = _setting(128, TRAINING, minimum=1)
     # final selection: the best few candidates retrained longer, on more seeds
-    selection_top_k: int = 0
-    selection_seeds: int = 3
-    selection_steps: int = 1000
-    selection_lr_width: int = 1
-    selection_adam_lr: float = 1e-3
+    selection_top_k: int = _setting(0, SELECTION, minimum=0)
+    selection_seeds: int = _setting(3, SELECTION, minimum=1)
+    selection_steps: int = _setting(1000, SELECTION, minimum=1)
+    selection_lr_width: int = _setting(1, SELECTION, minimum=0)
+    selection_adam_lr: float = _setting(1e-3, SELECTION, minimum=0.0)
     # meta-testing
-    metatest_steps: int = 10_000
-    metatest_seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
+    metatest_steps: int = _setting(10_000, METATEST, minimum=1)
+    metatest_seeds: tuple[int, ...] = _setting((1, 2, 3, 4, 5), METATEST, item=int, minimum=0,
+                                               maximum=2**32, open_max=True, nonempty=True)
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
-            value, default = getattr(self, spec.name), spec.default
-            if isinstance(default, bool):
-                ok = isinstance(value, bool)
-            elif isinstance(default, int):
-                ok = isinstance(value, int) and not isinstance(value, bool)
-            elif isinstance(default, float):
-                ok = isinstance(value, int | float) and not isinstance(value, bool)
-                if ok:
-                    object.__setattr__(self, spec.name, float(value))
-            elif isinstance(default, str):
-                ok = isinstance(value, str)
-            elif spec.name == "metatest_seeds":
-                ok = isinstance(value, tuple) and all(
-                    isinstance(v, int) and not isinstance(v, bool) for v in value
-                )
-            else:
-                ok = isinstance(value, tuple) and all(
-                    isinstance(v, int | float) and not isinstance(v, bool)
-                    and math.isfinite(v) and v > 0 for v in value
-                )
-                if ok:
-                    object.__setattr__(self, spec.name, tuple(float(v) for v in value))
-            if not ok:
-                kind = type(default).__name__
-                if isinstance(default, tuple):
-                    kind = ("a tuple of ints" if spec.name == "metatest_seeds"
-                            else "a tuple of positive numbers")
-                raise ValueError(f"setting {spec.name} must be {kind}, got {value!r}")
-        positive = (
-            "population_size", "generations", "tournament_size", "height_limit",
-            "poor_training_examples", "fingerprint_size", "meta_batch_size", "fitness_steps",
-            "batch_size", "metatest_steps", "unroll_steps", "implicit_inner_steps",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("meta_steps", "poor_training_steps", "elitism", "mutation_max_height",
-                     "selection_top_k", "selection_seeds", "selection_steps",
-                     "selection_lr_width", "neumann_terms"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
-        for name in ("crossover_prob", "mutation_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.crossover_prob + self.mutation_prob > 1.0:
-            raise ValueError(
-                f"crossover_prob + mutation_prob must be at most 1, got "
-                f"{self.crossover_prob} + {self.mutation_prob}"
-            )
-        if not 1 <= self.init_min_height <= self.init_max_height <= self.height_limit:
-            raise ValueError(
-                "need 1 <= init_min_height <= init_max_height <= height_limit, got "
-                f"{self.init_min_height}, {self.init_max_height}, {self.height_limit}"
-            )
-        if self.elitism >= self.population_size:
-            raise ValueError(
-                f"elitism ({self.elitism}) must be smaller than population_size "
-                f"({self.population_size})"
-            )
-        if self.local_search_method not in LOCAL_SEARCH_METHODS:
-            raise ValueError(
-                f"local_search_method must be one of {LOCAL_SEARCH_METHODS}, got "
-                f"{self.local_search_method!r}"
-            )
-        if not (self.race_ratio == 0.0 or self.race_ratio >= 1.0):
-            raise ValueError(f"race_ratio must be 0 (off) or at least 1, got {self.race_ratio}")
-        if not 0.0 < self.race_fraction < 1.0:
-            raise ValueError(f"race_fraction must be in (0, 1), got {self.race_fraction}")
-        for name in ("lr", "meta_lr", "poor_training_lr", "neumann_alpha"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        self._check_ranges()
-
-    def _check_ranges(self) -> None:
-        """Values a run would otherwise refuse (or misuse) only when it first uses them."""
-        for spec in dataclasses.fields(self):
-            value = getattr(self, spec.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"setting {spec.name} must be finite, got {value}")
-        for name in ("fingerprint_rtol", "weight_decay", "weight_init_std", "selection_adam_lr"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.nesterov and self.momentum == 0:
-            raise ValueError(
-                "nesterov=True needs momentum > 0 (Nesterov momentum is a form of momentum); "
-                "set momentum, e.g. 0.9, or nesterov=False"
-            )
-        if self.height_limit > MAX_HEIGHT:
-            raise ValueError(
-                f"height_limit must be at most {MAX_HEIGHT} (the deepest expression symloss "
-                f"accepts), got {self.height_limit}"
-            )
-        if self.mutation_max_height > self.height_limit:
-            raise ValueError(
-                f"mutation_max_height ({self.mutation_max_height}) must not exceed "
-                f"height_limit ({self.height_limit})"
-            )
-        if not self.metatest_seeds:
-            raise ValueError("metatest_seeds must name at least one seed")
-        if any(not 0 <= s < 2**32 for s in self.metatest_seeds):
-            raise ValueError(
-                f"metatest_seeds must be integers in [0, 2**32), got {list(self.metatest_seeds)}"
-            )
+            object.__setattr__(self, spec.name, _checked(spec, getattr(self, spec.name)))
+        for rule, names, holds in _RELATIONS:
+            if not holds(self):
+                values = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
+                raise ValueError(f"{rule}, got {values}")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (unknown names raise a ValueError)."""
@@ -230,9 +250,6 @@ class Settings:
                 f"unknown setting(s) {sorted(unknown)}; valid settings are "
                 f"{sorted(f.name for f in dataclasses.fields(self))}"
             )
-        for name in ("metatest_seeds", "lr_grid"):
-            if isinstance(changes.get(name), list):
-                changes[name] = tuple(changes[name])
         return dataclasses.replace(self, **changes)
 
     def metatest_seeds_for(self, search_seed: int) -> tuple[int, ...]:
@@ -251,14 +268,16 @@ class Settings:
             seeds.append(seed)
         return tuple(seeds)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        data = dataclasses.asdict(self)
-        for name in ("metatest_seeds", "lr_grid"):
-            data[name] = list(getattr(self, name))
-        if not self.class_prior:  # off: the run description of searches before it existed
-            del data["class_prior"]
-        return data
+    def to_dict(self, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
+        """JSON-serialisable form: the settings of ``stages`` (default all), in field order.
+
+        ``to_dict(SEARCH_STAGES)`` is what decides a search's records (its identity in a
+        run directory). ``class_prior`` is written only when on, so a search without it
+        has the identity it had before the setting existed.
+        """
+        return {spec.name: _plain(getattr(self, spec.name)) for spec in dataclasses.fields(self)
+                if spec.metadata["stage"] in stages
+                and not (spec.name == "class_prior" and not self.class_prior)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Settings:
@@ -266,22 +285,152 @@ class Settings:
         return cls().replace(**data)
 
 
+_UNDECLARED = [spec.name for spec in dataclasses.fields(Settings) if "stage" not in spec.metadata]
+if _UNDECLARED:  # a field added without its stage and constraint: refuse at import
+    raise TypeError(f"settings {_UNDECLARED} must be declared with _setting(default, stage, ...)")
+
+
+def fields_by_stage() -> dict[str, list[dataclasses.Field[Any]]]:
+    """The :class:`Settings` fields of each stage, stages in :data:`STAGES` order; each
+    field's ``metadata["constraint"]`` is its :class:`Constraint`."""
+    grouped: dict[str, list[dataclasses.Field[Any]]] = {stage: [] for stage in STAGES}
+    for spec in dataclasses.fields(Settings):
+        grouped[spec.metadata["stage"]].append(spec)
+    return grouped
+
+
+def settings_table() -> str:
+    """Every setting as a Markdown table, by stage: its default, its value in each
+    preset and the values it accepts (docs/settings.md carries this table)."""
+    names = list(PRESETS)
+    lines = ["| setting | default | " + " | ".join(f"`{n}`" for n in names) + " | accepts |",
+             "|---|---|" + "---|" * len(names) + "---|"]
+    for stage, specs in fields_by_stage().items():
+        lines.append(f"| **{stage}** |" + " |" * (len(names) + 2))
+        for spec in specs:
+            default = _plain(spec.default)
+            values = [_plain(getattr(PRESETS[n], spec.name)) for n in names]
+            cells = [f"`{v}`" if v != default else "" for v in values]
+            accepts = _accepts(spec)
+            lines.append(f"| `{spec.name}` | `{default}` | " + " | ".join(cells)
+                         + f" | {accepts} |")
+    return "\n".join(lines)
+
+
+def _accepts(spec: dataclasses.Field[Any]) -> str:
+    constraint: Constraint = spec.metadata["constraint"]
+    item = spec.metadata["item"]
+    if item is not None:
+        kind = "integers" if item is int else "numbers"
+        return f"tuple of {kind}, each {constraint.describe()}"
+    kind = type(spec.default).__name__
+    text = constraint.describe()
+    return f"{kind}, {text}" if text else kind
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _is_number(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind is int:
+        return isinstance(value, int)
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _checked(spec: dataclasses.Field[Any], value: Any) -> Any:
+    """``value`` for setting ``spec``, converted to its type (ints to float, lists to
+    tuples), or a ValueError naming the setting, what it accepts and the value."""
+    default, item = spec.default, spec.metadata["item"]
+    constraint: Constraint = spec.metadata["constraint"]
+    if item is not None:
+        items = "integers" if item is int else "numbers"
+        extra = constraint.describe()
+        accepts = (f"a tuple of {'one or more ' if constraint.nonempty else ''}{items}"
+                   + (f", each {extra}" if extra else ""))
+        if isinstance(value, list):
+            value = tuple(value)
+        ok = (isinstance(value, tuple) and (value or not constraint.nonempty)
+              and all(_is_number(v, item) and constraint.allows(v) for v in value))
+        if not ok:
+            raise ValueError(f"{spec.name} must be {accepts}, got {value!r}")
+        return tuple(item(v) for v in value)
+    kind = type(default)
+    if kind in (int, float):
+        if not _is_number(value, int) and not (kind is float and _is_number(value, float)):
+            if kind is float and isinstance(value, float):
+                raise ValueError(f"{spec.name} must be finite, got {value}")
+            raise ValueError(f"{spec.name} must be {kind.__name__}, got {value!r}")
+        value = kind(value)
+    elif not isinstance(value, kind):
+        raise ValueError(f"{spec.name} must be {kind.__name__}, got {value!r}")
+    if not constraint.allows(value):
+        raise ValueError(f"{spec.name} must be {constraint.describe()}, got {value!r}")
+    return value
+
+
+_QUICK = Settings(
+    population_size=12,
+    generations=6,
+    meta_steps=40,
+    unroll_steps=5,
+    meta_lr=1e-2,
+    fitness_steps=300,
+    poor_training_steps=100,
+    selection_top_k=5,
+    metatest_steps=2000,
+)
 PRESETS: dict[str, Settings] = {
+    "tiny": _QUICK.replace(
+        population_size=4,
+        generations=1,
+        meta_steps=2,
+        unroll_steps=1,
+        fitness_steps=20,
+        poor_training_steps=10,
+        selection_steps=20,
+        selection_seeds=1,
+        metatest_steps=20,
+        metatest_seeds=(1, 2),
+    ),
+    "quick": _QUICK,
     "paper": Settings(normalize=False, lr_grid=(), selection_lr_width=0,
                       selection_adam_lr=0.0),
-    "quick": Settings(
-        population_size=12,
-        generations=6,
-        meta_steps=40,
-        unroll_steps=5,
-        meta_lr=1e-2,
-        fitness_steps=300,
-        poor_training_steps=100,
-        selection_top_k=5,
-        metatest_steps=2000,
-    ),
 }
-"""Named settings: ``"paper"`` (EvoMAL reference) and ``"quick"`` (a few CPU minutes)."""
+"""Named settings, smallest first: ``"tiny"`` (``"quick"`` cut to seconds: proves that a
+pipeline runs, finds nothing), ``"quick"`` (a few CPU minutes) and ``"paper"`` (the EvoMAL
+reference). Their names are the one budget vocabulary of the CLI, the examples and
+``benchmarks/reproduce.py``."""
+
+
+def settings_from(name: str, overrides: Mapping[str, Any] | None = None,
+                  **parameters: Any) -> Settings:
+    """Preset ``name`` with ``overrides`` and every one of ``parameters`` that is set.
+
+    For callers whose own parameters duplicate settings (the estimator's
+    ``population_size``, ``generations`` and ``local_search``): a parameter of ``None``
+    is not set and leaves the preset's or ``overrides``' value; a set one that
+    ``overrides`` names too must agree with it, so neither silently wins.
+
+    Raises
+    ------
+    ValueError
+        If a parameter and ``overrides`` give one setting different values, or a value
+        is outside its setting's constraint.
+    """
+    merged = dict(overrides or {})
+    for name_, value in parameters.items():
+        if value is None:
+            continue
+        if name_ in merged and merged[name_] != value:
+            raise ValueError(
+                f"{name_} is given twice with different values: {value!r} as a parameter and "
+                f"{merged[name_]!r} in settings; give it once"
+            )
+        merged[name_] = value
+    return preset(name, **merged)
 
 
 def preset(name: str, **overrides: Any) -> Settings:

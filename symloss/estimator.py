@@ -8,17 +8,16 @@ import logging
 import math
 import numbers
 import os
-import time
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sympy
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
-from symloss.config import Settings, preset
+from symloss.config import Settings, settings_from
 from symloss.engines import Engine, SearchContext, get_engine
 from symloss.evaluator import Evaluator, score
 from symloss.executors import make_executor
@@ -27,18 +26,20 @@ from symloss.library import known_losses
 from symloss.network import LearnedLoss, LearnedWith
 from symloss.prior import task_prior
 from symloss.records import OK, Evaluation, GenerationStats
-from symloss.runs import RunDirectory
+from symloss.runs import RunDirectory, new_run_path
 from symloss.scale import normalising_factor, reference_batch
 from symloss.selection import Selection, select
 from symloss.step_size import RateChoice, tune_search_lr
+from symloss.symbolic import latex as symbolic_latex
 from symloss.tables import Equation, equations_frame, equations_table, latex_table
 from symloss.task import ModelSpec, Task, make_task, resolve_data, task_summary
 
 logger = logging.getLogger("symloss")
 
 
-class NotFittedError(ValueError, AttributeError):
-    """Raised when a fitted attribute is used before ``fit``."""
+class NotFittedError(SklearnNotFittedError):
+    """Raised when a fitted attribute is used before ``fit`` (scikit-learn's
+    ``NotFittedError``, so ``except sklearn.exceptions.NotFittedError`` catches it)."""
 
 
 def _equations(
@@ -61,10 +62,10 @@ def _equations(
     rows = []
     for size in sorted(best):
         e = best[size]
-        loss = LearnedLoss(e.expression, kind, e.weights or None)
-        form = loss.sympy()
-        rows.append(Equation(size, e.fitness, e.expression, e.weights, loss._latex_of(form),
-                             e is chosen, form))
+        form = LearnedLoss(e.expression, kind, e.weights or None).sympy()
+        tree = Expression.parse(e.expression)
+        latex = symbolic_latex(form, lambda tree=tree: tree.latex(simplify=False))
+        rows.append(Equation(size, e.fitness, e.expression, e.weights, latex, e is chosen, form))
     return rows
 
 
@@ -83,14 +84,18 @@ class SymbolicLossSearch(BaseEstimator):
 
     Parameters
     ----------
-    preset : {"quick", "paper"}
+    preset : {"quick", "paper", "tiny"}
         Base settings (see :mod:`symloss.config`). ``"paper"`` reproduces the EvoMAL
-        reference budgets; ``"quick"`` finishes in minutes on a CPU.
+        reference budgets; ``"quick"`` finishes in minutes on a CPU; ``"tiny"`` in
+        seconds (it proves that a pipeline runs and finds nothing).
     population_size, generations : int, optional
-        Override the preset's genetic-programming budget.
-    local_search : bool
+        Override the preset's genetic-programming budget (``None``: the preset's, or
+        ``settings``').
+    local_search : bool, optional
         Refine each candidate's edge weights by unrolled differentiation (EvoMAL);
-        ``False`` gives GP-LFL, the ablation.
+        ``False`` gives GP-LFL, the ablation. ``None``: the preset's (on), or
+        ``settings``'. These three are settings too: given both here and in
+        ``settings``, they must agree.
     seed_expressions : sequence of str or Expression, optional
         Losses to include in the initial population (after the baseline).
     engine : {"deap", "pysr", "operon"}
@@ -105,8 +110,9 @@ class SymbolicLossSearch(BaseEstimator):
     random_state : int, optional
         Seed of the data split, the search and every training run (0 when None).
     run_dir : path-like, optional
-        Where records go; an existing run directory of the same search is resumed.
-        Defaults to ``symloss_runs/<timestamp>``.
+        Where records go; an existing run directory of the same search is resumed
+        (and its final selection rerun, with this call's selection settings). Defaults to
+        ``runs/<timestamp>``.
     verbose : bool
         Show a progress bar.
     task : {"classification", "regression"}, optional
@@ -152,11 +158,10 @@ class SymbolicLossSearch(BaseEstimator):
 
     Examples
     --------
+    >>> import tempfile
     >>> import symloss
-    >>> tiny = {"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10,
-    ...         "selection_steps": 20, "selection_seeds": 1}
-    >>> search = symloss.SymbolicLossSearch(population_size=4, generations=1, settings=tiny,
-    ...     random_state=0, verbose=False, run_dir=getfixture("tmp_path"))
+    >>> search = symloss.SymbolicLossSearch(preset="tiny", random_state=0, verbose=False,
+    ...                                     run_dir=tempfile.mkdtemp())
     >>> search = search.fit("sine", "mlp")
     >>> search.best_loss_.task
     'regression'
@@ -172,7 +177,7 @@ class SymbolicLossSearch(BaseEstimator):
         preset: str = "quick",
         population_size: int | None = None,
         generations: int | None = None,
-        local_search: bool = True,
+        local_search: bool | None = None,
         seed_expressions: Sequence[str | Expression] | None = None,
         engine: str = "deap",
         n_jobs: int = 1,
@@ -204,7 +209,7 @@ class SymbolicLossSearch(BaseEstimator):
     # -- scikit-learn conventions (get_params, set_params, clone via BaseEstimator) ------
     _FITTED = (
         "best_loss_", "equations_", "history_", "evaluations_", "n_evaluations_", "run_dir_",
-        "settings_", "task_", "selection_",
+        "settings_", "task_", "selection_", "lr_choice_",
     )
 
     def __getattr__(self, name: str) -> Any:
@@ -236,13 +241,8 @@ class SymbolicLossSearch(BaseEstimator):
 
     # -- fitting -------------------------------------------------------------------------
     def _settings(self) -> Settings:
-        overrides = dict(self.settings or {})
-        if self.population_size is not None:
-            overrides["population_size"] = self.population_size
-        if self.generations is not None:
-            overrides["generations"] = self.generations
-        overrides["local_search"] = bool(self.local_search)
-        return preset(self.preset, **overrides)
+        return settings_from(self.preset, self.settings, population_size=self.population_size,
+                             generations=self.generations, local_search=self.local_search)
 
     def fit(self, dataset: Any, model: ModelSpec) -> SymbolicLossSearch:
         """Search for a loss on ``dataset`` with ``model``.
@@ -268,7 +268,7 @@ class SymbolicLossSearch(BaseEstimator):
         task = make_task(data, model, task=self.task or kind, seed=seed, device=self.device)
         seeds = self._seed_expressions(task, settings)
 
-        run = RunDirectory(self.run_dir or Path("symloss_runs") / time.strftime("%Y%m%d-%H%M%S"))
+        run = RunDirectory(self.run_dir or new_run_path())
         resumed = run.open({
             "format": "symloss.run", "version": 1, "engine": self.engine, "seed": seed,
             "kind": task.kind, "data": _data_fingerprint(task),
@@ -290,6 +290,8 @@ class SymbolicLossSearch(BaseEstimator):
                 selection = select(task, settings, all_evaluations, seed, executor)
                 _save_or_warn(run, "the final selection",
                               lambda: run.save_selection([r.to_dict() for r in selection]))
+            else:  # a rerun without the final selection: an earlier one no longer applies
+                run.discard_selection()
             equations = _equations(all_evaluations, task.kind,
                                    selection[0].evaluation if selection else None)
             if not equations:
@@ -558,11 +560,10 @@ def fit(dataset: Any, model: ModelSpec, **params: Any) -> SymbolicLossSearch:
 
     Examples
     --------
+    >>> import tempfile
     >>> import symloss
-    >>> tiny = {"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10,
-    ...         "selection_steps": 20, "selection_seeds": 1}
-    >>> search = symloss.fit("sine", "mlp", population_size=4, generations=1, settings=tiny,
-    ...     verbose=False, run_dir=getfixture("tmp_path"))
+    >>> search = symloss.fit("sine", "mlp", preset="tiny", verbose=False,
+    ...                      run_dir=tempfile.mkdtemp())
     >>> print(search.best_loss_.expression)  # doctest: +SKIP
     square(f - y)
     """

@@ -13,6 +13,11 @@ Layout::
     task.json           what the data and model were (for reports)
     metatest.json       the meta-test of the chosen loss (written by ``symloss search``)
 
+What makes two runs the same is ``run.json`` without the settings of the stages that run
+after the search (the final selection and the meta-test, :data:`symloss.config.LATER_STAGES`):
+those only read the records, so a finished search can be opened again with other
+selection or meta-test settings, and ``run.json`` then records the new ones.
+
 JSON files are written atomically (temporary name, then rename); the JSON-lines files are
 append-only and a torn last line (a killed process) is ignored on reading.
 
@@ -28,11 +33,13 @@ import dataclasses
 import json
 import os
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from symloss.config import LATER_STAGES, fields_by_stage
 from symloss.records import Evaluation, GenerationStats, generation_stats
 from symloss.serialization import read_json, write_json
 
@@ -47,6 +54,15 @@ PASSED_FILE = "passed.jsonl"
 LOCK_FILE = "lock"
 TASK_FILE = "task.json"
 METATEST_FILE = "metatest.json"
+RUNS_ROOT = Path("runs")
+"""Where run directories go when none is named (the CLI's and the estimator's default)."""
+
+
+def new_run_path(label: str | None = None) -> Path:
+    """A fresh run directory path under :data:`RUNS_ROOT`: ``runs/<label>-<timestamp>``,
+    or ``runs/<timestamp>`` without a label."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return RUNS_ROOT / (f"{label}-{stamp}" if label else stamp)
 
 
 class RunDirectoryInUse(RuntimeError):
@@ -64,6 +80,16 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:  # it runs, under another user
         return True
     return True
+
+
+def _identity(description: Mapping[str, Any]) -> dict[str, Any]:
+    """``description`` without the settings of the stages after the search."""
+    settings = description.get("settings")
+    if not isinstance(settings, dict):
+        return dict(description)
+    later = {spec.name for stage in LATER_STAGES for spec in fields_by_stage()[stage]}
+    return {**description,
+            "settings": {k: v for k, v in settings.items() if k not in later}}
 
 
 @dataclass(frozen=True)
@@ -91,8 +117,10 @@ class RunDirectory:
     def open(self, description: Mapping[str, Any]) -> bool:
         """Lock the directory and start or continue the run described by ``description``.
 
-        Returns True when an earlier run with the same description exists (resume).
-        Call :meth:`close` when done, to release the lock.
+        Returns True when an earlier run with the same description exists (resume); a
+        description that differs from the saved one only in the later stages' settings
+        is the same run, and replaces the saved one. Call :meth:`close` when done, to
+        release the lock.
 
         Raises
         ------
@@ -118,15 +146,15 @@ class RunDirectory:
             existing = read_json(run_file, "symloss run description")
             if not isinstance(existing, dict):
                 raise ValueError(f"{run_file} is not a symloss run description")
-            if existing != description:
-                changed = sorted(
-                    k for k in set(existing) | set(description)
-                    if existing.get(k) != description.get(k)
-                )
+            before, now = _identity(existing), _identity(description)
+            if before != now:
+                changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
                 raise ValueError(
                     f"{self.path} holds a different run (differs in {', '.join(changed)}); "
                     "use another run_dir, or delete that directory to start over"
                 )
+            if existing != description:
+                write_json(run_file, description)
             return True
         write_json(run_file, description)
         return False
@@ -256,6 +284,10 @@ class RunDirectory:
     def save_selection(self, rows: list[dict[str, Any]]) -> None:
         """Save the final selection's finalists."""
         write_json(self.path / SELECTION_FILE, rows)
+
+    def discard_selection(self) -> None:
+        """Remove the saved final selection, if any."""
+        (self.path / SELECTION_FILE).unlink(missing_ok=True)
 
     def save_search_lr(self, choice: Mapping[str, Any]) -> None:
         """Save the learning rate chosen for the search (and the metrics behind it)."""

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +17,7 @@ import torch
 import symloss
 from symloss.cli import main
 
-TINY_SEARCH = [
-    "--population", "4", "--generations", "1",
-    "--set", "meta_steps=2", "--set", "fitness_steps=20", "--set", "poor_training_steps=10",
-    "--set", "selection_steps=20", "--set", "selection_seeds=1",
-    "--set", "metatest_seeds=[1, 2]", "--metatest-steps", "20",
-]
+TINY_SEARCH = ["--preset", "tiny", "--set", "unroll_steps=5"]
 
 
 
@@ -99,6 +95,22 @@ def test_search_again_resumes(searched, capsys):
     assert "resuming" not in first
     table = first[first.index("size   fitness"):first.index("chosen loss")]
     assert table in out
+
+
+def test_other_metatest_settings_reuse_the_finished_search(searched, capsys, tmp_path):
+    """Changing only the meta-test's settings is the same run: the search is resumed (not
+    repeated) and the meta-test runs with the new ones."""
+    _, _, _, run_dir, _ = searched
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    lines = (copy / "evaluations.jsonl").read_text()
+    code, out, err = run_main(["search", "sine", *TINY_SEARCH, "--metatest-steps", "7",
+                               "--run-dir", copy], capsys)
+    assert code == 0, err
+    assert f"resuming the run in {copy} after generation 1" in out
+    assert (copy / "evaluations.jsonl").read_text() == lines
+    assert json.loads((copy / "metatest.json").read_text())["steps"] == 7
+    assert "test MSE after 7 steps, per seed" in out
 
 
 def test_show(searched, capsys):
@@ -226,6 +238,16 @@ def test_bad_set(pair, fragment, capsys, tmp_path):
                             capsys)
     assert_one_line_error(code, err, fragment)
     assert not (tmp_path / "r" / "evaluations.jsonl").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["--population", "4", "--set", "population_size=5"],
+    ["--no-local-search", "--set", "local_search=true"],
+])
+def test_an_option_and_a_set_that_disagree(argv, capsys, tmp_path):
+    code, _, err = run_main(["search", "sine", *argv, "--run-dir", tmp_path / "r"], capsys)
+    assert_one_line_error(code, err, "given twice with different values")
+    assert not (tmp_path / "r").exists()
 
 
 def test_bad_set_value_type(capsys, tmp_path):

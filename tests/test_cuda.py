@@ -76,9 +76,7 @@ def test_local_search_on_the_gpu(tasks, tiny_settings):
 
 
 def test_a_search_on_the_gpu_evaluates_in_process(tmp_path):
-    tiny = {"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10,
-            "selection_steps": 20, "selection_seeds": 1}
-    search = symloss.SymbolicLossSearch(population_size=4, generations=1, settings=tiny,
+    search = symloss.SymbolicLossSearch(preset="tiny", settings={"unroll_steps": 5},
                                         device="cuda", n_jobs=2, random_state=0,
                                         verbose=False, run_dir=tmp_path)
     with pytest.warns(UserWarning, match="evaluating in this process"):

@@ -44,9 +44,8 @@ needs_operon = pytest.mark.skipif(
     reason="pyoperon is not installed (pip install 'symloss[operon]')",
 )
 
-TINY = {"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10, "unroll_steps": 1,
-        "selection_steps": 20, "selection_seeds": 2, "height_limit": 5,
-        "init_min_height": 2, "init_max_height": 3}
+TINY = {"selection_seeds": 2, "height_limit": 5, "init_min_height": 2,
+        "init_max_height": 3}  # over the tiny preset
 
 ASYMMETRIC = [
     "div(y - f, 1 + f)", "square(y) - tanh(f)", "min(y, -1 * f) - max(f, 0)",
@@ -281,8 +280,8 @@ def test_seeds_using_sign_are_left_out_with_a_warning(caplog):
 # -- the whole search, real training -------------------------------------------------------------
 def search(run_dir, **params) -> symloss.SymbolicLossSearch:
     return symloss.SymbolicLossSearch(**{
-        "engine": "operon", "population_size": 4, "generations": 3, "random_state": 0,
-        "verbose": False, "settings": TINY, "run_dir": run_dir, **params,
+        "engine": "operon", "preset": "tiny", "population_size": 4, "generations": 3,
+        "random_state": 0, "verbose": False, "settings": TINY, "run_dir": run_dir, **params,
     })
 
 

@@ -26,15 +26,15 @@ from symloss.records import CACHED, OK, REJECTED, GenerationStats
 from symloss.runs import RunDirectory
 from symloss.tables import Equation, equations_frame, equations_table, latex_table
 
-TINY = {"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10, "unroll_steps": 1,
-        "selection_steps": 20, "selection_seeds": 2}
+TINY = {"selection_seeds": 2}  # over the tiny preset
 POP, GENS = 4, 2
 
 
 def tiny(run_dir, **params):
     """A search with tiny budgets (override any parameter)."""
-    kwargs = {"population_size": POP, "generations": GENS, "settings": dict(TINY),
-              "random_state": 0, "verbose": False, "run_dir": run_dir, **params}
+    kwargs = {"preset": "tiny", "population_size": POP, "generations": GENS,
+              "settings": dict(TINY), "random_state": 0, "verbose": False, "run_dir": run_dir,
+              **params}
     return SymbolicLossSearch(**kwargs)
 
 
@@ -94,6 +94,9 @@ def test_unfitted_raises_not_fitted_error():
             method()
     with pytest.raises(NotFittedError, match="SymbolicLossSearch.*best_loss_"):
         search.best_loss_  # noqa: B018
+    with pytest.raises(sklearn.exceptions.NotFittedError, match="lr_choice_ is set by fit"):
+        search.lr_choice_  # noqa: B018
+    assert issubclass(NotFittedError, sklearn.exceptions.NotFittedError)
     assert issubclass(NotFittedError, ValueError) and issubclass(NotFittedError, AttributeError)
     assert not hasattr(search, "best_loss_") and not hasattr(search, "equations_")
     with pytest.raises(AttributeError, match="no attribute 'nonsense_'"):
@@ -192,6 +195,46 @@ def test_without_final_selection_the_min_fitness_is_chosen(fitted, tmp_path):
     assert outcome(search.evaluations_) == outcome(fitted.evaluations_)
 
 
+def test_settings_that_are_also_parameters_are_honoured(tmp_path):
+    """``local_search``, ``population_size`` and ``generations`` are parameters and settings:
+    a parameter left unset leaves the settings' value."""
+    search = tiny(tmp_path / "nols", population_size=None, generations=None,
+                  settings={"local_search": False, "population_size": 3})
+    search.fit("sine", "mlp")
+    assert search.settings_.local_search is False and search.settings_.population_size == 3
+    assert all(e.weights == () for e in search.evaluations_)
+    assert search.best_loss_.metadata["local_search"] is False
+
+
+@pytest.mark.parametrize("params", [
+    {"local_search": True, "settings": {"local_search": False}},
+    {"population_size": 5, "settings": {"population_size": 6}},
+])
+def test_a_parameter_and_a_setting_that_disagree_raise(params, tmp_path):
+    with pytest.raises(ValueError, match="given twice with different values"):
+        tiny(tmp_path / "run", **params).fit("sine", "mlp")
+    assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_a_finished_search_reruns_its_later_stages_with_other_settings(fitted, tmp_path):
+    """The final selection reads the records: other selection settings rerun it on the
+    finished search instead of refusing the run directory as a different run."""
+    path = tmp_path / "copy"
+    shutil.copytree(fitted.run_dir_, path)
+    lines = (path / "evaluations.jsonl").read_text()
+    again = tiny(path, settings={**TINY, "selection_seeds": 1, "selection_top_k": 2,
+                                 "metatest_steps": 7}).fit("sine", "mlp")
+    assert (path / "evaluations.jsonl").read_text() == lines  # nothing searched again
+    assert outcome(again.evaluations_) == outcome(fitted.evaluations_)
+    assert len(again.selection_) == 3 and all(len(r.metrics) == 1 for r in again.selection_)
+    assert len(json.loads((path / "selection.json").read_text())) == 3
+    settings = json.loads((path / "run.json").read_text())["settings"]
+    assert settings["selection_seeds"] == 1 and settings["metatest_steps"] == 7
+    without = tiny(path, settings={**TINY, "selection_top_k": 0}).fit("sine", "mlp")
+    assert without.selection_ == [] and not (path / "selection.json").exists()
+    assert outcome(without.evaluations_) == outcome(fitted.evaluations_)
+
+
 def test_fitted_history_and_evaluations(fitted):
     history = fitted.history_
     assert len(history) == GENS + 1
@@ -237,7 +280,7 @@ def test_fitted_run_directory(fitted):
 
 def test_fit_function_and_determinism(fitted, tmp_path):
     """symloss.fit is the estimator; the same random_state gives the same search."""
-    again = symloss.fit("sine", "mlp", population_size=POP, generations=GENS,
+    again = symloss.fit("sine", "mlp", preset="tiny", population_size=POP, generations=GENS,
                         settings=dict(TINY), random_state=0, verbose=False,
                         run_dir=tmp_path / "again")
     assert isinstance(again, SymbolicLossSearch)

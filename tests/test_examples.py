@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from symloss.config import PRESETS
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TIMEOUT = 240
 
@@ -50,7 +52,8 @@ def test_regression_arrays(runs):
     assert code == 0, err
     assert "size   fitness   expression" in out and ">>>" in out
     assert "LaTeX: " in out
-    assert "test MSE after 50 steps, per seed" in out and "learned" in out and "MSE" in out
+    steps = PRESETS["tiny"].metatest_steps  # the budget is the preset, meta-test included
+    assert f"test MSE after {steps} steps, per seed" in out and "learned" in out and "MSE" in out
     saved = out_dir / "regression_arrays_tiny" / "learned_loss.json"
     assert f"saved to {saved}" in out
     data = json.loads(saved.read_text())

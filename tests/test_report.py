@@ -20,12 +20,7 @@ from symloss.runs import RunDirectory
 
 pytest.importorskip("matplotlib", reason="figures need matplotlib (symloss[plots])")
 
-TINY_SEARCH = [
-    "--population", "4", "--generations", "1", "--jobs", "1",
-    "--set", "meta_steps=2", "--set", "fitness_steps=20", "--set", "poor_training_steps=10",
-    "--set", "selection_steps=20", "--set", "selection_seeds=1",
-    "--set", "metatest_seeds=[1, 2]", "--metatest-steps", "20",
-]
+TINY_SEARCH = ["--jobs", "1", "--preset", "tiny", "--set", "unroll_steps=5"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -174,9 +169,8 @@ def test_report_of_an_unfinished_run(capsys, tmp_path):
 def test_report_of_a_classification_search_without_metatest(tmp_path, blobs):
     from symloss.report import write_report
 
-    tiny = {"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10,
-            "selection_top_k": 0}
-    search = symloss.SymbolicLossSearch(population_size=4, generations=1, settings=tiny,
+    search = symloss.SymbolicLossSearch(preset="tiny",
+                                        settings={"unroll_steps": 5, "selection_top_k": 0},
                                         random_state=0, verbose=False, run_dir=tmp_path / "run")
     search.fit(blobs, "linear")
     path = write_report(search.run_dir_)

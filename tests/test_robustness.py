@@ -311,8 +311,12 @@ def test_unknown_formats_list_the_known_ones(tmp_path):
     ({"momentum": 1.5}, "momentum must be in"),
     ({"lr": math.inf}, "lr must be finite"),
     ({"metatest_seeds": 5}, "metatest_seeds must be a tuple"),
-    ({"metatest_seeds": [-1]}, "metatest_seeds must be integers in"),
-    ({"height_limit": MAX_HEIGHT + 1}, f"at most {MAX_HEIGHT}"),
+    ({"metatest_seeds": [-1]}, r"metatest_seeds must be a tuple of one or more integers, each "
+                               r"in \[0, 4294967296\), got \(-1,\)"),
+    ({"height_limit": MAX_HEIGHT + 1}, rf"height_limit must be in \[1, {MAX_HEIGHT}\], got"),
+    ({"selection_seeds": 0}, "selection_seeds must be at least 1, got 0"),
+    ({"selection_steps": 0}, "selection_steps must be at least 1, got 0"),
+    ({"lr_grid": (0.1, -0.1)}, r"lr_grid must be a tuple of numbers, each positive, got"),
     ({"mutation_max_height": 11}, "mutation_max_height"),
 ])
 def test_settings_are_refused_up_front_naming_the_setting(change, match):

@@ -27,10 +27,7 @@ from symloss.runs import (
     RunDirectoryInUse,
 )
 
-TINY = {"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10, "unroll_steps": 1,
-        "selection_steps": 20, "selection_seeds": 1}
-PARAMS = {"population_size": 4, "generations": 1, "settings": TINY, "random_state": 0,
-          "verbose": False}
+PARAMS = {"preset": "tiny", "random_state": 0, "verbose": False}
 
 
 def _holder(run_dir: Path) -> subprocess.Popen:

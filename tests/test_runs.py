@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from symloss.config import preset
 from symloss.estimator import SymbolicLossSearch
 from symloss.records import OK, REJECTED, Evaluation
 from symloss.runs import (
@@ -25,11 +26,10 @@ from symloss.runs import (
     write_json,
 )
 
-TINY = {"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10, "unroll_steps": 1,
-        "selection_steps": 20, "selection_seeds": 2}
+TINY = {"selection_seeds": 2}  # over the tiny preset
 GENS = 3
-PARAMS = {"population_size": 4, "generations": GENS, "settings": TINY, "random_state": 0,
-          "verbose": False}
+PARAMS = {"preset": "tiny", "population_size": 4, "generations": GENS, "settings": TINY,
+          "random_state": 0, "verbose": False}
 
 
 
@@ -92,6 +92,21 @@ def test_open_new_same_and_different(tmp_path):
     with pytest.raises(ValueError, match="different run.*differs in seed, settings"):
         RunDirectory(run.path).open({"seed": 1, "settings": {"x": [2]}})
     assert not list(run.path.glob("*.tmp"))
+
+
+def test_later_stage_settings_are_not_the_runs_identity(tmp_path):
+    settings = preset("tiny").to_dict()
+    description = {"seed": 0, "settings": settings}
+    run = RunDirectory(tmp_path / "run")
+    assert run.open(description) is False
+    run.close()
+    later = {**description, "settings": {**settings, "selection_seeds": 2, "metatest_steps": 9}}
+    again = RunDirectory(run.path)
+    assert again.open(later) is True
+    again.close()
+    assert json.loads((run.path / RUN_FILE).read_text()) == later  # records what ran last
+    with pytest.raises(ValueError, match="different run.*differs in settings"):
+        RunDirectory(run.path).open({**later, "settings": {**settings, "meta_steps": 3}})
 
 
 def test_records_round_trip(tmp_path):
@@ -243,7 +258,7 @@ KILLED_SCRIPT = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(1)
     from symloss.estimator import SymbolicLossSearch
-    SymbolicLossSearch(population_size=4, generations={gens}, settings={tiny!r},
+    SymbolicLossSearch(preset="tiny", population_size=4, generations={gens}, settings={tiny!r},
                        random_state=0, verbose=False, run_dir=sys.argv[1]).fit("sine", "mlp")
 """)
 

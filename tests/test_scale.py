@@ -121,11 +121,9 @@ def test_a_search_returns_a_normalised_loss_and_records_its_rate(tmp_path):
     import symloss
     from symloss.runs import SEARCH_LR_FILE
 
-    tiny = {"meta_steps": 2, "fitness_steps": 20, "poor_training_steps": 10,
-            "selection_steps": 20, "selection_seeds": 1, "selection_top_k": 2,
-            "lr_grid": [0.01, 0.03]}
-    search = symloss.SymbolicLossSearch(population_size=4, generations=1, settings=tiny,
-                                        random_state=0, verbose=False, run_dir=tmp_path)
+    tiny = {"unroll_steps": 5, "selection_top_k": 2, "lr_grid": [0.01, 0.03]}
+    search = symloss.SymbolicLossSearch(preset="tiny", settings=tiny, random_state=0,
+                                        verbose=False, run_dir=tmp_path)
     search.fit("sine", "mlp")
     loss = search.best_loss_
     assert 0.9 <= gradient_scale(loss, search.task_, seed=0) <= 1.1
@@ -136,8 +134,7 @@ def test_a_search_returns_a_normalised_loss_and_records_its_rate(tmp_path):
     assert json.loads((tmp_path / SEARCH_LR_FILE).read_text())["lr"] == search.lr_choice_.lr
     # a rate given without a grid is fixed, not tuned
     fixed_rate = {k: v for k, v in tiny.items() if k != "lr_grid"} | {"lr": 0.02}
-    fixed = symloss.SymbolicLossSearch(population_size=4, generations=1,
-                                       settings=fixed_rate, random_state=0,
+    fixed = symloss.SymbolicLossSearch(preset="tiny", settings=fixed_rate, random_state=0,
                                        verbose=False, run_dir=tmp_path / "fixed")
     fixed.fit("sine", "mlp")
     assert fixed.lr_choice_ is None and fixed.settings_.lr == 0.02

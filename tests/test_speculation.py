@@ -122,10 +122,8 @@ def test_the_estimator_speculates_and_records_nothing_speculative(tmp_path, monk
         monkeypatch.setattr(estimator, "Evaluator", Recorded)
         path = tmp_path / f"speculate-{speculate}"
         search = SymbolicLossSearch(
-            population_size=8, generations=3, n_jobs=2, random_state=0, verbose=False,
-            run_dir=path, settings={"meta_steps": 2, "fitness_steps": 20,
-                                    "poor_training_steps": 10, "unroll_steps": 1,
-                                    "selection_top_k": 0},
+            preset="tiny", population_size=8, generations=3, n_jobs=2, random_state=0,
+            verbose=False, run_dir=path, settings={"selection_top_k": 0},
         ).fit("diabetes", "linear")
         records = sorted((r.generation, r.index, r.evaluation.expression, r.evaluation.status,
                            r.evaluation.fitness, r.evaluation.weights, r.evaluation.reason)

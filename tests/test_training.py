@@ -186,16 +186,19 @@ def test_unrolled_sgd_is_differentiable_in_loss_weights(sine_task, sgd):
 
 
 def test_train_with_adam_matches_torch_adam(sine_task):
-    loss = torch.nn.MSELoss()
+    """Our Adam loop with the learned MSE equals torch's Adam loop with torch's MSE, the
+    targets shaped as the outputs ([batch, 1])."""
     settings = SGDSettings(lr=1e-3, batch_size=16, adam=True)
-    ours = train(sine_task, loss, 5, settings, seed=3).model
+    ours = train(sine_task, MSE, 5, settings, seed=3).model
     model = sine_task.new_model(3)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(3)
     for _ in range(5):
         x, y = sine_task.train.batch(16, generator)
+        outputs = model(x)
+        assert outputs.shape == (16, 1) and y.shape == (16,)
         optimizer.zero_grad()
-        loss(model(x), y).backward()
+        F.mse_loss(outputs, y.unsqueeze(-1)).backward()
         optimizer.step()
     for a, b in zip(ours.parameters(), model.parameters(), strict=True):
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
