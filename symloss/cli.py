@@ -326,12 +326,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _list()
     except (ValueError, OSError, ImportError, RuntimeError) as error:
-        print(f"symloss: error: {error}", file=sys.stderr)
+        print(f"symloss: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nsymloss: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("symloss: error: out of memory; use a smaller input, batch or model",
+              file=sys.stderr)
+        return 2
+    except Exception as error:  # noqa: BLE001 -- the command reports every failure in one line
+        print(f"symloss: error: {type(error).__name__}: {_one_line(error)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (a message may quote text with line breaks)."""
+    return " ".join(str(error).split())
 
 
 if __name__ == "__main__":

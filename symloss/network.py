@@ -33,6 +33,10 @@ from symloss.symbolic import loss_sympy
 
 FORMAT_NAME = "symloss.loss"
 FORMAT_VERSION = 2  # 2 added "scale" and "learned_with"; version 1 files still load
+MAX_FILE_BYTES = 16_000_000
+"""Largest saved-loss file read. An expression is at most
+:data:`~symloss.expression.MAX_TEXT_LENGTH` characters with one weight per edge, far
+below this; a larger file is refused before it is read into memory."""
 
 
 @dataclass(frozen=True)
@@ -475,7 +479,7 @@ def load(path: str | os.PathLike[str]) -> nn.Module:
     ValueError
         If the file is corrupt, in an unknown format, or was written by a newer symloss.
     """
-    data = read_json(path, "symloss loss")
+    data = read_json(path, "symloss loss", max_bytes=MAX_FILE_BYTES)
     name = data.get("format") if isinstance(data, Mapping) else None
     if isinstance(name, str) and name not in LOSS_FORMATS:
         raise ValueError(

@@ -32,10 +32,11 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     return path
 
 
-def read_json(path: str | os.PathLike[str], what: str) -> Any:
+def read_json(path: str | os.PathLike[str], what: str, max_bytes: int | None = None) -> Any:
     """Parse a JSON file; an unreadable one gets a ValueError naming the file and ``what``
     was expected (invalid UTF-8 or JSON, a number too long to convert, nesting too deep,
-    a directory).
+    a directory, more than ``max_bytes`` bytes: refused before it is read, so a huge file
+    costs no memory).
 
     Raises
     ------
@@ -45,6 +46,11 @@ def read_json(path: str | os.PathLike[str], what: str) -> Any:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a directory; give the path of a {what} file")
+    if max_bytes is not None and path.stat().st_size > max_bytes:
+        raise ValueError(
+            f"{path} is {path.stat().st_size:,} bytes, more than a {what} file can be "
+            f"({max_bytes:,} bytes); is it a {what} file?"
+        )
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, RecursionError) as error:  # JSON, UTF-8, int-digit limit errors

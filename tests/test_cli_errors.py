@@ -124,3 +124,20 @@ def test_ctrl_c_during_the_search_meta_test_is_clean(tmp_path):
     assert "Traceback" not in result.stderr
     assert "the search is complete" in result.stderr
     assert json.loads((run_dir / "best_loss.json").read_text())["format"] == "symloss.loss"
+
+
+def test_export_refuses_a_huge_loss_file_before_reading_it(tmp_path, capsys):
+    path = tmp_path / "loss.json"
+    with open(path, "wb") as handle:  # sparse: 200 MB that take no disk and no memory
+        handle.truncate(200_000_000)
+    message = _error(capsys, ["export", str(path), "--to", "torch"])
+    assert "200,000,000 bytes" in message and "16,000,000" in message
+
+
+def test_export_refuses_an_overlong_expression_in_one_line(tmp_path, capsys):
+    data = LearnedLoss("square(f - y)", "regression").to_dict()
+    data["expression"] = "(" * 5_000_000
+    path = tmp_path / "loss.json"
+    path.write_text(json.dumps(data))
+    assert "characters long, more than the limit" in _error(
+        capsys, ["export", str(path), "--to", "torch"])
