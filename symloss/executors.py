@@ -7,10 +7,13 @@ payload (task, settings, seed) is shipped to each worker once, not per item.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
+import sys
 import threading
+import time
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +24,10 @@ import torch
 
 EXECUTORS = ("auto", "process", "ray")
 _WORKER_STATE: dict[str, Any] = {}
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+PARENT_POLL_SECONDS = 1.0
+"""How often a worker that cannot ask the kernel for a parent-death signal checks
+whether its parent still runs."""
 
 
 @contextlib.contextmanager
@@ -62,7 +69,38 @@ class InProcessExecutor(Executor):
         return (self.fn(self.payload, item) for item in items)
 
 
-def _init_worker(fn: Callable[[Any, Any], Any], payload: Any) -> None:
+def _exit_with_parent(parent: int, by_signal: bool) -> None:
+    """End this worker process when its parent ends, however it ends.
+
+    A parent killed outright (``kill -9``, the out-of-memory killer) cannot stop its
+    workers, which would otherwise wait on their queue forever, each holding its copy
+    of the task. With ``by_signal`` on Linux the kernel kills the worker when the
+    thread that forked it ends (``prctl(PR_SET_PDEATHSIG)``; the pool passes it only
+    when that thread is the main thread, which lives as long as the process);
+    otherwise a daemon thread polls the parent's pid every
+    :data:`PARENT_POLL_SECONDS`.
+    """
+    if by_signal and sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0:
+                if os.getppid() != parent:  # it ended before the signal was asked for
+                    os._exit(1)
+                return
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
+                     name="symloss-parent-watch").start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)  # no clean-up: the worker writes nothing, and its parent is gone
+
+
+def _init_worker(
+    fn: Callable[[Any, Any], Any], payload: Any, parent: int, parent_signal: bool
+) -> None:
+    _exit_with_parent(parent, parent_signal)
     # One intra-op thread per worker, as in process (see single_torch_thread).
     torch.set_num_threads(1)
     # Ctrl-C in a terminal reaches every process of the group: the parent alone decides,
@@ -110,7 +148,8 @@ class ProcessExecutor(Executor):
     """A pool of ``n_jobs`` local worker processes (forked where the platform allows).
 
     Besides :meth:`map`, it runs single items as futures (:meth:`submit`), which lets
-    the evaluator keep idle workers busy with speculative work.
+    the evaluator keep idle workers busy with speculative work. Workers end when this
+    process ends, even when it is killed (see :func:`_exit_with_parent`).
     """
 
     def __init__(self, fn: Callable[[Any, Any], Any], payload: Any, n_jobs: int) -> None:
@@ -119,9 +158,11 @@ class ProcessExecutor(Executor):
         self._submitted: weakref.WeakSet[Future] = weakref.WeakSet()
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        # the workers are forked by this thread (the first submit below starts them all)
+        main_thread = threading.current_thread() is threading.main_thread()
         self._pool = ProcessPoolExecutor(
             max_workers=n_jobs, mp_context=context, initializer=_init_worker,
-            initargs=(fn, payload),
+            initargs=(fn, payload, os.getpid(), main_thread),
         )
         with _interrupts_deferred():
             self._pool.submit(_started)  # forks the workers now, not at some later item
