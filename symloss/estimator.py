@@ -10,6 +10,7 @@ import numbers
 import os
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,14 @@ from sklearn.base import BaseEstimator
 
 from symloss.config import Settings, preset
 from symloss.engines import Engine, SearchContext, get_engine
-from symloss.evaluator import Evaluator, score
+from symloss.evaluator import FAILED_TRAINING, Evaluator, score
 from symloss.executors import make_executor
 from symloss.expression import Expression
+from symloss.filters import FAILED
 from symloss.library import known_losses
 from symloss.network import LearnedLoss, LearnedWith
 from symloss.records import OK, Evaluation, GenerationStats
-from symloss.runs import RunDirectory
+from symloss.runs import EVALUATIONS_FILE, RunDirectory
 from symloss.scale import normalising_factor, reference_batch
 from symloss.selection import Selection, select
 from symloss.step_size import RateChoice, tune_search_lr
@@ -292,10 +294,7 @@ class SymbolicLossSearch(BaseEstimator):
             equations = _equations(all_evaluations, task.kind,
                                    selection[0].evaluation if selection else None)
             if not equations:
-                raise RuntimeError(
-                    "no candidate loss could be trained successfully; check the model and data "
-                    f"(records in {run.path})"
-                )
+                raise RuntimeError(_nothing_trained(all_evaluations, run))
             chosen = next(row for row in equations if row.chosen)
             metadata: dict[str, Any] = {
                 "fitness": chosen.fitness, "run_dir": str(run.path), "engine": self.engine,
@@ -370,6 +369,19 @@ def _seed(random_state: Any) -> int:
             f"random_state must be None or an integer in [0, 2**32), got {random_state!r}"
         )
     return int(random_state)
+
+
+def _nothing_trained(evaluations: Sequence[Evaluation], run: RunDirectory) -> str:
+    """Why a search found no loss: the first candidate that failed with an error (the
+    model or data is the likely cause, not the candidates), else the rejections."""
+    failed = next((e for e in evaluations if e.reason.startswith((FAILED, FAILED_TRAINING))), None)
+    if failed is not None:
+        why = f"the first failure, of {failed.expression}: {failed.reason}"
+    else:
+        reasons = Counter(e.reason.split(":")[0] for e in evaluations if e.reason)
+        why = "rejections: " + ", ".join(f"{n} {r}" for r, n in reasons.most_common(3))
+    return (f"no candidate loss could be trained successfully ({why}); check the model and "
+            f"data (every evaluation is in {run.path / EVALUATIONS_FILE})")
 
 
 def _save_or_warn(run: RunDirectory, what: str, save: Callable[[], object]) -> None:

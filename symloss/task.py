@@ -583,6 +583,42 @@ def _check_model(task: Task, model: ModelSpec) -> None:
                 f"have {per_example} value(s) per example; make the model output "
                 f"[batch, {per_example}]"
             )
+    _check_trainable(task, built)
+
+
+def _check_trainable(task: Task, model: nn.Module) -> None:
+    """One training step's forward and backward on a batch of the training split, so
+    that a model no loss can train fails here, in words about the model, rather than
+    in every candidate of a search."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(
+            "the model has no trainable parameters (none, or all with requires_grad=False); "
+            "a loss is learned by training the model, so it needs parameters to train"
+        )
+    x, y = task.train.head(4)
+    # the global RNG (dropout) is left as it was: the search's runs must not depend on it
+    with torch.random.fork_rng(devices=[] if task.device.type == "cpu" else None):
+        try:
+            out = model.train()(x)
+            loss = task.base_loss(out, y)
+        except Exception as error:
+            raise ValueError(
+                f"the model failed in training mode (model.train()) on a batch of inputs of "
+                f"shape {tuple(x.shape)}: {type(error).__name__}: {error}"
+            ) from error
+        if not loss.requires_grad:
+            raise ValueError(
+                "the model's output does not depend on its parameters through autograd "
+                "(detached, computed under torch.no_grad(), or through NumPy), so no loss "
+                "can train it; return the output of torch operations on the parameters"
+            )
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+    if all(g is None for g in grads):
+        raise ValueError(
+            "no parameter of the model receives a gradient from its output; return the "
+            "output of torch operations on the parameters"
+        )
 
 
 def task_summary(task: Task, dataset: Any, model: ModelSpec) -> dict[str, Any]:

@@ -362,3 +362,27 @@ def test_local_pool_is_not_used_off_the_cpu():
     assert _executor_for(gpu, "ray", 4) == ("ray", 4)
     with pytest.warns(UserWarning, match="evaluating in this process"):
         assert _executor_for(gpu, "auto", 2) == ("auto", 1)
+
+
+class BreaksOnLargeBatches(nn.Module):
+    """A regression model that passes the model check (a batch of 4) but fails to train
+    on the search's batches, as a model broken only in some training configurations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and len(x) > 4:
+            raise RuntimeError("batch too large for this layer")
+        return self.linear(x)
+
+
+def test_search_that_trains_nothing_names_the_first_failure(tmp_path):
+    x = np.linspace(-1, 1, 120, dtype=np.float32)[:, None]
+    search = tiny(tmp_path / "run", population_size=3, generations=1,
+                  settings={**TINY, "lr": 0.01, "selection_top_k": 0})
+    with pytest.raises(RuntimeError, match="no candidate loss could be trained") as info:
+        search.fit((x, 2 * x[:, 0]), BreaksOnLargeBatches)
+    assert "RuntimeError: batch too large for this layer" in str(info.value)
+    assert "evaluations.jsonl" in str(info.value)
