@@ -15,18 +15,21 @@ from symloss.config import PRESETS, preset
 from symloss.datasets import DATASETS, load_dataset
 from symloss.engines import ENGINES
 from symloss.estimator import Equation, SymbolicLossSearch, equations_table
+from symloss.executors import check_n_jobs
 from symloss.export import FRAMEWORKS, to_source
-from symloss.metatest import meta_test
+from symloss.metatest import check_seeds, meta_test
 from symloss.models import MODELS
 from symloss.network import LearnedLoss, load
 from symloss.records import GenerationStats
 from symloss.runs import BEST_LOSS_FILE, CHECKPOINT_FILE, HALL_OF_FAME_FILE, RunDirectory
 from symloss.selection import ADAM_CHECKPOINTS, selection_rates
-from symloss.serialization import read_json
+from symloss.serialization import positive_number, read_json
 from symloss.step_size import rate_ladder
-from symloss.task import make_task, resolve_data
+from symloss.task import check_device, make_task, resolve_data
 from symloss.training import SGDSettings, sgd_settings
 
+MAX_DIGITS = 17
+"""Most significant digits ``export --digits`` takes: a float64 has no more."""
 METATEST_CURVE_POINTS = 20
 """Points of the meta-test learning curves recorded for reports (each one evaluates the
 test split once)."""
@@ -135,14 +138,25 @@ def _check_output(path: str | None) -> None:
                          "directory")
 
 
+def _check_seed(seed: int, flag: str) -> None:
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"{flag} must be an integer in [0, 2**32), got {seed}")
+
+
 def _search(args: argparse.Namespace) -> None:
     settings = _setting_overrides(args.set)
     if args.metatest_steps is not None:
         settings["metatest_steps"] = args.metatest_steps
     budget = {"population_size": args.population, "generations": args.generations}
+    for name, flag in (("population_size", "--population"), ("generations", "--generations")):
+        if budget[name] is not None and name in settings:
+            raise ValueError(f"{flag} and --set {name}= both set {name}; give one of them")
     # refuse bad settings before loading data or searching
     preset(args.preset, **settings, **{k: v for k, v in budget.items() if v is not None})
     _check_output(args.output)
+    _check_seed(args.seed, "--seed")
+    check_n_jobs(args.jobs)
+    check_device(args.device)
     data = load_dataset(args.task, path=args.data_path, seed=args.seed,
                         label_noise=args.label_noise)
     run_dir = args.run_dir or str(Path("runs") / f"{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -261,23 +275,37 @@ def _write_report(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    seeds = check_seeds(args.seeds)
+    check_n_jobs(args.jobs)
+    check_device(args.device)
+    if args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
     loss = load(args.loss)
+    learned_with = getattr(loss, "learned_with", None)
+    if args.lr is not None:
+        lr = positive_number(args.lr, "--lr")
+    else:
+        lr = positive_number(learned_with.lr if learned_with is not None else 0.01,
+                             f"the learning rate the loss in {args.loss} was searched at "
+                             "(give --lr)")
+    grid = () if args.single_lr else tuple(
+        positive_number(r, "every --lr-grid rate") for r in args.lr_grid or rate_ladder(lr, 2))
     data = load_dataset(args.task, path=args.data_path, seed=0, label_noise=args.label_noise)
     parts, kind = resolve_data(data)
     task = make_task(parts, args.model, task=kind, device=args.device)
-    learned_with = getattr(loss, "learned_with", None)
-    lr = args.lr or (learned_with.lr if learned_with is not None else 0.01)
-    grid = () if args.single_lr else tuple(args.lr_grid or rate_ladder(lr, 2))
     print(f"meta-testing {getattr(loss, 'expression', type(loss).__name__)} on {args.task} "
           f"with model {args.model!r}, SGD "
           + (f"at lr {lr:g}" if not grid else
              f"at each loss's best rate of {', '.join(f'{r:g}' for r in grid)} on validation"))
-    result = meta_test(loss, task, steps=args.steps, seeds=args.seeds,
+    result = meta_test(loss, task, steps=args.steps, seeds=seeds,
                        sgd=SGDSettings(lr=lr), lr_grid=grid, n_jobs=args.jobs)
     print(result.table())
 
 
 def _export(args: argparse.Namespace) -> None:
+    if not 1 <= args.digits <= MAX_DIGITS:
+        raise ValueError(f"--digits must be between 1 and {MAX_DIGITS} (digits of the weights), "
+                         f"got {args.digits}")
     loss = load(args.loss)
     if not isinstance(loss, LearnedLoss):
         raise ValueError(

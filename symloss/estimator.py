@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator
 from symloss.config import Settings, preset
 from symloss.engines import Engine, SearchContext, get_engine
 from symloss.evaluator import FAILED_TRAINING, Evaluator, score
-from symloss.executors import make_executor
+from symloss.executors import check_n_jobs, make_executor
 from symloss.expression import Expression
 from symloss.filters import FAILED
 from symloss.library import known_losses
@@ -31,6 +31,7 @@ from symloss.records import OK, Evaluation, GenerationStats
 from symloss.runs import EVALUATIONS_FILE, RunDirectory
 from symloss.scale import normalising_factor, reference_batch
 from symloss.selection import Selection, select
+from symloss.serialization import MAX_ABS_VALUE
 from symloss.step_size import RateChoice, tune_search_lr
 from symloss.tables import Equation, equations_frame, equations_table, latex_table
 from symloss.task import ModelSpec, Task, make_task, resolve_data, task_summary
@@ -92,7 +93,7 @@ class SymbolicLossSearch(BaseEstimator):
     local_search : bool
         Refine each candidate's edge weights by unrolled differentiation (EvoMAL);
         ``False`` gives GP-LFL, the ablation.
-    seed_expressions : sequence of str or Expression, optional
+    seed_expressions : str, Expression or a sequence of them, optional
         Losses to include in the initial population (after the baseline).
     engine : {"deap", "pysr", "operon"}
         The outer loop. ``"pysr"`` needs PySR and Julia; ``"operon"`` needs pyoperon
@@ -263,6 +264,7 @@ class SymbolicLossSearch(BaseEstimator):
         """
         settings = self._settings()
         seed = _seed(self.random_state)
+        check_n_jobs(self.n_jobs)
         engine = get_engine(self.engine)
         engine.check_available()
         data, kind = resolve_data(dataset, seed=seed)
@@ -276,6 +278,8 @@ class SymbolicLossSearch(BaseEstimator):
             "settings": settings.to_dict(), "seeds": [str(e) for e in seeds],
         })
         try:
+            # after the description: the run is what was asked for, on this data
+            settings = _capped_batches(settings, len(task.train))
             run.save_task(task_summary(task, dataset, model))
             executor = _executor_for(task, self.executor, self.n_jobs)
             lr_choice = _search_rate(task, settings, seed, run, executor)
@@ -324,7 +328,10 @@ class SymbolicLossSearch(BaseEstimator):
             run.close()
 
     def _seed_expressions(self, task: Task) -> list[Expression]:
-        user = [Expression.parse(e) for e in self.seed_expressions or ()]
+        given = self.seed_expressions or ()
+        if isinstance(given, str | Expression):  # one expression, not its characters
+            given = [given]
+        user = [Expression.parse(e) for e in given]
         library = known_losses(task.kind, task.single_output)
         return [library[0], *user, *library[1:]]
 
@@ -369,6 +376,23 @@ def _seed(random_state: Any) -> int:
             f"random_state must be None or an integer in [0, 2**32), got {random_state!r}"
         )
     return int(random_state)
+
+
+def _capped_batches(settings: Settings, n_train: int) -> Settings:
+    """``settings`` with ``batch_size`` and ``meta_batch_size`` at most ``n_train``, with a
+    warning. Batches are drawn with replacement, so a larger batch learns nothing more
+    and only costs memory (``10**9`` exhausts any machine); a meta-batch of validation
+    examples is as large as its training one."""
+    capped = {name: n_train for name in ("batch_size", "meta_batch_size")
+              if getattr(settings, name) > n_train}
+    for name in capped:
+        warnings.warn(
+            f"{name}={getattr(settings, name)} is larger than the {n_train} training examples; "
+            f"using {n_train} (batches are drawn with replacement, so a larger one only "
+            "costs memory)",
+            stacklevel=3,
+        )
+    return settings.replace(**capped) if capped else settings
 
 
 def _nothing_trained(evaluations: Sequence[Evaluation], run: RunDirectory) -> str:
@@ -438,6 +462,9 @@ def _normalised_loss(
     reference = reference_batch(task, seed)
     try:
         factor = normalising_factor(loss, task, reference)
+        if factor > MAX_ABS_VALUE:
+            raise ValueError(f"its normalising factor {factor:g} is beyond the {MAX_ABS_VALUE:g} "
+                             "a saved loss's scale may have")
     except ValueError as error:
         warnings.warn(f"the chosen loss is returned unnormalised: {error}", stacklevel=3)
         factor = 1.0
@@ -478,7 +505,8 @@ def _search(
         logger.info("resuming %s after generation %d (%d records)", run.path, done,
                     len(records))
 
-    executor = make_executor(*executor_kind, score, (task, settings, seed))
+    executor = make_executor(*executor_kind, score, (task, settings, seed),
+                             work=settings.population_size)
     try:
         evaluator = Evaluator(task, settings, seed, executor,
                               known=[r.evaluation for r in records],

@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import multiprocessing
+import numbers
 import os
 import signal
 import sys
 import threading
 import time
+import warnings
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -194,14 +196,15 @@ class ProcessExecutor(Executor):
 
 @contextlib.contextmanager
 def mapping(
-    kind: str, n_jobs: int, fn: Callable[[Any, Any], Any], payload: Any
+    kind: str, n_jobs: int, fn: Callable[[Any, Any], Any], payload: Any,
+    work: int | None = None,
 ) -> Iterator[Callable[[Sequence[Any]], list]]:
     """A function giving ``fn(payload, item)`` of every item, in order, spread over the
     executor :func:`make_executor` builds for ``kind`` and ``n_jobs``, with torch on one
     intra-op thread here; the executor serves the whole block, so work asked for in
     several rounds starts its workers once, and it is closed on the way out (stopping
     work still running after an error or a Ctrl-C)."""
-    pool = make_executor(kind, n_jobs, fn, payload)
+    pool = make_executor(kind, n_jobs, fn, payload, work)
     try:
         with single_torch_thread():
             yield lambda items: list(pool.map(list(items))) if items else []
@@ -232,20 +235,47 @@ class RayExecutor(Executor):
         return (self._ray.get(ref) for ref in refs)
 
 
+def check_n_jobs(n_jobs: Any) -> int:
+    """``n_jobs`` as an int: a positive number of workers or -1 (one per core), or a
+    ValueError saying so (``1.5``, ``"2"`` and ``True`` are refused, not guessed at)."""
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral) or (
+        n_jobs == 0 or n_jobs < -1
+    ):
+        raise ValueError(
+            f"n_jobs must be a positive whole number of workers or -1 (all cores), got "
+            f"{n_jobs!r}"
+        )
+    return int(n_jobs)
+
+
+def workers_for(n_jobs: int, work: int | None = None) -> int:
+    """Worker processes for ``n_jobs`` (see :func:`check_n_jobs`): never more than the
+    CPU cores (more only compete for them, each holding a copy of the task; asking for
+    more warns) nor than ``work`` items, when known."""
+    cores = os.cpu_count() or 1
+    if check_n_jobs(n_jobs) > cores:
+        warnings.warn(f"n_jobs={n_jobs} is more than the {cores} CPU cores; using {cores} "
+                      "worker processes", stacklevel=1)  # one place: shown once
+    workers = cores if n_jobs == -1 else min(n_jobs, cores)
+    return max(1, min(workers, work)) if work is not None else workers
+
+
 def make_executor(
-    kind: str, n_jobs: int, fn: Callable[[Any, Any], Any], payload: Any
+    kind: str, n_jobs: int, fn: Callable[[Any, Any], Any], payload: Any,
+    work: int | None = None,
 ) -> Executor:
     """An executor for ``kind`` ("auto", "process" or "ray") and ``n_jobs``.
 
-    ``n_jobs=1`` runs in process; ``-1`` means one worker per CPU core.
+    ``n_jobs=1`` runs in process; ``-1`` means one worker per CPU core. Local workers
+    are capped at the cores and at ``work``, the items the executor will have at once
+    when known (see :func:`workers_for`).
     """
     if kind not in EXECUTORS:
         raise ValueError(f"unknown executor {kind!r}; choose one of {EXECUTORS}")
-    if n_jobs == 0 or n_jobs < -1:
-        raise ValueError(f"n_jobs must be a positive number of workers or -1, got {n_jobs}")
+    check_n_jobs(n_jobs)
     if kind == "ray":
         return RayExecutor(fn, payload)
-    workers = os.cpu_count() or 1 if n_jobs == -1 else n_jobs
+    workers = workers_for(n_jobs, work)
     if workers == 1:
         return InProcessExecutor(fn, payload)
     return ProcessExecutor(fn, payload, workers)

@@ -286,7 +286,11 @@ class RunDirectory:
         each generation's new candidates as its population."""
         checkpoint = self.load_checkpoint()
         if checkpoint and checkpoint.get("history"):
-            return [GenerationStats.from_dict(h) for h in checkpoint["history"]]
+            try:
+                return [GenerationStats.from_dict(h) for h in checkpoint["history"]]
+            except (KeyError, TypeError, ValueError) as error:
+                raise ValueError(f"{self.path / CHECKPOINT_FILE} holds an invalid history "
+                                 f"({error!r})") from None
         by_generation: dict[int, list[Record]] = {}
         for record in self.records():
             by_generation.setdefault(record.generation, []).append(record)

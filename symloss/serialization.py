@@ -84,6 +84,19 @@ def real_numbers(values: Any, what: str, length: int | None = None) -> list[floa
     return [float(v) for v in values]
 
 
+def positive_number(value: Any, what: str, maximum: float = MAX_ABS_VALUE) -> float:
+    """``value`` as a float, or a ValueError naming ``what``: a real number (not a boolean
+    or string), finite, above 0 and at most ``maximum``. Learning rates and loss scales
+    go through it: 0 or a negative rate trains nothing or ascends, and a huge one
+    overflows float32 training."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    if not (math.isfinite(value) and 0 < value <= maximum):
+        bound = f" and at most {maximum:g}" if math.isfinite(maximum) else ""
+        raise ValueError(f"{what} must be a finite number above 0{bound}, got {value!r}")
+    return float(value)
+
+
 def check_header(data: Any, source: str, name: str, version: int, what: str) -> None:
     """Raise a ValueError unless ``data`` is in format ``name``, version <= ``version``."""
     if not isinstance(data, Mapping) or data.get("format") != name:

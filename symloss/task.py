@@ -391,6 +391,21 @@ def _split(
     return a_x, a_y, b_x, b_y
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device that can hold data here, or a ValueError saying why
+    not (a malformed name, a backend this machine or torch build lacks, or ``"meta"``,
+    which holds shapes but no values)."""
+    try:
+        device = torch.device(device)
+        if device.type == "meta":
+            raise ValueError("it holds tensor shapes but no values, so nothing can train there")
+        torch.empty(1, device=device)
+    except Exception as error:  # torch raises RuntimeError, AssertionError, ...
+        why = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"device {str(device)!r} cannot be used: {why}") from None
+    return device
+
+
 def make_task(
     data: Any,
     model: ModelSpec,
@@ -439,7 +454,7 @@ def make_task(
     for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"{name} must be in (0, 1), got {fraction}")
-    device = torch.device(device)
+    device = check_device(device)
     if isinstance(data, Mapping):
         unknown = set(data) - {"train", "val", "test"}
         if unknown or "train" not in data:
