@@ -172,17 +172,19 @@ def _search(args: argparse.Namespace) -> None:
         print(f"symloss: resuming the run in {run_dir} after generation "
               f"{checkpoint['generation']}")
     started = time.perf_counter()
-    try:
-        search.fit(data, args.model)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; resume with the same command and --run-dir {run_dir}")
-        raise SystemExit(130) from None
-    try:
-        _report(args, search, started)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted after the search; the search is complete and the loss is saved "
-              f"in {search.run_dir_ / BEST_LOSS_FILE}", file=sys.stderr)
-        raise SystemExit(130) from None
+    # held until the last file is written: the meta-test's and --output's come after fit
+    with RunDirectory(run_dir).hold():
+        try:
+            search.fit(data, args.model)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted; resume with the same command and --run-dir {run_dir}")
+            raise SystemExit(130) from None
+        try:
+            _report(args, search, started)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted after the search; the search is complete and the loss is "
+                  f"saved in {search.run_dir_ / BEST_LOSS_FILE}", file=sys.stderr)
+            raise SystemExit(130) from None
 
 
 def _report(args: argparse.Namespace, search: SymbolicLossSearch, started: float) -> None:

@@ -24,18 +24,19 @@ killed in the instant of creating it, must be deleted by hand.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from symloss.engines.base import generation_stats
 from symloss.records import Evaluation, GenerationStats
-from symloss.serialization import read_json, write_json
+from symloss.serialization import read_json, write_json, write_text
 
 RUN_FILE = "run.json"
 EVALUATIONS_FILE = "evaluations.jsonl"
@@ -48,6 +49,10 @@ PASSED_FILE = "passed.jsonl"
 LOCK_FILE = "lock"
 TASK_FILE = "task.json"
 METATEST_FILE = "metatest.json"
+
+
+_HELD: set[Path] = set()
+"""Directories this process holds through :meth:`RunDirectory.hold`."""
 
 
 class RunDirectoryInUse(RuntimeError):
@@ -89,6 +94,27 @@ class RunDirectory:
         self.path = Path(path)
         self._locked = False
 
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[RunDirectory]:
+        """Lock the directory for the block, for work around a search: the search's own
+        :meth:`open` in this process then joins the lock instead of refusing it, and
+        its :meth:`close` leaves it held, so no other process writes in the directory
+        until the block ends (the ``symloss search`` command holds it through its
+        meta-test and its last file)."""
+        self._make()
+        self._lock()
+        _HELD.add(self.path.resolve())
+        try:
+            yield self
+        finally:
+            _HELD.discard(self.path.resolve())
+            self.close()
+
+    def _make(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"run directory {self.path} is an existing file; pass a directory")
+        self.path.mkdir(parents=True, exist_ok=True)
+
     def open(self, description: Mapping[str, Any]) -> bool:
         """Lock the directory and start or continue the run described by ``description``.
 
@@ -102,9 +128,7 @@ class RunDirectory:
         RunDirectoryInUse
             If another running process has the directory open.
         """
-        if self.path.exists() and not self.path.is_dir():
-            raise ValueError(f"run directory {self.path} is an existing file; pass a directory")
-        self.path.mkdir(parents=True, exist_ok=True)
+        self._make()
         self._lock()
         try:
             return self._describe(description)
@@ -134,6 +158,8 @@ class RunDirectory:
 
     def _lock(self) -> None:
         """Create the lock file exclusively; take over one whose process has ended."""
+        if self.path.resolve() in _HELD:  # this process holds it (see hold); not ours to free
+            return
         path = self.path / LOCK_FILE
         owner = {"pid": os.getpid(), "host": socket.gethostname()}
         for _ in range(3):
@@ -210,9 +236,7 @@ class RunDirectory:
                     raise ValueError(f"{path}:{number} is not a valid record: {error}") from error
                 lines.pop()
         if text and (len(lines) < len(text.splitlines()) or not text.endswith("\n")):
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(line + "\n" for line in lines))
-            os.replace(tmp, path)
+            write_text(path, "".join(line + "\n" for line in lines))
         return records
 
     def load_checkpoint(self) -> dict[str, Any] | None:

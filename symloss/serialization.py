@@ -9,20 +9,26 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 
-def write_json(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write ``data`` as indented JSON atomically: a reader never sees a half-written file."""
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically: a reader never sees a half-written file.
+
+    The text goes to a temporary file of a name of its own (process id and a random
+    part), then is renamed over ``path``: two writers of one file never write into each
+    other's temporary file, and the last rename wins whole.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    handle = open(tmp, "x")  # noqa: SIM115 -- closed below; only a file made here is removed
     try:
-        with open(tmp, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
+        with handle:
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -30,6 +36,11 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write ``data`` as indented JSON atomically (see :func:`write_text`)."""
+    return write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_json(path: str | os.PathLike[str], what: str, max_bytes: int | None = None) -> Any:

@@ -569,9 +569,12 @@ def _check_model(task: Task, model: ModelSpec) -> None:
     try:
         out = task.outputs(built, x)
     except Exception as error:
+        hint = ("; integer inputs are kept as int64 token ids (for embedding models such as "
+                "'gru'): for numeric features, cast X to float, e.g. X.astype('float32')"
+                if not x.is_floating_point() else "")
         raise ValueError(
             f"the model failed on a batch of inputs of shape {tuple(x.shape)} "
-            f"(dtype {x.dtype}): {error}"
+            f"(dtype {x.dtype}): {error}{hint}"
         ) from error
     if task.kind == "classification":
         c = task.n_classes

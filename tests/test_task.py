@@ -479,3 +479,9 @@ def test_labels_numbered_from_one_get_a_hint(blobs):
     x, y = blobs
     with pytest.raises(ValueError, match="smallest label is 1: labels must be 0..C-1"):
         make_task((x, y + 1), lambda: torch.nn.Linear(4, 3))
+
+
+def test_error_integer_features_say_to_cast_to_float(blobs):
+    x, y = blobs
+    with pytest.raises(ValueError, match=r"cast X to float, e.g. X.astype\('float32'\)"):
+        make_task((np.rint(x).astype(np.int64), y), "linear")
