@@ -11,7 +11,7 @@ import os
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -279,7 +279,7 @@ class SymbolicLossSearch(BaseEstimator):
         })
         try:
             # after the description: the run is what was asked for, on this data
-            settings = _capped_batches(settings, len(task.train))
+            settings = _capped_batches(settings, len(task.train), set(self.settings or ()))
             run.save_task(task_summary(task, dataset, model))
             executor = _executor_for(task, self.executor, self.n_jobs)
             lr_choice = _search_rate(task, settings, seed, run, executor)
@@ -378,20 +378,24 @@ def _seed(random_state: Any) -> int:
     return int(random_state)
 
 
-def _capped_batches(settings: Settings, n_train: int) -> Settings:
-    """``settings`` with ``batch_size`` and ``meta_batch_size`` at most ``n_train``, with a
-    warning. Batches are drawn with replacement, so a larger batch learns nothing more
-    and only costs memory (``10**9`` exhausts any machine); a meta-batch of validation
-    examples is as large as its training one."""
+def _capped_batches(settings: Settings, n_train: int, asked: Collection[str]) -> Settings:
+    """``settings`` with ``batch_size`` and ``meta_batch_size`` at most ``n_train``.
+
+    Batches are drawn with replacement, so a larger batch learns nothing more and only
+    costs memory (``10**9`` exhausts any machine); a meta-batch of validation examples
+    is as large as its training one. A size the user ``asked`` for warns; a preset's
+    default larger than a small dataset is capped quietly.
+    """
     capped = {name: n_train for name in ("batch_size", "meta_batch_size")
               if getattr(settings, name) > n_train}
     for name in capped:
-        warnings.warn(
-            f"{name}={getattr(settings, name)} is larger than the {n_train} training examples; "
-            f"using {n_train} (batches are drawn with replacement, so a larger one only "
-            "costs memory)",
-            stacklevel=3,
-        )
+        message = (f"{name}={getattr(settings, name)} is larger than the {n_train} training "
+                   f"examples; using {n_train} (batches are drawn with replacement, so a "
+                   "larger one only costs memory)")
+        if name in asked:
+            warnings.warn(message, stacklevel=3)
+        else:
+            logger.info(message)
     return settings.replace(**capped) if capped else settings
 
 

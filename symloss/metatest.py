@@ -8,10 +8,10 @@ reports the test metric of each, per seed, with mean and standard deviation.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import numbers
 import statistics
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +22,8 @@ from symloss.serialization import positive_number
 from symloss.step_size import best_rate, ladder_search, mean_or_inf, rate_ladder
 from symloss.task import ModelSpec, Task, make_task, resolve_data
 from symloss.training import SGDSettings, train
+
+logger = logging.getLogger("symloss")
 
 
 @dataclass(frozen=True)
@@ -232,12 +234,10 @@ def meta_test(
     if not lr_grid:
         positive_number(sgd.lr, "the learning rate", math.inf)
     if sgd.batch_size > len(task.train):
-        warnings.warn(
-            f"batch_size={sgd.batch_size} is larger than the {len(task.train)} training "
-            f"examples; using {len(task.train)} (batches are drawn with replacement, so a "
-            "larger one only costs memory)",
-            stacklevel=2,
-        )
+        # batches are drawn with replacement: a larger one learns nothing more, and only
+        # costs memory (10**9 exhausts any machine)
+        logger.info("batch_size=%d is larger than the %d training examples; using %d",
+                    sgd.batch_size, len(task.train), len(task.train))
         sgd = dataclasses.replace(sgd, batch_size=len(task.train))
     base = None
     losses = (loss, LearnedLoss(task.baseline, task.kind)) if baseline else (loss,)

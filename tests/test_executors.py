@@ -21,6 +21,7 @@ from symloss.executors import (
     _interrupts_deferred,
     make_executor,
     single_torch_thread,
+    workers_for,
 )
 
 
@@ -111,12 +112,6 @@ def test_a_ctrl_c_while_workers_start_is_raised_after_not_lost():
         reached.append(True)
     assert reached == [True]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-
-
-@pytest.mark.parametrize("n_jobs", [0, -2])
-def test_bad_job_counts(n_jobs):
-    with pytest.raises(ValueError, match="n_jobs must be a positive number of workers or -1"):
-        make_executor("auto", n_jobs, _scaled, 1)
 
 
 def test_unknown_executor():
@@ -213,3 +208,21 @@ def test_workers_end_when_their_parent_is_killed(tmp_path, forked_by):
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_workers_are_capped_at_the_cores_with_a_warning_and_at_the_work():
+    cores = os.cpu_count() or 1
+    with pytest.warns(UserWarning, match=f"n_jobs=1000 is more than the {cores} CPU cores"):
+        assert workers_for(1000) == cores
+    assert workers_for(-1) == cores
+    assert workers_for(-1, work=1) == 1
+    with pytest.warns(UserWarning, match="more than the"):
+        executor = make_executor("process", 1000, _scaled, 5, work=1)
+    assert isinstance(executor, InProcessExecutor)  # one item: no pool at all
+    executor.close()
+
+
+@pytest.mark.parametrize("n_jobs", [1.5, "2", True, 0, -2])
+def test_n_jobs_must_be_a_whole_number_of_workers(n_jobs):
+    with pytest.raises(ValueError, match="n_jobs must be a positive whole number"):
+        make_executor("auto", n_jobs, _scaled, 5)
