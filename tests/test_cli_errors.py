@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,51 @@ def test_an_unexpected_failure_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("symloss.cli.load", fail)
     assert "KeyError: 'no such thing'" in _error(
         capsys, ["export", _loss_file(tmp_path), "--to", "torch"])
+
+
+def _children(pid: int) -> list[int]:
+    """Child process ids of ``pid`` (Linux)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie nobody has reaped yet does not run)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in "ZX"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
+@pytest.mark.parametrize("engine", ["deap", "operon"])
+def test_kill_9_of_a_parallel_search_leaves_no_process(tmp_path, engine):
+    if engine == "operon":
+        pytest.importorskip("pyoperon")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "symloss.cli", "search", "sine", "--jobs", "2", "--engine",
+         engine, "--run-dir", str(tmp_path / "run")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            workers = _children(process.pid)
+        assert len(workers) == 2
+        process.kill()
+        process.wait()
+        time.sleep(10)
+        assert not [pid for pid in workers if _running(pid)]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
