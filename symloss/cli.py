@@ -15,8 +15,9 @@ from symloss.config import PRESETS, settings_from
 from symloss.datasets import DATASETS, load_dataset
 from symloss.engines import ENGINES
 from symloss.estimator import Equation, SymbolicLossSearch, equations_table
+from symloss.executors import check_n_jobs
 from symloss.export import FRAMEWORKS, to_source
-from symloss.metatest import meta_test
+from symloss.metatest import check_seeds, meta_test
 from symloss.models import MODELS
 from symloss.network import LearnedLoss, load
 from symloss.records import GenerationStats
@@ -28,11 +29,13 @@ from symloss.runs import (
     new_run_path,
 )
 from symloss.selection import ADAM_CHECKPOINTS, selection_rates
-from symloss.serialization import read_json
+from symloss.serialization import positive_number, read_json
 from symloss.step_size import rate_ladder
-from symloss.task import make_task, resolve_data
+from symloss.task import check_device, make_task, resolve_data
 from symloss.training import SGDSettings, sgd_settings
 
+MAX_DIGITS = 17
+"""Most significant digits ``export --digits`` takes: a float64 has no more."""
 METATEST_CURVE_POINTS = 20
 """Points of the meta-test learning curves recorded for reports (each one evaluates the
 test split once)."""
@@ -141,6 +144,11 @@ def _check_output(path: str | None) -> None:
                          "directory")
 
 
+def _check_seed(seed: int, flag: str) -> None:
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"{flag} must be an integer in [0, 2**32), got {seed}")
+
+
 def _search(args: argparse.Namespace) -> None:
     settings = _setting_overrides(args.set)
     if args.metatest_steps is not None:
@@ -150,6 +158,9 @@ def _search(args: argparse.Namespace) -> None:
     # refuse bad settings before loading data or searching
     settings_from(args.preset, settings, **parameters)
     _check_output(args.output)
+    _check_seed(args.seed, "--seed")
+    check_n_jobs(args.jobs)
+    check_device(args.device)
     data = load_dataset(args.task, path=args.data_path, seed=args.seed,
                         label_noise=args.label_noise)
     run_dir = args.run_dir or str(new_run_path(args.task))
@@ -164,17 +175,19 @@ def _search(args: argparse.Namespace) -> None:
         print(f"symloss: resuming the run in {run_dir} after generation "
               f"{checkpoint['generation']}")
     started = time.perf_counter()
-    try:
-        search.fit(data, args.model)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; resume with the same command and --run-dir {run_dir}")
-        raise SystemExit(130) from None
-    try:
-        _report(args, search, started)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted after the search; the search is complete and the loss is saved "
-              f"in {search.run_dir_ / BEST_LOSS_FILE}", file=sys.stderr)
-        raise SystemExit(130) from None
+    # held until the last file is written: the meta-test's and --output's come after fit
+    with RunDirectory(run_dir).hold():
+        try:
+            search.fit(data, args.model)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted; resume with the same command and --run-dir {run_dir}")
+            raise SystemExit(130) from None
+        try:
+            _report(args, search, started)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted after the search; the search is complete and the loss is "
+                  f"saved in {search.run_dir_ / BEST_LOSS_FILE}", file=sys.stderr)
+            raise SystemExit(130) from None
 
 
 def _report(args: argparse.Namespace, search: SymbolicLossSearch, started: float) -> None:
@@ -267,23 +280,37 @@ def _write_report(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    seeds = check_seeds(args.seeds)
+    check_n_jobs(args.jobs)
+    check_device(args.device)
+    if args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
     loss = load(args.loss)
+    learned_with = getattr(loss, "learned_with", None)
+    if args.lr is not None:
+        lr = positive_number(args.lr, "--lr")
+    else:
+        lr = positive_number(learned_with.lr if learned_with is not None else 0.01,
+                             f"the learning rate the loss in {args.loss} was searched at "
+                             "(give --lr)")
+    grid = () if args.single_lr else tuple(
+        positive_number(r, "every --lr-grid rate") for r in args.lr_grid or rate_ladder(lr, 2))
     data = load_dataset(args.task, path=args.data_path, seed=0, label_noise=args.label_noise)
     parts, kind = resolve_data(data)
     task = make_task(parts, args.model, task=kind, device=args.device)
-    learned_with = getattr(loss, "learned_with", None)
-    lr = args.lr or (learned_with.lr if learned_with is not None else 0.01)
-    grid = () if args.single_lr else tuple(args.lr_grid or rate_ladder(lr, 2))
     print(f"meta-testing {getattr(loss, 'expression', type(loss).__name__)} on {args.task} "
           f"with model {args.model!r}, SGD "
           + (f"at lr {lr:g}" if not grid else
              f"at each loss's best rate of {', '.join(f'{r:g}' for r in grid)} on validation"))
-    result = meta_test(loss, task, steps=args.steps, seeds=args.seeds,
+    result = meta_test(loss, task, steps=args.steps, seeds=seeds,
                        sgd=SGDSettings(lr=lr), lr_grid=grid, n_jobs=args.jobs)
     print(result.table())
 
 
 def _export(args: argparse.Namespace) -> None:
+    if not 1 <= args.digits <= MAX_DIGITS:
+        raise ValueError(f"--digits must be between 1 and {MAX_DIGITS} (digits of the weights), "
+                         f"got {args.digits}")
     loss = load(args.loss)
     if not isinstance(loss, LearnedLoss):
         raise ValueError(
@@ -332,12 +359,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _list()
     except (ValueError, OSError, ImportError, RuntimeError) as error:
-        print(f"symloss: error: {error}", file=sys.stderr)
+        print(f"symloss: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nsymloss: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("symloss: error: out of memory; use a smaller input, batch or model",
+              file=sys.stderr)
+        return 2
+    except Exception as error:  # noqa: BLE001 -- the command reports every failure in one line
+        print(f"symloss: error: {type(error).__name__}: {_one_line(error)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (a message may quote text with line breaks)."""
+    return " ".join(str(error).split())
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import math
 import numbers
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,16 +20,18 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
 from symloss.config import Settings, settings_from
 from symloss.engines import Engine, SearchContext, get_engine
-from symloss.evaluator import Evaluator, score
-from symloss.executors import make_executor
+from symloss.evaluator import FAILED_TRAINING, Evaluator, score
+from symloss.executors import check_n_jobs, make_executor
 from symloss.expression import Expression
+from symloss.filters import FAILED
 from symloss.library import known_losses
 from symloss.network import LearnedLoss, LearnedWith
 from symloss.prior import task_prior
 from symloss.records import OK, Evaluation, GenerationStats
-from symloss.runs import RunDirectory, new_run_path
+from symloss.runs import EVALUATIONS_FILE, RunDirectory, new_run_path
 from symloss.scale import normalising_factor, reference_batch
 from symloss.selection import Selection, select
+from symloss.serialization import MAX_ABS_VALUE
 from symloss.step_size import RateChoice, tune_search_lr
 from symloss.symbolic import latex as symbolic_latex
 from symloss.tables import Equation, equations_frame, equations_table, latex_table
@@ -96,7 +99,7 @@ class SymbolicLossSearch(BaseEstimator):
         ``False`` gives GP-LFL, the ablation. ``None``: the preset's (on), or
         ``settings``'. These three are settings too: given both here and in
         ``settings``, they must agree.
-    seed_expressions : sequence of str or Expression, optional
+    seed_expressions : str, Expression or a sequence of them, optional
         Losses to include in the initial population (after the baseline).
     engine : {"deap", "pysr", "operon"}
         The outer loop. ``"pysr"`` needs PySR and Julia; ``"operon"`` needs pyoperon
@@ -262,6 +265,7 @@ class SymbolicLossSearch(BaseEstimator):
         """
         settings = self._settings()
         seed = _seed(self.random_state)
+        check_n_jobs(self.n_jobs)
         engine = get_engine(self.engine)
         engine.check_available()
         data, kind = resolve_data(dataset, seed=seed)
@@ -275,6 +279,8 @@ class SymbolicLossSearch(BaseEstimator):
             "settings": settings.to_dict(), "seeds": [str(e) for e in seeds],
         })
         try:
+            # after the description: the run is what was asked for, on this data
+            settings = _capped_batches(settings, len(task.train), set(self.settings or ()))
             run.save_task(task_summary(task, dataset, model))
             executor = _executor_for(task, self.executor, self.n_jobs)
             lr_choice = _search_rate(task, settings, seed, run, executor)
@@ -295,10 +301,7 @@ class SymbolicLossSearch(BaseEstimator):
             equations = _equations(all_evaluations, task.kind,
                                    selection[0].evaluation if selection else None)
             if not equations:
-                raise RuntimeError(
-                    "no candidate loss could be trained successfully; check the model and data "
-                    f"(records in {run.path})"
-                )
+                raise RuntimeError(_nothing_trained(all_evaluations, run))
             chosen = next(row for row in equations if row.chosen)
             metadata: dict[str, Any] = {
                 "fitness": chosen.fitness, "run_dir": str(run.path), "engine": self.engine,
@@ -333,7 +336,10 @@ class SymbolicLossSearch(BaseEstimator):
                 "class_prior=True offers the class prior p, which only classification tasks "
                 f"have; this task is {task.kind}: leave class_prior off"
             )
-        user = [Expression.parse(e) for e in self.seed_expressions or ()]
+        given = self.seed_expressions or ()
+        if isinstance(given, str | Expression):  # one expression, not its characters
+            given = [given]
+        user = [Expression.parse(e) for e in given]
         for e in user:
             if e.uses_class_prior and not settings.class_prior:
                 raise ValueError(
@@ -384,6 +390,40 @@ def _seed(random_state: Any) -> int:
             f"random_state must be None or an integer in [0, 2**32), got {random_state!r}"
         )
     return int(random_state)
+
+
+def _capped_batches(settings: Settings, n_train: int, asked: Collection[str]) -> Settings:
+    """``settings`` with ``batch_size`` and ``meta_batch_size`` at most ``n_train``.
+
+    Batches are drawn with replacement, so a larger batch learns nothing more and only
+    costs memory (``10**9`` exhausts any machine); a meta-batch of validation examples
+    is as large as its training one. A size the user ``asked`` for warns; a preset's
+    default larger than a small dataset is capped quietly.
+    """
+    capped = {name: n_train for name in ("batch_size", "meta_batch_size")
+              if getattr(settings, name) > n_train}
+    for name in capped:
+        message = (f"{name}={getattr(settings, name)} is larger than the {n_train} training "
+                   f"examples; using {n_train} (batches are drawn with replacement, so a "
+                   "larger one only costs memory)")
+        if name in asked:
+            warnings.warn(message, stacklevel=3)
+        else:
+            logger.info(message)
+    return settings.replace(**capped) if capped else settings
+
+
+def _nothing_trained(evaluations: Sequence[Evaluation], run: RunDirectory) -> str:
+    """Why a search found no loss: the first candidate that failed with an error (the
+    model or data is the likely cause, not the candidates), else the rejections."""
+    failed = next((e for e in evaluations if e.reason.startswith((FAILED, FAILED_TRAINING))), None)
+    if failed is not None:
+        why = f"the first failure, of {failed.expression}: {failed.reason}"
+    else:
+        reasons = Counter(e.reason.split(":")[0] for e in evaluations if e.reason)
+        why = "rejections: " + ", ".join(f"{n} {r}" for r, n in reasons.most_common(3))
+    return (f"no candidate loss could be trained successfully ({why}); check the model and "
+            f"data (every evaluation is in {run.path / EVALUATIONS_FILE})")
 
 
 def _save_or_warn(run: RunDirectory, what: str, save: Callable[[], object]) -> None:
@@ -440,6 +480,9 @@ def _normalised_loss(
     reference = reference_batch(task, seed)
     try:
         factor = normalising_factor(loss, task, reference)
+        if factor > MAX_ABS_VALUE:
+            raise ValueError(f"its normalising factor {factor:g} is beyond the {MAX_ABS_VALUE:g} "
+                             "a saved loss's scale may have")
     except ValueError as error:
         warnings.warn(f"the chosen loss is returned unnormalised: {error}", stacklevel=3)
         factor = 1.0
@@ -480,7 +523,8 @@ def _search(
         logger.info("resuming %s after generation %d (%d records)", run.path, done,
                     len(records))
 
-    executor = make_executor(*executor_kind, score, (task, settings, seed))
+    executor = make_executor(*executor_kind, score, (task, settings, seed),
+                             work=settings.population_size)
     try:
         evaluator = Evaluator(task, settings, seed, executor,
                               known=[r.evaluation for r in records],

@@ -7,10 +7,15 @@ payload (task, settings, seed) is shipped to each worker once, not per item.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
+import numbers
 import os
 import signal
+import sys
 import threading
+import time
+import warnings
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +26,10 @@ import torch
 
 EXECUTORS = ("auto", "process", "ray")
 _WORKER_STATE: dict[str, Any] = {}
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+PARENT_POLL_SECONDS = 1.0
+"""How often a worker that cannot ask the kernel for a parent-death signal checks
+whether its parent still runs."""
 
 
 @contextlib.contextmanager
@@ -62,7 +71,38 @@ class InProcessExecutor(Executor):
         return (self.fn(self.payload, item) for item in items)
 
 
-def _init_worker(fn: Callable[[Any, Any], Any], payload: Any) -> None:
+def _exit_with_parent(parent: int, by_signal: bool) -> None:
+    """End this worker process when its parent ends, however it ends.
+
+    A parent killed outright (``kill -9``, the out-of-memory killer) cannot stop its
+    workers, which would otherwise wait on their queue forever, each holding its copy
+    of the task. With ``by_signal`` on Linux the kernel kills the worker when the
+    thread that forked it ends (``prctl(PR_SET_PDEATHSIG)``; the pool passes it only
+    when that thread is the main thread, which lives as long as the process);
+    otherwise a daemon thread polls the parent's pid every
+    :data:`PARENT_POLL_SECONDS`.
+    """
+    if by_signal and sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0:
+                if os.getppid() != parent:  # it ended before the signal was asked for
+                    os._exit(1)
+                return
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
+                     name="symloss-parent-watch").start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)  # no clean-up: the worker writes nothing, and its parent is gone
+
+
+def _init_worker(
+    fn: Callable[[Any, Any], Any], payload: Any, parent: int, parent_signal: bool
+) -> None:
+    _exit_with_parent(parent, parent_signal)
     # One intra-op thread per worker, as in process (see single_torch_thread).
     torch.set_num_threads(1)
     # Ctrl-C in a terminal reaches every process of the group: the parent alone decides,
@@ -110,7 +150,8 @@ class ProcessExecutor(Executor):
     """A pool of ``n_jobs`` local worker processes (forked where the platform allows).
 
     Besides :meth:`map`, it runs single items as futures (:meth:`submit`), which lets
-    the evaluator keep idle workers busy with speculative work.
+    the evaluator keep idle workers busy with speculative work. Workers end when this
+    process ends, even when it is killed (see :func:`_exit_with_parent`).
     """
 
     def __init__(self, fn: Callable[[Any, Any], Any], payload: Any, n_jobs: int) -> None:
@@ -119,9 +160,11 @@ class ProcessExecutor(Executor):
         self._submitted: weakref.WeakSet[Future] = weakref.WeakSet()
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        # the workers are forked by this thread (the first submit below starts them all)
+        main_thread = threading.current_thread() is threading.main_thread()
         self._pool = ProcessPoolExecutor(
             max_workers=n_jobs, mp_context=context, initializer=_init_worker,
-            initargs=(fn, payload),
+            initargs=(fn, payload, os.getpid(), main_thread),
         )
         with _interrupts_deferred():
             self._pool.submit(_started)  # forks the workers now, not at some later item
@@ -153,14 +196,15 @@ class ProcessExecutor(Executor):
 
 @contextlib.contextmanager
 def mapping(
-    kind: str, n_jobs: int, fn: Callable[[Any, Any], Any], payload: Any
+    kind: str, n_jobs: int, fn: Callable[[Any, Any], Any], payload: Any,
+    work: int | None = None,
 ) -> Iterator[Callable[[Sequence[Any]], list]]:
     """A function giving ``fn(payload, item)`` of every item, in order, spread over the
     executor :func:`make_executor` builds for ``kind`` and ``n_jobs``, with torch on one
     intra-op thread here; the executor serves the whole block, so work asked for in
     several rounds starts its workers once, and it is closed on the way out (stopping
     work still running after an error or a Ctrl-C)."""
-    pool = make_executor(kind, n_jobs, fn, payload)
+    pool = make_executor(kind, n_jobs, fn, payload, work)
     try:
         with single_torch_thread():
             yield lambda items: list(pool.map(list(items))) if items else []
@@ -191,20 +235,47 @@ class RayExecutor(Executor):
         return (self._ray.get(ref) for ref in refs)
 
 
+def check_n_jobs(n_jobs: Any) -> int:
+    """``n_jobs`` as an int: a positive number of workers or -1 (one per core), or a
+    ValueError saying so (``1.5``, ``"2"`` and ``True`` are refused, not guessed at)."""
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral) or (
+        n_jobs == 0 or n_jobs < -1
+    ):
+        raise ValueError(
+            f"n_jobs must be a positive whole number of workers or -1 (all cores), got "
+            f"{n_jobs!r}"
+        )
+    return int(n_jobs)
+
+
+def workers_for(n_jobs: int, work: int | None = None) -> int:
+    """Worker processes for ``n_jobs`` (see :func:`check_n_jobs`): never more than the
+    CPU cores (more only compete for them, each holding a copy of the task; asking for
+    more warns) nor than ``work`` items, when known."""
+    cores = os.cpu_count() or 1
+    if check_n_jobs(n_jobs) > cores:
+        warnings.warn(f"n_jobs={n_jobs} is more than the {cores} CPU cores; using {cores} "
+                      "worker processes", stacklevel=1)  # one place: shown once
+    workers = cores if n_jobs == -1 else min(n_jobs, cores)
+    return max(1, min(workers, work)) if work is not None else workers
+
+
 def make_executor(
-    kind: str, n_jobs: int, fn: Callable[[Any, Any], Any], payload: Any
+    kind: str, n_jobs: int, fn: Callable[[Any, Any], Any], payload: Any,
+    work: int | None = None,
 ) -> Executor:
     """An executor for ``kind`` ("auto", "process" or "ray") and ``n_jobs``.
 
-    ``n_jobs=1`` runs in process; ``-1`` means one worker per CPU core.
+    ``n_jobs=1`` runs in process; ``-1`` means one worker per CPU core. Local workers
+    are capped at the cores and at ``work``, the items the executor will have at once
+    when known (see :func:`workers_for`).
     """
     if kind not in EXECUTORS:
         raise ValueError(f"unknown executor {kind!r}; choose one of {EXECUTORS}")
-    if n_jobs == 0 or n_jobs < -1:
-        raise ValueError(f"n_jobs must be a positive number of workers or -1, got {n_jobs}")
+    check_n_jobs(n_jobs)
     if kind == "ray":
         return RayExecutor(fn, payload)
-    workers = os.cpu_count() or 1 if n_jobs == -1 else n_jobs
+    workers = workers_for(n_jobs, work)
     if workers == 1:
         return InProcessExecutor(fn, payload)
     return ProcessExecutor(fn, payload, workers)

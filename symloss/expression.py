@@ -23,7 +23,13 @@ from symloss.symbolic import canonical, canonical_key, readable, sympy_form
 from symloss.symbolic import latex as symbolic_latex
 
 _NUMBER = r"\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?"
-_TOKEN = re.compile(rf"\s*(?:({_NUMBER})|([A-Za-z_]\w*)|(\S))")
+# No leading \s*: finditer skips whitespace itself, where a leading \s* would backtrack
+# over a run of spaces at every position (time quadratic in the whitespace)
+_TOKEN = re.compile(rf"({_NUMBER})|([A-Za-z_]\w*)|(\S)")
+MAX_TEXT_LENGTH = 100_000
+"""Longest expression text accepted, in characters. A full tree of the genetic
+programming height limit (10) with 17-digit constants is about 40,000; longer text is
+refused before it is read, so a corrupt or hostile file costs no time or memory."""
 MAX_HEIGHT = 100
 """Deepest tree accepted (edges from root to leaf). Trees are walked recursively, by
 symloss and by SymPy; the genetic programming height limit is 10 in the reference."""
@@ -273,21 +279,32 @@ def _render(e: Expression, latex: bool) -> tuple[str, int]:
     return f"{e.op}({', '.join(p[0] for p in parts)})", PREC_ATOM
 
 
+def _tokens(text: str) -> Iterator[tuple[str, str, int]]:
+    """``(kind, text, position)`` of each token, kind ``"num"``, ``"name"`` or ``"op"``."""
+    for m in _TOKEN.finditer(text):
+        number, name, other = m.groups()
+        if number is not None:
+            yield "num", number, m.start(1)
+        elif name is not None:
+            yield "name", name, m.start(2)
+        else:
+            yield "op", other, m.start(3)
+
+
 class _Parser:
     """Recursive-descent parser for the expression syntax."""
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.tokens: list[tuple[str, str, int]] = []
-        for m in _TOKEN.finditer(text):
-            number, name, other = m.groups()
-            if number is not None:
-                self.tokens.append(("num", number, m.start(1)))
-            elif name is not None:
-                self.tokens.append(("name", name, m.start(2)))
-            elif other is not None:
-                self.tokens.append(("op", other, m.start(3)))
-        self.pos = 0
+        if len(text) > MAX_TEXT_LENGTH:
+            raise self._error(
+                f"the text is {len(text):,} characters long, more than the limit of "
+                f"{MAX_TEXT_LENGTH:,}"
+            )
+        # tokens are read as the parser needs them: the nesting limit stops a text of
+        # nothing but "(" after MAX_HEIGHT tokens, not after tokenising all of it
+        self._tokens = _tokens(text)
+        self._next = next(self._tokens, None)
         self.depth = 0
 
     def _error(self, what: str) -> ValueError:
@@ -300,13 +317,16 @@ class _Parser:
         )
 
     def _peek(self) -> tuple[str, str, int] | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+        return self._next
+
+    def _advance(self) -> None:
+        self._next = next(self._tokens, None)
 
     def _take(self) -> tuple[str, str, int]:
         token = self._peek()
         if token is None:
             raise self._error("unexpected end of text")
-        self.pos += 1
+        self._advance()
         return token
 
     def _expect(self, symbol: str) -> None:
@@ -315,7 +335,7 @@ class _Parser:
             raise self._error(f"expected {symbol!r} but found token {text!r} at position {at}")
 
     def parse(self) -> Expression:
-        if not self.tokens:
+        if self._next is None:
             raise self._error("the text is empty")
         e = self._sum()
         token = self._peek()
@@ -326,14 +346,14 @@ class _Parser:
     def _sum(self) -> Expression:
         e = self._product()
         while (token := self._peek()) and token[0] == "op" and token[1] in "+-":
-            self.pos += 1
+            self._advance()
             e = self._node(INFIX[token[1]], e, self._product(), at=token[2])
         return e
 
     def _product(self) -> Expression:
         e = self._unary()
         while (token := self._peek()) and token[0] == "op" and token[1] == "*":
-            self.pos += 1
+            self._advance()
             e = self._node("mul", e, self._unary(), at=token[2])
         return e
 
@@ -362,10 +382,10 @@ class _Parser:
     def _unary(self) -> Expression:
         token = self._peek()
         if token and token[0] == "op" and token[1] == "-":
-            self.pos += 1
+            self._advance()
             nxt = self._peek()
             if nxt and nxt[0] == "num":
-                self.pos += 1
+                self._advance()
                 return self._number("-" + nxt[1], nxt[2])
             self._nested(token[2])
             e = self._node("mul", Expression.const(-1.0), self._unary(), at=token[2])
@@ -390,7 +410,7 @@ class _Parser:
             self._nested(at)
             args = [self._sum()]
             while (token := self._peek()) and token[:2] == ("op", ","):
-                self.pos += 1
+                self._advance()
                 args.append(self._sum())
             self._expect(")")
             self.depth -= 1

@@ -8,7 +8,9 @@ reports the test metric of each, per seed, with mean and standard deviation.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import numbers
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,9 +18,12 @@ from typing import Any
 
 from symloss.executors import mapping
 from symloss.network import LearnedLoss
+from symloss.serialization import positive_number
 from symloss.step_size import best_rate, ladder_search, mean_or_inf, rate_ladder
 from symloss.task import ModelSpec, Task, make_task, resolve_data
 from symloss.training import SGDSettings, train
+
+logger = logging.getLogger("symloss")
 
 
 @dataclass(frozen=True)
@@ -182,6 +187,22 @@ def _run(
                       tuple(r.curve for r in runs), lr)
 
 
+def check_seeds(seeds: Sequence[Any]) -> tuple[int, ...]:
+    """``seeds`` as a tuple of ints, or a ValueError: at least one, each an integer that
+    NumPy and torch take as a seed, no two equal (a repeated seed repeats a run and
+    makes the spread look smaller than it is)."""
+    seeds = tuple(seeds)
+    if not seeds:
+        raise ValueError("seeds must name at least one seed")
+    if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or not 0 <= s < 2**32
+           for s in seeds):
+        raise ValueError(f"seeds must be integers in [0, 2**32), got {list(seeds)}")
+    if len(set(seeds)) < len(seeds):
+        raise ValueError(f"seeds must differ (a repeated seed repeats the same run and "
+                         f"understates the spread), got {list(seeds)}")
+    return tuple(int(s) for s in seeds)
+
+
 def meta_test(
     loss: LearnedLoss,
     task: Task,
@@ -204,22 +225,29 @@ def meta_test(
         raise ValueError(
             f"the loss is a {loss.task} loss but the data is a {task.kind} task"
         )
-    if not seeds:
-        raise ValueError("seeds must name at least one seed")
+    seeds = check_seeds(seeds)
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    lr_grid = tuple(float(lr) for lr in lr_grid)
-    if any(not lr > 0 for lr in lr_grid):
-        raise ValueError(f"learning rates must be positive, got {lr_grid}")
+    lr_grid = tuple(positive_number(float(lr), "every learning rate of lr_grid", math.inf)
+                    for lr in lr_grid)
     sgd = sgd or SGDSettings()
-    seeds = tuple(int(s) for s in seeds)
+    if not lr_grid:
+        positive_number(sgd.lr, "the learning rate", math.inf)
+    if sgd.batch_size > len(task.train):
+        # batches are drawn with replacement: a larger one learns nothing more, and only
+        # costs memory (10**9 exhausts any machine)
+        logger.info("batch_size=%d is larger than the %d training examples; using %d",
+                    sgd.batch_size, len(task.train), len(task.train))
+        sgd = dataclasses.replace(sgd, batch_size=len(task.train))
     base = None
     losses = (loss, LearnedLoss(task.baseline, task.kind)) if baseline else (loss,)
     workers = n_jobs if task.device.type == "cpu" else 1
     # One torch thread, as in the search: bit-identical results on any core count, and
     # small models train faster than with threads competing for the cores.
     payload = (task, losses, sgd, steps, curve_points)
-    with mapping("auto", workers, _train_run, payload) as run:
+    # a round trains every seed at up to every rate of the grid
+    work = len(seeds) * max(1, len(lr_grid))
+    with mapping("auto", workers, _train_run, payload, work) as run:
         learned = _run(run, 0, "learned", seeds, sgd, lr_grid)
         if baseline:
             name = "cross-entropy" if task.kind == "classification" else "MSE"

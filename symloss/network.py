@@ -29,7 +29,14 @@ from symloss.export import to_source
 from symloss.expression import Expression
 from symloss.kinds import check_task_kind
 from symloss.primitives import CLASS_PRIOR, PRIMITIVES
-from symloss.serialization import check_header, read_json, real_numbers, write_json
+from symloss.serialization import (
+    MAX_ABS_VALUE,
+    check_header,
+    positive_number,
+    read_json,
+    real_numbers,
+    write_json,
+)
 from symloss.symbolic import latex as symbolic_latex
 from symloss.symbolic import loss_sympy
 
@@ -39,6 +46,14 @@ PRIOR_FORMAT_VERSION = 3
 """A loss with the class prior ``p`` is written as version 3 (older readers refuse it, as
 they cannot compute ``p``); every other loss as version 2, the files it always had."""
 PLAIN_FORMAT_VERSION = 2
+MAX_FILE_BYTES = 16_000_000
+"""Largest saved-loss file read. An expression is at most
+:data:`~symloss.expression.MAX_TEXT_LENGTH` characters with one weight per edge, far
+below this; a larger file is refused before it is read into memory."""
+
+
+OPTIMIZERS = ("sgd",)
+"""Values of :attr:`LearnedWith.optimizer`: the optimisers a search trains with."""
 
 
 @dataclass(frozen=True)
@@ -80,17 +95,24 @@ class LearnedWith:
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown 'learned_with' field(s) {sorted(unknown)}")
-        numbers = ("lr", "momentum", "weight_decay", "search_scale")
-        for name in (*numbers, "recommended_lr"):
-            value = data.get(name)
-            if name == "recommended_lr" and value is None:
-                continue
-            if name in data and not (_is_number(value) and math.isfinite(value)):
-                raise ValueError(f"'learned_with.{name}' must be a finite number, got {value!r}")
+        # rates: any positive finite number (a tool may reject one it cannot use); the
+        # search scale is a loss scale, bounded as the loss's own (see _check_fields)
+        for name, maximum in (("lr", math.inf), ("search_scale", MAX_ABS_VALUE),
+                              ("recommended_lr", math.inf)):
+            if data.get(name) is not None or (name in data and name != "recommended_lr"):
+                positive_number(data[name], f"'learned_with.{name}'", maximum)
+        momentum, decay = data.get("momentum", 0.0), data.get("weight_decay", 0.0)
+        if not (_is_number(momentum) and 0 <= momentum < 1):
+            raise ValueError(f"'learned_with.momentum' must be a number in [0, 1), got "
+                             f"{momentum!r}")
+        if not (_is_number(decay) and 0 <= decay <= MAX_ABS_VALUE):
+            raise ValueError(f"'learned_with.weight_decay' must be a number in [0, "
+                             f"{MAX_ABS_VALUE:g}], got {decay!r}")
         if not isinstance(data.get("nesterov", False), bool):
             raise ValueError("'learned_with.nesterov' must be true or false")
-        if not isinstance(data.get("optimizer", "sgd"), str):
-            raise ValueError("'learned_with.optimizer' must be a string")
+        if data.get("optimizer", "sgd") not in OPTIMIZERS:
+            raise ValueError(f"'learned_with.optimizer' must be one of {OPTIMIZERS}, got "
+                             f"{data.get('optimizer')!r}")
         return cls(**data)
 
 
@@ -544,6 +566,8 @@ def _check_fields(data: Mapping[str, Any]) -> None:
         if not isinstance(data.get(name), str):
             raise ValueError(f"'{name}' must be a string, got {data.get(name)!r}")
     real_numbers(data.get("weights"), "'weights'")
+    if "scale" in data:  # bounded as the weights are: beyond it, float32 losses overflow
+        positive_number(data["scale"], "'scale'")
     if not isinstance(data.get("metadata") or {}, Mapping):
         raise ValueError(f"'metadata' must be an object, got {data.get('metadata')!r}")
 
@@ -574,7 +598,7 @@ def load(path: str | os.PathLike[str]) -> nn.Module:
     ValueError
         If the file is corrupt, in an unknown format, or was written by a newer symloss.
     """
-    data = read_json(path, "symloss loss")
+    data = read_json(path, "symloss loss", max_bytes=MAX_FILE_BYTES)
     name = data.get("format") if isinstance(data, Mapping) else None
     if isinstance(name, str) and name not in LOSS_FORMATS:
         raise ValueError(

@@ -29,19 +29,20 @@ killed in the instant of creating it, must be deleted by hand.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from symloss.config import LATER_STAGES, fields_by_stage
 from symloss.records import Evaluation, GenerationStats, generation_stats
-from symloss.serialization import read_json, write_json
+from symloss.serialization import read_json, write_json, write_text
 
 RUN_FILE = "run.json"
 EVALUATIONS_FILE = "evaluations.jsonl"
@@ -63,6 +64,10 @@ def new_run_path(label: str | None = None) -> Path:
     or ``runs/<timestamp>`` without a label."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return RUNS_ROOT / (f"{label}-{stamp}" if label else stamp)
+
+
+_HELD: set[Path] = set()
+"""Directories this process holds through :meth:`RunDirectory.hold`."""
 
 
 class RunDirectoryInUse(RuntimeError):
@@ -114,6 +119,27 @@ class RunDirectory:
         self.path = Path(path)
         self._locked = False
 
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[RunDirectory]:
+        """Lock the directory for the block, for work around a search: the search's own
+        :meth:`open` in this process then joins the lock instead of refusing it, and
+        its :meth:`close` leaves it held, so no other process writes in the directory
+        until the block ends (the ``symloss search`` command holds it through its
+        meta-test and its last file)."""
+        self._make()
+        self._lock()
+        _HELD.add(self.path.resolve())
+        try:
+            yield self
+        finally:
+            _HELD.discard(self.path.resolve())
+            self.close()
+
+    def _make(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"run directory {self.path} is an existing file; pass a directory")
+        self.path.mkdir(parents=True, exist_ok=True)
+
     def open(self, description: Mapping[str, Any]) -> bool:
         """Lock the directory and start or continue the run described by ``description``.
 
@@ -129,9 +155,7 @@ class RunDirectory:
         RunDirectoryInUse
             If another running process has the directory open.
         """
-        if self.path.exists() and not self.path.is_dir():
-            raise ValueError(f"run directory {self.path} is an existing file; pass a directory")
-        self.path.mkdir(parents=True, exist_ok=True)
+        self._make()
         self._lock()
         try:
             return self._describe(description)
@@ -161,6 +185,8 @@ class RunDirectory:
 
     def _lock(self) -> None:
         """Create the lock file exclusively; take over one whose process has ended."""
+        if self.path.resolve() in _HELD:  # this process holds it (see hold); not ours to free
+            return
         path = self.path / LOCK_FILE
         owner = {"pid": os.getpid(), "host": socket.gethostname()}
         for _ in range(3):
@@ -237,9 +263,7 @@ class RunDirectory:
                     raise ValueError(f"{path}:{number} is not a valid record: {error}") from error
                 lines.pop()
         if text and (len(lines) < len(text.splitlines()) or not text.endswith("\n")):
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(line + "\n" for line in lines))
-            os.replace(tmp, path)
+            write_text(path, "".join(line + "\n" for line in lines))
         return records
 
     def load_checkpoint(self) -> dict[str, Any] | None:
@@ -317,7 +341,11 @@ class RunDirectory:
         each generation's new candidates as its population."""
         checkpoint = self.load_checkpoint()
         if checkpoint and checkpoint.get("history"):
-            return [GenerationStats.from_dict(h) for h in checkpoint["history"]]
+            try:
+                return [GenerationStats.from_dict(h) for h in checkpoint["history"]]
+            except (KeyError, TypeError, ValueError) as error:
+                raise ValueError(f"{self.path / CHECKPOINT_FILE} holds an invalid history "
+                                 f"({error!r})") from None
         by_generation: dict[int, list[Record]] = {}
         for record in self.records():
             by_generation.setdefault(record.generation, []).append(record)

@@ -9,20 +9,26 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 
-def write_json(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write ``data`` as indented JSON atomically: a reader never sees a half-written file."""
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically: a reader never sees a half-written file.
+
+    The text goes to a temporary file of a name of its own (process id and a random
+    part), then is renamed over ``path``: two writers of one file never write into each
+    other's temporary file, and the last rename wins whole.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    handle = open(tmp, "x")  # noqa: SIM115 -- closed below; only a file made here is removed
     try:
-        with open(tmp, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
+        with handle:
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -32,10 +38,16 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     return path
 
 
-def read_json(path: str | os.PathLike[str], what: str) -> Any:
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write ``data`` as indented JSON atomically (see :func:`write_text`)."""
+    return write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: str | os.PathLike[str], what: str, max_bytes: int | None = None) -> Any:
     """Parse a JSON file; an unreadable one gets a ValueError naming the file and ``what``
     was expected (invalid UTF-8 or JSON, a number too long to convert, nesting too deep,
-    a directory).
+    a directory, more than ``max_bytes`` bytes: refused before it is read, so a huge file
+    costs no memory).
 
     Raises
     ------
@@ -45,6 +57,11 @@ def read_json(path: str | os.PathLike[str], what: str) -> Any:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a directory; give the path of a {what} file")
+    if max_bytes is not None and path.stat().st_size > max_bytes:
+        raise ValueError(
+            f"{path} is {path.stat().st_size:,} bytes, more than a {what} file can be "
+            f"({max_bytes:,} bytes); is it a {what} file?"
+        )
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, RecursionError) as error:  # JSON, UTF-8, int-digit limit errors
@@ -76,6 +93,19 @@ def real_numbers(values: Any, what: str, length: int | None = None) -> list[floa
                 f"finite and at most {MAX_ABS_VALUE:g} in magnitude"
             )
     return [float(v) for v in values]
+
+
+def positive_number(value: Any, what: str, maximum: float = MAX_ABS_VALUE) -> float:
+    """``value`` as a float, or a ValueError naming ``what``: a real number (not a boolean
+    or string), finite, above 0 and at most ``maximum``. Learning rates and loss scales
+    go through it: 0 or a negative rate trains nothing or ascends, and a huge one
+    overflows float32 training."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    if not (math.isfinite(value) and 0 < value <= maximum):
+        bound = f" and at most {maximum:g}" if math.isfinite(maximum) else ""
+        raise ValueError(f"{what} must be a finite number above 0{bound}, got {value!r}")
+    return float(value)
 
 
 def check_header(data: Any, source: str, name: str, version: int, what: str) -> None:

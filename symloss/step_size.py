@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from symloss.config import Settings
 from symloss.executors import mapping
 from symloss.scale import reference_batch, search_loss
+from symloss.serialization import MAX_ABS_VALUE
 from symloss.task import Task
 from symloss.training import sgd_settings, train
 
@@ -125,8 +126,9 @@ def rate_ladder(center: float, width: int) -> tuple[float, ...]:
     >>> rate_ladder(0.1, 2)
     (0.01, 0.03, 0.1, 0.3, 1.0)
     """
-    if not (math.isfinite(center) and center > 0):
-        raise ValueError(f"the centre of a rate ladder must be a positive number, got {center}")
+    if not (math.isfinite(center) and 0 < center <= MAX_ABS_VALUE):
+        raise ValueError(f"the centre of a rate ladder must be a positive number at most "
+                         f"{MAX_ABS_VALUE:g}, got {center}")
     rung = round(2 * math.log10(center))
 
     def value(i: int) -> float:

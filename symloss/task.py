@@ -392,6 +392,21 @@ def _split(
     return a_x, a_y, b_x, b_y
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device that can hold data here, or a ValueError saying why
+    not (a malformed name, a backend this machine or torch build lacks, or ``"meta"``,
+    which holds shapes but no values)."""
+    try:
+        device = torch.device(device)
+        if device.type == "meta":
+            raise ValueError("it holds tensor shapes but no values, so nothing can train there")
+        torch.empty(1, device=device)
+    except Exception as error:  # torch raises RuntimeError, AssertionError, ...
+        why = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"device {str(device)!r} cannot be used: {why}") from None
+    return device
+
+
 def make_task(
     data: Any,
     model: ModelSpec,
@@ -440,7 +455,7 @@ def make_task(
     for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"{name} must be in (0, 1), got {fraction}")
-    device = torch.device(device)
+    device = check_device(device)
     if isinstance(data, Mapping):
         unknown = set(data) - {"train", "val", "test"}
         if unknown or "train" not in data:
@@ -555,9 +570,12 @@ def _check_model(task: Task, model: ModelSpec) -> None:
     try:
         out = task.outputs(built, x)
     except Exception as error:
+        hint = ("; integer inputs are kept as int64 token ids (for embedding models such as "
+                "'gru'): for numeric features, cast X to float, e.g. X.astype('float32')"
+                if not x.is_floating_point() else "")
         raise ValueError(
             f"the model failed on a batch of inputs of shape {tuple(x.shape)} "
-            f"(dtype {x.dtype}): {error}"
+            f"(dtype {x.dtype}): {error}{hint}"
         ) from error
     if task.kind == "classification":
         c = task.n_classes
@@ -584,6 +602,42 @@ def _check_model(task: Task, model: ModelSpec) -> None:
                 f"have {per_example} value(s) per example; make the model output "
                 f"[batch, {per_example}]"
             )
+    _check_trainable(task, built)
+
+
+def _check_trainable(task: Task, model: nn.Module) -> None:
+    """One training step's forward and backward on a batch of the training split, so
+    that a model no loss can train fails here, in words about the model, rather than
+    in every candidate of a search."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(
+            "the model has no trainable parameters (none, or all with requires_grad=False); "
+            "a loss is learned by training the model, so it needs parameters to train"
+        )
+    x, y = task.train.head(4)
+    # the global RNG (dropout) is left as it was: the search's runs must not depend on it
+    with torch.random.fork_rng(devices=[] if task.device.type == "cpu" else None):
+        try:
+            out = model.train()(x)
+            loss = task.base_loss(out, y)
+        except Exception as error:
+            raise ValueError(
+                f"the model failed in training mode (model.train()) on a batch of inputs of "
+                f"shape {tuple(x.shape)}: {type(error).__name__}: {error}"
+            ) from error
+        if not loss.requires_grad:
+            raise ValueError(
+                "the model's output does not depend on its parameters through autograd "
+                "(detached, computed under torch.no_grad(), or through NumPy), so no loss "
+                "can train it; return the output of torch operations on the parameters"
+            )
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+    if all(g is None for g in grads):
+        raise ValueError(
+            "no parameter of the model receives a gradient from its output; return the "
+            "output of torch operations on the parameters"
+        )
 
 
 def task_summary(task: Task, dataset: Any, model: ModelSpec) -> dict[str, Any]:

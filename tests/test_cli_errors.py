@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,148 @@ def test_ctrl_c_during_the_search_meta_test_is_clean(tmp_path):
     assert "Traceback" not in result.stderr
     assert "the search is complete" in result.stderr
     assert json.loads((run_dir / "best_loss.json").read_text())["format"] == "symloss.loss"
+
+
+def test_export_refuses_a_huge_loss_file_before_reading_it(tmp_path, capsys):
+    path = tmp_path / "loss.json"
+    with open(path, "wb") as handle:  # sparse: 200 MB that take no disk and no memory
+        handle.truncate(200_000_000)
+    message = _error(capsys, ["export", str(path), "--to", "torch"])
+    assert "200,000,000 bytes" in message and "16,000,000" in message
+
+
+def test_export_refuses_an_overlong_expression_in_one_line(tmp_path, capsys):
+    data = LearnedLoss("square(f - y)", "regression").to_dict()
+    data["expression"] = "(" * 5_000_000
+    path = tmp_path / "loss.json"
+    path.write_text(json.dumps(data))
+    assert "characters long, more than the limit" in _error(
+        capsys, ["export", str(path), "--to", "torch"])
+
+
+def _loss_file(tmp_path, **changes) -> str:
+    """A saved regression loss with some fields of the file changed."""
+    data = LearnedLoss("square(f - y)", "regression").to_dict()
+    for name, value in changes.items():
+        if name in ("scale",):
+            data[name] = value
+        else:
+            data["learned_with"] = {**(data["learned_with"] or {}), name: value}
+    path = tmp_path / "loss.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lr", "1e308"], r"--lr must be a finite number above 0 and at most 1e\+06"),
+    (["--lr", "-1", "--single-lr"], "--lr must be a finite number above 0"),
+    (["--lr", "nan", "--single-lr"], "--lr must be a finite number above 0"),
+    (["--lr", "0"], "--lr must be a finite number above 0"),
+    (["--lr-grid", "0.1", "inf"], "every --lr-grid rate must be a finite number above 0"),
+    (["--seeds", "99999999999999999999"], r"seeds must be integers in \[0, 2\*\*32\)"),
+    (["--seeds", "1", "1", "1"], "seeds must differ"),
+    (["--device", "meta"], "device 'meta' cannot be used"),
+    (["--jobs", "0"], "n_jobs must be a positive whole number"),
+    (["--steps", "0"], "--steps must be at least 1"),
+])
+def test_evaluate_refuses_bad_rates_seeds_and_devices(tmp_path, capsys, argv, message):
+    loss = _loss_file(tmp_path)
+    assert re.search(message, _error(capsys, ["evaluate", loss, "sine", *argv]))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("lr", 0, "'learned_with.lr' must be a finite number above 0"),
+    ("momentum", 5, r"'learned_with.momentum' must be a number in \[0, 1\)"),
+    ("weight_decay", -3, r"'learned_with.weight_decay' must be a number in \[0, "),
+    ("search_scale", 0, "'learned_with.search_scale' must be a finite number above 0"),
+    ("optimizer", "rmsprop", "'learned_with.optimizer' must be one of"),
+    ("scale", 1e300, "'scale' must be a finite number above 0 and at most 1e\\+06"),
+])
+def test_loss_files_with_rates_or_scales_that_cannot_train_are_refused(
+    tmp_path, capsys, field, value, message
+):
+    loss = _loss_file(tmp_path, **{field: value})
+    assert re.search(message, _error(capsys, ["evaluate", loss, "sine"]))
+
+
+def test_evaluate_takes_lr_zero_as_given_not_as_missing(tmp_path, capsys):
+    loss = _loss_file(tmp_path, lr=0.1)
+    assert "--lr must be a finite number above 0 and at most 1e+06, got 0.0" in _error(
+        capsys, ["evaluate", loss, "sine", "--lr", "0", "--single-lr"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--population", "4", "--set", "population_size=5"],
+     "--population and --set population_size= both set population_size"),
+    (["--generations", "2", "--set", "generations=3"], "--generations and --set generations="),
+    (["--seed", "-1"], r"--seed must be an integer in \[0, 2\*\*32\)"),
+    (["--device", "meta"], "device 'meta' cannot be used"),
+    (["--jobs", "-3"], "n_jobs must be a positive whole number"),
+])
+def test_search_refuses_bad_arguments_before_searching(tmp_path, capsys, argv, message):
+    run_dir = tmp_path / "run"
+    assert re.search(message, _error(capsys, ["search", "sine", "--run-dir", str(run_dir), *argv]))
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("digits", ["-5", "0", "18"])
+def test_export_refuses_digits_out_of_range(tmp_path, capsys, digits):
+    message = _error(capsys, ["export", _loss_file(tmp_path), "--to", "latex", "--digits", digits])
+    assert "--digits must be between 1 and 17" in message
+
+
+def test_an_unexpected_failure_is_one_line(tmp_path, capsys, monkeypatch):
+    def fail(*args, **kwargs):
+        raise KeyError("no such thing")
+
+    monkeypatch.setattr("symloss.cli.load", fail)
+    assert "KeyError: 'no such thing'" in _error(
+        capsys, ["export", _loss_file(tmp_path), "--to", "torch"])
+
+
+def _children(pid: int) -> list[int]:
+    """Child process ids of ``pid`` (Linux)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie nobody has reaped yet does not run)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in "ZX"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
+@pytest.mark.parametrize("engine", ["deap", "operon"])
+def test_kill_9_of_a_parallel_search_leaves_no_process(tmp_path, engine):
+    if engine == "operon":
+        pytest.importorskip("pyoperon")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "symloss.cli", "search", "sine", "--jobs", "2", "--engine",
+         engine, "--run-dir", str(tmp_path / "run")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            workers = _children(process.pid)
+        assert len(workers) == 2
+        process.kill()
+        process.wait()
+        time.sleep(10)
+        assert not [pid for pid in workers if _running(pid)]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

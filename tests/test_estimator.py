@@ -405,3 +405,56 @@ def test_local_pool_is_not_used_off_the_cpu():
     assert _executor_for(gpu, "ray", 4) == ("ray", 4)
     with pytest.warns(UserWarning, match="evaluating in this process"):
         assert _executor_for(gpu, "auto", 2) == ("auto", 1)
+
+
+class BreaksOnLargeBatches(nn.Module):
+    """A regression model that passes the model check (a batch of 4) but fails to train
+    on the search's batches, as a model broken only in some training configurations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and len(x) > 4:
+            raise RuntimeError("batch too large for this layer")
+        return self.linear(x)
+
+
+def test_search_that_trains_nothing_names_the_first_failure(tmp_path):
+    x = np.linspace(-1, 1, 120, dtype=np.float32)[:, None]
+    search = tiny(tmp_path / "run", population_size=3, generations=1,
+                  settings={**TINY, "lr": 0.01, "selection_top_k": 0})
+    with pytest.raises(RuntimeError, match="no candidate loss could be trained") as info:
+        search.fit((x, 2 * x[:, 0]), BreaksOnLargeBatches)
+    assert "RuntimeError: batch too large for this layer" in str(info.value)
+    assert "evaluations.jsonl" in str(info.value)
+
+
+def test_batches_larger_than_the_training_split_are_capped_with_a_warning(tmp_path):
+    x = np.linspace(-1, 1, 120, dtype=np.float32)[:, None]
+    settings = {**TINY, "lr": 0.01, "selection_top_k": 0, "batch_size": 10**6,
+                "meta_batch_size": 10**6}
+    search = tiny(tmp_path / "run", population_size=3, generations=1, settings=settings)
+    with pytest.warns(UserWarning, match="larger than the .* training examples") as caught:
+        search.fit((x, np.sin(3 * x[:, 0])), "linear")
+    n_train = len(search.task_.train)
+    assert {str(w.message).split("=")[0] for w in caught} >= {"batch_size", "meta_batch_size"}
+    assert search.settings_.batch_size == search.settings_.meta_batch_size == n_train
+    assert any(e.status == OK for e in search.evaluations_)
+    # the run is what was asked for: the same call resumes it
+    assert RunDirectory(tmp_path / "run").load("run.json")["settings"]["batch_size"] == 10**6
+
+
+@pytest.mark.parametrize("n_jobs", [1.5, "2", True, 0, -2])
+def test_n_jobs_must_be_a_whole_number_before_anything_runs(tmp_path, n_jobs):
+    with pytest.raises(ValueError, match=f"n_jobs must be a positive whole number.*{n_jobs!r}"):
+        tiny(tmp_path / "run", n_jobs=n_jobs).fit("sine", "linear")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_single_seed_expression_string_is_one_expression(tmp_path):
+    search = tiny(tmp_path / "run", seed_expressions="abs(f - y)", population_size=3,
+                  generations=1, settings={**TINY, "selection_top_k": 0})
+    search.fit("sine", "linear")
+    assert "abs(f - y)" in {e.expression for e in search.evaluations_}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +21,7 @@ from symloss.executors import (
     _interrupts_deferred,
     make_executor,
     single_torch_thread,
+    workers_for,
 )
 
 
@@ -110,12 +114,6 @@ def test_a_ctrl_c_while_workers_start_is_raised_after_not_lost():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-@pytest.mark.parametrize("n_jobs", [0, -2])
-def test_bad_job_counts(n_jobs):
-    with pytest.raises(ValueError, match="n_jobs must be a positive number of workers or -1"):
-        make_executor("auto", n_jobs, _scaled, 1)
-
-
 def test_unknown_executor():
     with pytest.raises(ValueError, match="unknown executor 'dask'"):
         make_executor("dask", 1, _scaled, 1)
@@ -153,3 +151,78 @@ def test_single_thread_restores_the_callers_setting():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+_ORPHAN_SCRIPT = """
+import multiprocessing, sys, threading, time
+from symloss.executors import ProcessExecutor
+
+def double(payload, item):
+    return 2 * item
+
+def start():
+    pool = ProcessExecutor(double, None, 2)
+    assert list(pool.map([1, 2])) == [2, 4]
+    print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
+
+if __name__ == "__main__":
+    if sys.argv[1] == "thread":  # forked by a thread that is not the main thread
+        worker = threading.Thread(target=start)
+        worker.start()
+        worker.join()
+    else:
+        start()
+    time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie nobody has reaped yet does not run)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("forked_by", ["main", "thread"])
+def test_workers_end_when_their_parent_is_killed(tmp_path, forked_by):
+    script = tmp_path / "orphans.py"
+    script.write_text(_ORPHAN_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    parent = subprocess.Popen([sys.executable, str(script), forked_by], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    try:
+        workers = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(workers) == 2
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_running(pid) for pid in workers)
+    finally:  # never leave a process behind, whatever failed
+        parent.kill()
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_workers_are_capped_at_the_cores_with_a_warning_and_at_the_work():
+    cores = os.cpu_count() or 1
+    with pytest.warns(UserWarning, match=f"n_jobs=1000 is more than the {cores} CPU cores"):
+        assert workers_for(1000) == cores
+    assert workers_for(-1) == cores
+    assert workers_for(-1, work=1) == 1
+    with pytest.warns(UserWarning, match="more than the"):
+        executor = make_executor("process", 1000, _scaled, 5, work=1)
+    assert isinstance(executor, InProcessExecutor)  # one item: no pool at all
+    executor.close()
+
+
+@pytest.mark.parametrize("n_jobs", [1.5, "2", True, 0, -2])
+def test_n_jobs_must_be_a_whole_number_of_workers(n_jobs):
+    with pytest.raises(ValueError, match="n_jobs must be a positive whole number"):
+        make_executor("auto", n_jobs, _scaled, 5)

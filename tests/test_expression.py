@@ -11,7 +11,13 @@ import pytest
 import sympy
 import torch
 
-from symloss.expression import PREDICTION_VAR, TARGET_VAR, Expression, readable
+from symloss.expression import (
+    MAX_TEXT_LENGTH,
+    PREDICTION_VAR,
+    TARGET_VAR,
+    Expression,
+    readable,
+)
 from symloss.kinds import check_task_kind
 from symloss.library import BASELINES, KNOWN_LOSSES, baseline, known_losses
 from symloss.network import MetaLossNetwork
@@ -214,6 +220,20 @@ def test_parse_type_errors_and_identity():
     assert P(e) is e
     with pytest.raises(TypeError, match="int"):
         P(3)  # type: ignore[arg-type]
+
+
+def test_parse_reads_text_up_to_the_length_limit_with_any_whitespace():
+    # a leading \s* in the token pattern made this quadratic: minutes for 100,000 spaces
+    padded = "f - y" + " " * (MAX_TEXT_LENGTH - 10) + "\n\t "
+    assert len(padded) <= MAX_TEXT_LENGTH
+    assert P(padded) == P("f - y")
+    assert P(" " * (MAX_TEXT_LENGTH - 1) + "f") == f
+
+
+@pytest.mark.parametrize("text", ["f" + " " * MAX_TEXT_LENGTH, "(" * 2_000_000])
+def test_parse_refuses_text_over_the_length_limit_before_reading_it(text):
+    with pytest.raises(ValueError, match=f"more than the limit of {MAX_TEXT_LENGTH:,}"):
+        P(text)
 
 
 def _allowed_listed(message: str) -> bool:

@@ -137,9 +137,35 @@ def test_lr_grid_reports_each_loss_at_its_best_validation_rate(digits_task):
     assert result.to_dict()["learned"]["lr"] == result.learned.lr
 
 
-def test_lr_grid_rejects_non_positive_rates(digits_task):
-    with pytest.raises(ValueError, match="learning rates must be positive"):
-        meta_test(CE, digits_task, steps=5, seeds=(1,), lr_grid=(0.1, 0.0))
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.nan, math.inf])
+def test_lr_grid_rejects_rates_that_cannot_train(digits_task, bad):
+    with pytest.raises(ValueError, match="lr_grid must be a finite number above 0"):
+        meta_test(CE, digits_task, steps=5, seeds=(1,), lr_grid=(0.1, bad))
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.nan, math.inf])
+def test_single_rate_rejects_rates_that_cannot_train(digits_task, bad):
+    with pytest.raises(ValueError, match="the learning rate must be a finite number above 0"):
+        meta_test(CE, digits_task, steps=5, seeds=(1,), sgd=SGDSettings(lr=bad))
+
+
+@pytest.mark.parametrize("seeds, message", [
+    ((1, 1, 2), "seeds must differ"),
+    ((-1,), r"integers in \[0, 2\*\*32\)"),
+    ((2**70,), r"integers in \[0, 2\*\*32\)"),
+    ((1.5,), r"integers in \[0, 2\*\*32\)"),
+])
+def test_seeds_must_be_distinct_valid_seeds(digits_task, seeds, message):
+    with pytest.raises(ValueError, match=message):
+        meta_test(CE, digits_task, steps=5, seeds=seeds)
+
+
+def test_batch_larger_than_the_training_split_is_capped(digits_task):
+    big = SGDSettings(lr=0.1, batch_size=len(digits_task.train) + 1)
+    capped = meta_test(CE, digits_task, steps=3, seeds=(1,), sgd=big, baseline=False)
+    exact = SGDSettings(lr=0.1, batch_size=len(digits_task.train))
+    assert capped.learned.metrics == meta_test(CE, digits_task, steps=3, seeds=(1,), sgd=exact,
+                                               baseline=False).learned.metrics
 
 
 def test_worker_processes_give_the_same_result(digits_task):

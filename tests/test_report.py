@@ -77,6 +77,19 @@ def test_history_from_records_when_no_checkpoint(run_dir, tmp_path):
     assert all(a.best_fitness >= b.best_fitness for a, b in zip(rebuilt, saved, strict=True))
 
 
+def test_report_names_a_checkpoint_whose_history_lacks_fields(run_dir, capsys, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    checkpoint = json.loads((copy / "checkpoint.json").read_text())
+    for row in checkpoint["history"]:
+        del row["best_fitness"]
+    (copy / "checkpoint.json").write_text(json.dumps(checkpoint))
+    code, _, err = run_main(["report", copy, "--out", tmp_path / "out"], capsys)
+    assert code == 2
+    assert err.startswith("symloss: error: ") and err.count("\n") == 1
+    assert "checkpoint.json holds an invalid history" in err and "best_fitness" in err
+
+
 def test_show_plot(run_dir, capsys, tmp_path):
     code, out, err = run_main(["show", run_dir, "--plot", tmp_path / "figures"], capsys)
     assert code == 0, err

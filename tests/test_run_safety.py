@@ -26,6 +26,7 @@ from symloss.runs import (
     RunDirectory,
     RunDirectoryInUse,
 )
+from symloss.serialization import write_json
 
 PARAMS = {"preset": "tiny", "random_state": 0, "verbose": False}
 
@@ -163,3 +164,40 @@ def test_the_lock_is_released_after_an_interrupted_fit(tmp_path):
         SymbolicLossSearch(**PARAMS, run_dir=tmp_path, callback=interrupt).fit("sine", "linear")
     assert not (tmp_path / LOCK_FILE).exists()
     assert time.monotonic() - started < 120
+
+
+def test_a_held_directory_stays_locked_through_the_search_and_after(tmp_path):
+    with RunDirectory(tmp_path).hold():
+        SymbolicLossSearch(**PARAMS, run_dir=tmp_path).fit("sine", "linear")
+        # the search joined the lock and left it held: the caller writes after it
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_the_search_command_holds_the_lock_through_its_meta_test(tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    argv = ["search", "sine", "--model", "linear", "--run-dir", str(run_dir), "--jobs", "1",
+            "--population", "3", "--generations", "1", "--metatest-steps", "100000000",
+            "--set", "fitness_steps=5", "--set", "meta_steps=1", "--set", "selection_top_k=0",
+            "--set", "poor_training_steps=5"]
+    process = subprocess.Popen([sys.executable, "-u", "-m", "symloss.cli", *argv], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in process.stdout:
+            if line.startswith("meta-test:"):
+                break
+        assert json.loads((run_dir / LOCK_FILE).read_text())["pid"] == process.pid
+        with pytest.raises(RunDirectoryInUse, match=f"process {process.pid}"):
+            SymbolicLossSearch(**PARAMS, run_dir=run_dir).fit("sine", "linear")
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_atomic_writes_use_temporary_names_of_their_own(tmp_path):
+    path = tmp_path / "best_loss.json"
+    (tmp_path / "best_loss.json.tmp").mkdir()  # another writer's temporary file, in the way
+    write_json(path, {"a": 1})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best_loss.json", "best_loss.json.tmp"]

@@ -315,6 +315,45 @@ def test_error_regression_model_width(blobs):
         make_task((x, x[:, 1].copy()), nn.Linear(4, 2))
 
 
+class Untrainable(nn.Module):
+    """A classifier of the blobs (4 features, 3 classes) that no loss can train:
+    ``how`` is "constant" (no parameters), "detached" (output cut from the graph),
+    "frozen" (no parameter requires a gradient) or "training" (raises in training mode)."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        if how != "constant":
+            self.linear = nn.Linear(4, 3)
+            self.linear.requires_grad_(how != "frozen")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.how == "constant":
+            return torch.zeros(len(x), 3)
+        if self.how == "training" and self.training:
+            raise RuntimeError("this layer is broken in training mode")
+        out = self.linear(x)
+        return out.detach() if self.how == "detached" else out
+
+
+@pytest.mark.parametrize("how, message", [
+    ("constant", "the model has no trainable parameters"),
+    ("frozen", "the model has no trainable parameters"),
+    ("detached", "does not depend on its parameters through autograd"),
+    ("training", r"failed in training mode \(model.train\(\)\).*RuntimeError: this layer is "
+                 "broken in training mode"),
+])
+def test_error_model_that_no_loss_can_train(blobs, how, message):
+    with pytest.raises(ValueError, match=message):
+        make_task(blobs, lambda: Untrainable(how))
+
+
+def test_model_check_leaves_global_rng_alone(blobs):
+    state = torch.get_rng_state()
+    make_task(blobs, lambda: nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 3)))
+    assert torch.equal(state, torch.get_rng_state())
+
+
 def test_error_model_fails_on_inputs(blobs):
     with pytest.raises(ValueError, match="model failed on a batch of inputs of shape"):
         make_task(blobs, nn.Linear(5, 3))
@@ -440,3 +479,9 @@ def test_labels_numbered_from_one_get_a_hint(blobs):
     x, y = blobs
     with pytest.raises(ValueError, match="smallest label is 1: labels must be 0..C-1"):
         make_task((x, y + 1), lambda: torch.nn.Linear(4, 3))
+
+
+def test_error_integer_features_say_to_cast_to_float(blobs):
+    x, y = blobs
+    with pytest.raises(ValueError, match=r"cast X to float, e.g. X.astype\('float32'\)"):
+        make_task((np.rint(x).astype(np.int64), y), "linear")
