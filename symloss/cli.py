@@ -15,7 +15,7 @@ from symloss.config import PRESETS, preset
 from symloss.datasets import DATASETS, load_dataset
 from symloss.engines import ENGINES
 from symloss.estimator import Equation, SymbolicLossSearch, equations_table
-from symloss.export import FRAMEWORKS, to_source
+from symloss.export import TARGETS, to_source
 from symloss.metatest import meta_test
 from symloss.models import MODELS
 from symloss.network import LearnedLoss, load
@@ -97,9 +97,10 @@ def _parser() -> argparse.ArgumentParser:
                                "results do not depend on it)")
 
     export = commands.add_parser(
-        "export", help="write a saved loss as standalone code (torch, numpy, jax) or math")
+        "export", help="write a saved loss as standalone code (torch, numpy, jax), as an "
+        "XGBoost or LightGBM objective (numpy only), or as math")
     export.add_argument("loss", help="loss JSON file (e.g. RUN_DIR/best_loss.json)")
-    export.add_argument("--to", required=True, choices=(*FRAMEWORKS, "latex", "sympy"))
+    export.add_argument("--to", required=True, choices=(*TARGETS, "latex", "sympy"))
     export.add_argument("-o", "--output", help="write to this file instead of printing")
     export.add_argument("--digits", type=int, default=3,
                         help="decimals of the weights in latex and sympy (code keeps them all)")

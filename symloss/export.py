@@ -25,12 +25,18 @@ from dataclasses import dataclass
 import torch
 
 import symloss
+from symloss.boosting import LIBRARIES
+from symloss.boosting import to_source as boosting_source
 from symloss.expression import Expression
 from symloss.network import LearnedLoss
 from symloss.primitives import EPS, PRIMITIVES
 
 FRAMEWORKS = ("torch", "numpy", "jax")
-"""Frameworks :func:`to_source` writes code for."""
+"""Frameworks :func:`to_source` writes a ``loss(y_pred, y_true)`` function for."""
+
+TARGETS = (*FRAMEWORKS, *LIBRARIES)
+"""Everything :func:`to_source` writes code for: the frameworks, and the boosting libraries
+(a module with a custom objective and metric, :func:`symloss.boosting.to_source`)."""
 
 _SUM, _PRODUCT, _UNARY, _ATOM = 1, 2, 3, 4  # Python operator precedence, loosest first
 _WIDTH = 88
@@ -171,19 +177,21 @@ def to_source(loss: LearnedLoss, framework: str = "torch") -> str:
     ----------
     loss : LearnedLoss
         The loss to export (learned weights and scale are folded into the code).
-    framework : {"torch", "numpy", "jax"}
-        The only library the generated code imports.
+    framework : {"torch", "numpy", "jax", "xgboost", "lightgbm"}
+        The only library the generated code imports (numpy for the boosting libraries).
 
     Returns
     -------
     str
         Python source defining ``loss(y_pred, y_true)``, which returns the scalar loss of
-        a batch as the framework's array type.
+        a batch as the framework's array type; for ``"xgboost"`` and ``"lightgbm"``, a
+        module defining ``objective``, ``metric`` and ``predict`` (see
+        :func:`symloss.boosting.to_source`).
 
     Raises
     ------
     ValueError
-        If ``framework`` is not one of :data:`FRAMEWORKS`.
+        If ``framework`` is not one of :data:`TARGETS`.
 
     Examples
     --------
@@ -195,9 +203,11 @@ def to_source(loss: LearnedLoss, framework: str = "torch") -> str:
     >>> bool(namespace["loss"](logits, labels) == learned(logits, labels))
     True
     """
+    if framework in LIBRARIES:
+        return boosting_source(loss, framework)
     if framework not in _FRAMEWORKS:
         raise ValueError(
-            f"cannot export to {framework!r}; choose one of {', '.join(FRAMEWORKS)}"
+            f"cannot export to {framework!r}; choose one of {', '.join(TARGETS)}"
         )
     fw = _FRAMEWORKS[framework]
     helpers: dict[str, str] = {}

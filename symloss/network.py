@@ -396,11 +396,21 @@ class LearnedLoss(nn.Module):
 
     def to_source(self, framework: str = "torch") -> str:
         """Source of a standalone ``loss(y_pred, y_true)`` function for ``"torch"``,
-        ``"numpy"`` or ``"jax"`` that needs no symloss (see :func:`symloss.export.to_source`).
+        ``"numpy"`` or ``"jax"`` that needs no symloss, or of a numpy-only module with a
+        custom ``objective`` and ``metric`` for ``"xgboost"`` or ``"lightgbm"`` (see
+        :func:`symloss.export.to_source`).
         """
         from symloss.export import to_source
 
         return to_source(self, framework)
+
+    def to_objective(self, library: str, **options: Any) -> Any:
+        """This loss as a custom objective of ``"xgboost"`` or ``"lightgbm"``, with its
+        evaluation metric as ``.metric`` (see :class:`symloss.boosting.BoostingObjective`;
+        ``options``: ``hessian_floor``)."""
+        from symloss.boosting import to_objective
+
+        return to_objective(self, library, **options)
 
     def extra_repr(self) -> str:
         return f"expression={str(self.expression)!r}, task={self.task!r}"
