@@ -414,3 +414,27 @@ def test_trained_boosters_match_the_builtin_objectives(library):
         margins = torch.tensor(ours).double().reshape(len(ours), -1)
         mean = float(loss(margins, target))
         assert recorded == pytest.approx(mean, rel=1e-5), name  # XGBoost keeps 6 digits
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_scikit_learn_estimators_take_the_objective(library):
+    """The estimators call the objective as ``(y_true, y_pred[, weight])``: three rounds of
+    the exported cross-entropy give the built-in objective's margins on digits."""
+    module = _library(library)
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x, y = x[:300], y[:300]
+    objective = CE.to_objective(library, hessian_floor=0.0)
+    if library == "xgboost":
+        common = {"n_estimators": 3, "n_jobs": 1, "max_depth": 3, "base_score": 0.0}
+        ours = module.XGBClassifier(objective=objective, **common).fit(x, y)
+        theirs = module.XGBClassifier(objective="multi:softprob", **common).fit(x, y)
+        margins = [m.predict(x, output_margin=True) for m in (ours, theirs)]
+    else:
+        common = {"n_estimators": 3, "n_jobs": 1, "verbose": -1, "boost_from_average": False}
+        ours = module.LGBMClassifier(objective=objective, **common).fit(x, y)
+        theirs = module.LGBMClassifier(objective="multiclass", **common).fit(x, y)
+        margins = [m.predict(x, raw_score=True) for m in (ours, theirs)]
+    assert margins[0].shape == (300, 10)
+    np.testing.assert_allclose(margins[0], margins[1], rtol=0, atol=1e-5)
