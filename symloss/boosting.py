@@ -35,7 +35,12 @@ weights) over all examples and outputs of the call, that is, the round's trainin
 The floor is relative to the loss's own typical curvature, so it does not depend on the
 units of the loss, and it bounds the step of a leaf whose examples all lie in a flat or
 concave region to ``|G| / (hessian_floor * mean curvature)``. ``1e-16`` is XGBoost's own
-floor in ``binary:logistic`` and ``multi:softprob``. The floor binds for convex losses too
+floor in ``binary:logistic`` and ``multi:softprob``. A loss with no positive curvature
+on the round's data at all (piecewise linear, such as ``abs(f - y)``) gets the mean
+absolute gradient as every Hessian instead: a leaf then moves by the weighted mean of its
+gradients' directions, at most one margin unit (times the learning rate), as LightGBM's
+L1 objective does with a unit Hessian; a tiny floor would leave its trees unable to
+split. The floor binds for convex losses too
 where their curvature is small (confident examples under cross-entropy):
 ``hessian_floor=0`` gives the baselines exactly the libraries' built-in gradient pairs
 (docs/boosting.md measures both).
@@ -63,8 +68,10 @@ from symloss.primitives import EPS, PRIMITIVES
 LIBRARIES = ("xgboost", "lightgbm")
 """Boosting libraries :func:`to_objective` and :func:`to_source` write objectives for."""
 
-DEFAULT_HESSIAN_FLOOR = 0.1
-"""Default relative floor of the Hessian (see the module docstring)."""
+DEFAULT_HESSIAN_FLOOR = 0.0
+"""Default relative floor of the Hessian (see the module docstring): none, so that the
+baselines are the libraries' built-in objectives; on the robust losses of
+benchmarks/boosting.py, floors of 0.1 and 1 did no better than none."""
 
 MIN_HESSIAN = 1e-16
 """The absolute floor under every Hessian value (XGBoost's own, for its logistic and
@@ -234,15 +241,16 @@ def _margin_derivatives(tree, scale, transform, margin, y):
             f * (1.0 - 2.0 * f) * spread + f * f * (s * (1.0 - 2.0 * f) + curvature))
 
 
-def _floored(h, weights, hessian_floor):
-    """``max(h, max(hessian_floor * mean(max(h, 0)), 1e-16))``, the mean weighted."""
-    positive = np.maximum(h, 0.0)
-    if weights is not None:
-        w = weights.reshape((-1,) + (1,) * (h.ndim - 1)) + np.zeros_like(h)
-        mean = (positive * w).sum() / max(w.sum(), 1e-300)
-    else:
-        mean = positive.mean() if positive.size else 0.0
-    return np.maximum(h, max(hessian_floor * mean, 1e-16))
+def _floored(h, g, weights, hessian_floor):
+    """``max(h, max(hessian_floor * mean(max(h, 0)), 1e-16))``, the means weighted; where
+    no value has positive curvature, the mean absolute gradient."""
+    w = np.ones_like(h) if weights is None else \
+        weights.reshape((-1,) + (1,) * (h.ndim - 1)) + np.zeros_like(h)
+    total = max(w.sum(), 1e-300)
+    curvature = (np.maximum(h, 0.0) * w).sum() / total
+    if curvature == 0.0:  # flat everywhere (piecewise linear): unit steps in the margin
+        return np.maximum(h, (np.abs(g) * w).sum() / total)
+    return np.maximum(h, max(hessian_floor * curvature, 1e-16))
 
 
 def _gradient_hessian(tree, scale, task, library, hessian_floor, margin, labels, weights):
@@ -255,7 +263,8 @@ def _gradient_hessian(tree, scale, task, library, hessian_floor, margin, labels,
     with np.errstate(all="ignore"):
         y = _targets(transform, margin, labels)
         _, g, h = _margin_derivatives(tree, scale, transform, margin, y)
-        h = _floored(h * _hessian_factor(library, transform, margin), weights, hessian_floor)
+        h = _floored(h * _hessian_factor(library, transform, margin), g, weights,
+                     hessian_floor)
     if weights is not None:
         shape = (-1,) + (1,) * (g.ndim - 1)
         g, h = g * weights.reshape(shape), h * weights.reshape(shape)
@@ -401,8 +410,9 @@ class BoostingObjective:
         The loss; its edge weights and scale are honoured.
     library : {"xgboost", "lightgbm"}
         Whose conventions to follow (calling convention, multi-class Hessian factor).
-    hessian_floor : float, default 0.1
-        The relative floor of the Hessian (0: only XGBoost's absolute 1e-16).
+    hessian_floor : float, default 0
+        The relative floor of the Hessian (0: only XGBoost's absolute 1e-16, and the
+        fallback for a loss without curvature).
 
     Attributes
     ----------

@@ -191,6 +191,25 @@ def test_hessian_is_floored_relative_to_the_mean_curvature():
     assert floored.min() == pytest.approx(floor)
 
 
+def test_a_loss_without_curvature_takes_unit_steps():
+    """abs(f - y) has no curvature: every Hessian becomes the mean absolute gradient (a
+    tiny floor would leave the libraries unable to split), and boosting then learns."""
+    rng = np.random.default_rng(0)
+    labels, z = rng.normal(0, 1, 50), np.zeros(50)
+    absolute = LearnedLoss("abs(f - y)", "regression", scale=3.0)
+    for floor in (0.0, 0.1):
+        g, h = absolute.to_objective("lightgbm", hessian_floor=floor).gradient_hessian(z, labels)
+        np.testing.assert_allclose(g, -3.0 * np.sign(labels))
+        np.testing.assert_allclose(h, np.full(50, 3.0))
+    lgb = _library("lightgbm")
+    x = rng.normal(0, 1, (50, 1))
+    booster = lgb.train({"objective": absolute.to_objective("lightgbm"), "verbose": -1,
+                         "num_threads": 1, "min_data_in_leaf": 5},
+                        lgb.Dataset(x, label=labels, init_score=z), 10)
+    error = np.abs(booster.predict(x, raw_score=True) - labels).mean()
+    assert error < 0.9 * np.abs(labels).mean()
+
+
 def test_weights_scale_and_sample_weights():
     """Sample weights multiply the gradient pair; the scale multiplies the loss; the
     libraries' squared error is symloss's at scale 1/2."""
