@@ -300,7 +300,7 @@ def _predict(task, margin):
 # -- the libraries' calling conventions ----------------------------------------------------
 
 
-def _data_labels_weights(library, data):
+def _data_labels_weights(data):
     """Labels and sample weights (None when there are none) of the data object the
     library passes to a native objective or metric."""
     weights = data.get_weight()
@@ -314,7 +314,7 @@ def _call(library, a, b, sample_weight):
     ``(predictions, data)`` or the scikit-learn one ``(y_true, y_pred[, weight])``."""
     if isinstance(b, np.ndarray):
         return b, a, sample_weight
-    labels, weights = _data_labels_weights(library, b)
+    labels, weights = _data_labels_weights(b)
     return a, labels, weights
 
 
