@@ -32,18 +32,19 @@ A robust loss has regions of zero or negative curvature (``abs``, ``log(1 + r^2)
 way. Every Hessian value is therefore floored: ``h = max(h, floor)`` with
 ``floor = max(hessian_floor * mean(max(h, 0)), 1e-16)``, the mean taken (with the sample
 weights) over all examples and outputs of the call, that is, the round's training set.
-The floor is relative to the loss's own typical curvature, so it does not depend on the
-units of the loss, and it bounds the step of a leaf whose examples all lie in a flat or
-concave region to ``|G| / (hessian_floor * mean curvature)``. ``1e-16`` is XGBoost's own
-floor in ``binary:logistic`` and ``multi:softprob``. A loss with no positive curvature
+``1e-16`` is XGBoost's own floor in ``binary:logistic`` and ``multi:softprob``; it keeps a
+leaf's sum of Hessians positive, and the libraries' split guards (``min_child_weight``,
+``min_sum_hessian_in_leaf``) keep a leaf from holding floored values alone. The optional
+relative part (``hessian_floor``, 0 by default) does not depend on the units of the loss
+and bounds the step of a leaf whose examples all lie in a flat or concave region to
+``|G| / (hessian_floor * mean curvature)``. A loss with no positive curvature
 on the round's data at all (piecewise linear, such as ``abs(f - y)``) gets the mean
 absolute gradient as every Hessian instead: a leaf then moves by the weighted mean of its
 gradients' directions, at most one margin unit (times the learning rate), as LightGBM's
 L1 objective does with a unit Hessian; a tiny floor would leave its trees unable to
-split. The floor binds for convex losses too
-where their curvature is small (confident examples under cross-entropy):
-``hessian_floor=0`` gives the baselines exactly the libraries' built-in gradient pairs
-(docs/boosting.md measures both).
+split. The relative part binds for convex losses too where their curvature is small
+(confident examples under cross-entropy); without it the baselines get exactly the
+libraries' built-in gradient pairs (docs/boosting.md measures both).
 
 Everything numeric here is plain numpy in module-level functions that :func:`to_source`
 copies into the standalone file it writes; ``xgboost`` and ``lightgbm`` are never
