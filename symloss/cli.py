@@ -16,10 +16,9 @@ from symloss.datasets import DATASETS, load_dataset
 from symloss.engines import ENGINES
 from symloss.estimator import Equation, SymbolicLossSearch, equations_table
 from symloss.executors import check_n_jobs
-from symloss.export import FRAMEWORKS, to_source
 from symloss.metatest import check_seeds, meta_test
 from symloss.models import MODELS
-from symloss.network import LearnedLoss, load
+from symloss.network import TARGETS, LearnedLoss, load
 from symloss.records import GenerationStats
 from symloss.runs import (
     BEST_LOSS_FILE,
@@ -106,9 +105,10 @@ def _parser() -> argparse.ArgumentParser:
                                "results do not depend on it)")
 
     export = commands.add_parser(
-        "export", help="write a saved loss as standalone code (torch, numpy, jax) or math")
+        "export", help="write a saved loss as standalone code (torch, numpy, jax), as an "
+        "XGBoost or LightGBM objective (numpy only), or as math")
     export.add_argument("loss", help="loss JSON file (e.g. RUN_DIR/best_loss.json)")
-    export.add_argument("--to", required=True, choices=(*FRAMEWORKS, "latex", "sympy"))
+    export.add_argument("--to", required=True, choices=(*TARGETS, "latex", "sympy"))
     export.add_argument("-o", "--output", help="write to this file instead of printing")
     export.add_argument("--digits", type=int, default=3,
                         help="decimals of the weights in latex and sympy (code keeps them all)")
@@ -322,7 +322,7 @@ def _export(args: argparse.Namespace) -> None:
     elif args.to == "sympy":
         text = str(loss.sympy(args.digits)) + "\n"
     else:
-        text = to_source(loss, args.to)
+        text = loss.to_source(args.to)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(text)

@@ -25,7 +25,10 @@ import sympy
 import torch
 from torch import nn
 
-from symloss.export import to_source
+from symloss.boosting import LIBRARIES
+from symloss.boosting import to_objective as boosting_objective
+from symloss.boosting import to_source as boosting_source
+from symloss.export import FRAMEWORKS, to_source
 from symloss.expression import Expression
 from symloss.kinds import check_task_kind
 from symloss.primitives import CLASS_PRIOR, PRIMITIVES
@@ -41,6 +44,9 @@ from symloss.symbolic import latex as symbolic_latex
 from symloss.symbolic import loss_sympy
 
 FORMAT_NAME = "symloss.loss"
+TARGETS = (*FRAMEWORKS, *LIBRARIES)
+"""Everything :meth:`LearnedLoss.to_source` writes code for: the frameworks' loss functions
+and the boosting libraries' objective modules."""
 FORMAT_VERSION = 3  # 3: "class_prior"; 2: "scale" and "learned_with"; all still load
 PRIOR_FORMAT_VERSION = 3
 """A loss with the class prior ``p`` is written as version 3 (older readers refuse it, as
@@ -509,9 +515,19 @@ class LearnedLoss(nn.Module):
 
     def to_source(self, framework: str = "torch") -> str:
         """Source of a standalone ``loss(y_pred, y_true)`` function for ``"torch"``,
-        ``"numpy"`` or ``"jax"`` that needs no symloss (see :func:`symloss.export.to_source`).
+        ``"numpy"`` or ``"jax"`` that needs no symloss, or of a numpy-only module with a
+        custom ``objective`` and ``metric`` for ``"xgboost"`` or ``"lightgbm"`` (see
+        :func:`symloss.export.to_source` and :func:`symloss.boosting.to_source`).
         """
+        if framework in LIBRARIES:
+            return boosting_source(self, framework)
         return to_source(self, framework)
+
+    def to_objective(self, library: str, **options: Any) -> Any:
+        """This loss as a custom objective of ``"xgboost"`` or ``"lightgbm"``, with its
+        evaluation metric as ``.metric`` (see :class:`symloss.boosting.BoostingObjective`;
+        ``options``: ``hessian_floor``)."""
+        return boosting_objective(self, library, **options)
 
     def extra_repr(self) -> str:
         return f"expression={str(self.expression)!r}, task={self.task!r}"
