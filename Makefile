@@ -1,9 +1,10 @@
-# Two entry points (see README): `make demo` and `make test`.
+# Two entry points (see README): `make demo` and `make test`; `make docs` builds the API
+# reference into build/api (also part of `make test`, so a broken reference fails CI).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test install install-dev clean
+.PHONY: demo test docs install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +21,12 @@ demo: install
 	$(BIN)/symloss search sine --preset quick --seed 0
 
 test: install-dev
-	$(BIN)/ruff check symloss tests examples benchmarks
+	$(BIN)/ruff check symloss tests examples benchmarks docs
+	$(BIN)/python docs/build_api.py build/api
 	$(BIN)/python -m pytest -q
 
+docs: install-dev
+	$(BIN)/python docs/build_api.py build/api
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache build/api
