@@ -53,6 +53,11 @@ class Settings:
     bias) or got a lucky seed; the longer, repeated runs counter both. ``0`` (the
     ``paper`` preset) keeps the reference's choice: the best search fitness.
 
+    ``local_search_guard`` (our addition, off in ``paper``): with the local search on,
+    both the plain expression and the refined loss are trained for fitness, and the
+    refined one is kept only where its fitness is strictly lower (docs/design.md,
+    "Local search"); the plain run continues the race's short run where there was one.
+
     ``local_search_method`` picks how the edge weights are refined: ``"unrolled"`` (the
     reference: differentiate through ``unroll_steps`` SGD steps from a fresh model) or
     ``"implicit"`` (train one model on with the current loss for ``implicit_inner_steps``
@@ -87,6 +92,7 @@ class Settings:
     race_fraction: float = 0.25
     # inner loop: local search
     local_search: bool = True
+    local_search_guard: bool = True  # keep a refined loss only where it beats the plain one
     meta_steps: int = 250
     meta_lr: float = 1e-3
     unroll_steps: int = 1
@@ -265,7 +271,7 @@ class Settings:
 
 PRESETS: dict[str, Settings] = {
     "paper": Settings(normalize=False, lr_grid=(), selection_lr_width=0,
-                      selection_adam_lr=0.0),
+                      selection_adam_lr=0.0, local_search_guard=False),
     "quick": Settings(
         population_size=12,
         generations=6,
