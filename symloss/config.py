@@ -13,7 +13,7 @@ from typing import Any
 
 from symloss.expression import MAX_HEIGHT
 
-LOCAL_SEARCH_METHODS = ("unrolled", "implicit")
+LOCAL_SEARCH_METHODS = ("unrolled", "implicit", "online")
 """Values of :attr:`Settings.local_search_method`."""
 
 
