@@ -261,7 +261,8 @@ def run_population(
 ) -> tuple[list[str], dict[str, list[Evaluation]], dict[str, float]]:
     """Generation 0 of a ``quick`` search on task ``name``, evaluated once per method:
     the candidates trained (in order), each method's records of them, and each
-    method's mean local-search seconds per candidate."""
+    method's mean seconds per candidate in its local search, plain and refined fitness
+    runs (keys ``"<method> <stage>"``)."""
     task = population_task(name)
     settings = preset("quick", **overrides)
     settings = settings.replace(lr=tune_search_lr(task, settings, seed).lr)
@@ -273,9 +274,12 @@ def run_population(
         results = evaluator.evaluate_many(population)
         trained = [e for e in results if e.status != CACHED and e.refined_fitness is not None]
         records[method] = trained
-        seconds[method] = statistics.fmean(e.timings.get("local_search", 0.0) for e in trained)
+        for stage in ("local_search", "fitness", "refined_fitness"):
+            seconds[f"{method} {stage}"] = statistics.fmean(
+                e.timings.get(stage, 0.0) for e in trained)
         print(f"  {name}: {method}: {len(trained)} candidates, "
-              f"{seconds[method]:.1f} s local search per candidate", file=sys.stderr, flush=True)
+              f"{seconds[f'{method} local_search']:.1f} s local search per candidate",
+              file=sys.stderr, flush=True)
     expressions = [e.expression for e in records[methods[0]]]
     return expressions, records, seconds
 
@@ -298,13 +302,16 @@ def population_table(
             cells.append("-" if e is None else
                          f"{e.refined_fitness:.4f}{'*' if e.refined else ''}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| method | s per candidate | improved / worse | geo-mean refined/unrefined "
+    lines += ["", "| method | s per candidate: local search, plain fitness, refined fitness "
+              "| improved / worse | geo-mean refined/unrefined "
               "(kept) | best unrefined -> refined (kept) | within 10% of best: >1% worse "
               "(kept) |", "|---|---:|---|---|---|---|"]
     for m in methods:
         s = population_summary(records[m])
         lines.append(
-            f"| {m} | {seconds[m]:.1f} | {s['improved']} / {s['worse']} of {s['n']} | "
+            f"| {m} | " + ", ".join(f"{seconds[f'{m} {stage}']:.1f}" for stage in (
+                "local_search", "fitness", "refined_fitness"))
+            + f" | {s['improved']} / {s['worse']} of {s['n']} | "
             f"{s['geomean']:.3f} ({s['geomean_kept']:.3f}) | {s['best_unrefined']:.4f} -> "
             f"{s['best_refined']:.4f} ({s['best_kept']:.4f}) | {s['near_worse']} of "
             f"{s['near']} ({s['near_worse_kept']}) |")
