@@ -69,15 +69,20 @@ from symloss.training import SGDSettings, train  # noqa: E402
 METHODS: dict[str, dict[str, object]] = {
     "none (starting expression)": {"meta_steps": 0},
     "unrolled, 1 step (paper): 250 Adam steps at 1e-3": {
-        "unroll_steps": 1, "meta_steps": 250, "meta_lr": 1e-3},
+        "local_search_method": "unrolled", "unroll_steps": 1, "meta_steps": 250,
+        "meta_lr": 1e-3},
     "unrolled, 10 steps: 100 Adam steps at 1e-2": {
-        "unroll_steps": 10, "meta_steps": 100, "meta_lr": 1e-2},
+        "local_search_method": "unrolled", "unroll_steps": 10, "meta_steps": 100,
+        "meta_lr": 1e-2},
     "implicit: 20 inner steps, Neumann 10 x 0.01; 100 Adam steps at 1e-2": {
         "local_search_method": "implicit", "implicit_inner_steps": 20, "neumann_terms": 10,
         "neumann_alpha": 0.01, "meta_steps": 100, "meta_lr": 1e-2},
     "implicit, cheaper: 10 inner steps, Neumann 5 x 0.01; 100 Adam steps at 1e-2": {
         "local_search_method": "implicit", "implicit_inner_steps": 10, "neumann_terms": 5,
         "neumann_alpha": 0.01, "meta_steps": 100, "meta_lr": 1e-2},
+    "online (quick), 5 steps unrolled along the run: 40 Adam steps at 1e-2": {
+        "local_search_method": "online", "unroll_steps": 5, "meta_steps": 40,
+        "meta_lr": 1e-2},
 }
 DIGITS_EXPRESSION = "-(y * log(f)) + square(f - y)"
 DIGITS_LABEL_NOISE = 0.4
@@ -126,14 +131,18 @@ def score_loss(case: Case, loss: LearnedLoss, steps: int, seeds: Sequence[int]) 
 
 
 def run_case(case: Case, settings: Settings, meta_seeds: Sequence[int], steps: int,
-             fresh_seeds: Sequence[int]) -> list[dict[str, object]]:
-    """One row per method: seconds per candidate, test metric, offset."""
+             fresh_seeds: Sequence[int], rows_like: Sequence[str] = ()
+             ) -> list[dict[str, object]]:
+    """One row per method (those whose name starts with one of ``rows_like``, all by
+    default): seconds per candidate, test metric, offset."""
     baseline = score_loss(case, LearnedLoss(case.task.baseline, case.task.kind), steps,
                            fresh_seeds)
     reference = reference_batch(case.task) if case.normalize else None
     settings = settings.replace(normalize=case.normalize)
     rows = []
     for method, overrides in METHODS.items():
+        if rows_like and not method.startswith(tuple(rows_like)):
+            continue
         seconds, metrics, offsets = [], [], []
         for seed in meta_seeds:
             started = time.perf_counter()
@@ -339,6 +348,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
                         help="fewer training steps and fresh seeds (a few minutes)")
     parser.add_argument("--tasks", nargs="+", default=["quantile", "mixture", "digits"])
     parser.add_argument("--seeds", type=int, default=3, help="meta-seeds per method")
+    parser.add_argument("--rows", nargs="+", default=[], metavar="PREFIX",
+                        help="only the methods whose name starts with one of these, e.g. "
+                             "none online")
     parser.add_argument("--population", action="store_true",
                         help="whole generation 0 of a quick search, unrefined vs refined "
                              f"(tasks: {', '.join(POPULATION_TASKS)})")
@@ -359,7 +371,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     for case in cases(args.tasks):
         settings = preset("quick").replace(meta_batch_size=128, lr=case.lrs[len(case.lrs) // 2])
         known_steps = 1000 if case.known is not None else steps
-        rows += run_case(case, settings, range(1, args.seeds + 1), known_steps, fresh)
+        rows += run_case(case, settings, range(1, args.seeds + 1), known_steps, fresh,
+                         args.rows)
     print(f"Test metric: MSE (regression) / error rate (digits), mean +- std over "
           f"{args.seeds} meta-seeds, each loss trained on fresh seed(s) {list(fresh)}.")
     print(table(rows))

@@ -178,12 +178,12 @@ def report(runs: list[Run], before: Run | None = None, smoke: bool = False) -> s
     for name in dict.fromkeys(r.config for r in runs):
         group = [r for r in runs if r.config == name]
         lines.append(f"\n== {name} ==")
-        header = f"{'n_jobs':>6} {'wall s':>7} {'search s':>8} {'other s':>7} " + "".join(
+        header = f"{'n_jobs':>6} {'wall s':>7} {'search s':>8} {'other s':>7} " + " ".join(
             f"{s:>15}" for s in STAGES) + "   load avg before/after"
         lines.append(header)
         for r in group:
-            cells = "".join(
-                f"{r.stage_seconds.get(s, 0.0):8.2f} ({r.stage_counts.get(s, 0):3d})"
+            cells = " ".join(
+                f"{r.stage_seconds.get(s, 0.0):9.2f} ({r.stage_counts.get(s, 0):3d})"
                 for s in STAGES)
             lines.append(f"{r.n_jobs:>6} {r.wall:7.1f} {r.search:8.1f} "
                          f"{r.wall - r.search:7.1f} {cells}   {r.load[0]:.2f} / {r.load[1]:.2f}")

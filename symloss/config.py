@@ -59,11 +59,13 @@ class Settings:
     "Local search"); the plain run continues the race's short run where there was one.
 
     ``local_search_method`` picks how the edge weights are refined: ``"unrolled"`` (the
-    reference: differentiate through ``unroll_steps`` SGD steps from a fresh model) or
-    ``"implicit"`` (train one model on with the current loss for ``implicit_inner_steps``
-    steps per meta-step, then the implicit-function-theorem hypergradient at its weights,
-    the inverse Hessian approximated by a ``neumann_terms``-term Neumann series with step
-    ``neumann_alpha``; see :mod:`symloss.implicit`).
+    reference: differentiate through ``unroll_steps`` SGD steps from a fresh model),
+    ``"online"`` (the same, from one model trained on with the current loss across the
+    ``fitness_steps`` horizon; the ``quick`` default) or ``"implicit"`` (train one model
+    on with the current loss for ``implicit_inner_steps`` steps per meta-step, then the
+    implicit-function-theorem hypergradient at its weights, the inverse Hessian
+    approximated by a ``neumann_terms``-term Neumann series with step ``neumann_alpha``;
+    see :mod:`symloss.implicit`).
     """
 
     # outer loop
@@ -278,6 +280,7 @@ PRESETS: dict[str, Settings] = {
         meta_steps=40,
         unroll_steps=5,
         meta_lr=1e-2,
+        local_search_method="online",
         fitness_steps=300,
         poor_training_steps=100,
         selection_top_k=5,

@@ -4,8 +4,11 @@ Each meta-step initialises the base model afresh, takes ``unroll_steps`` differe
 SGD steps on random training batches with the candidate loss, scores the stepped model
 with the baseline objective (cross-entropy / MSE) on a random validation batch, and
 back-propagates that score through the steps into the loss weights (Adam).
-``settings.local_search_method = "implicit"`` selects the alternative of
-:mod:`symloss.implicit` instead; :func:`meta_train` is the one place that chooses.
+``settings.local_search_method = "online"`` takes the same steps from one model trained
+on with the current loss instead (:func:`online_meta_train`), ``"implicit"`` the
+alternative of :mod:`symloss.implicit`; :func:`meta_train` is the one place that chooses.
+The evaluator decides whether the refined loss is kept (its guard, see
+:mod:`symloss.evaluator`).
 """
 
 from __future__ import annotations

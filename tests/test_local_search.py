@@ -19,7 +19,7 @@ MIS_SCALED = "square(f - y) * 0.01"  # gradients 100x too small: one SGD step ba
 @pytest.fixture(scope="module")
 def search_settings(tiny_settings):
     return tiny_settings.replace(meta_steps=20, meta_lr=0.1, unroll_steps=5,
-                                 meta_batch_size=64, lr=0.01)
+                                 meta_batch_size=64, lr=0.01, local_search_method="unrolled")
 
 
 def _averaged_objective(task, weights, unroll_steps, lr, seeds=(100, 101, 102, 103)):
