@@ -25,6 +25,7 @@ Usage::
     python benchmarks/search_speed.py --quick     # a smoke run with tiny budgets
     python benchmarks/search_speed.py --before /path/to/old/checkout   # same run, old code
     python benchmarks/search_speed.py --quality --json after.json [--compare before.json]
+    python benchmarks/search_speed.py --only digits --set local_search_guard=false  # no guard
 
 ``--before DIR`` also times the reference-budget search at ``n_jobs=1`` with the symloss
 found in ``DIR`` (a checkout of an earlier version, run in a subprocess), right before
@@ -57,7 +58,7 @@ from symloss.metatest import meta_test
 from symloss.records import CACHED, OK, REJECTED, rejection_category
 
 STAGES = ("key", "structural", "fingerprint", "poor_training", "race", "local_search",
-          "fitness")
+          "fitness", "refined_fitness")
 
 REFERENCE = {
     "config": "diabetes/linear",
@@ -176,12 +177,12 @@ def report(runs: list[Run], before: Run | None = None, smoke: bool = False) -> s
     for name in dict.fromkeys(r.config for r in runs):
         group = [r for r in runs if r.config == name]
         lines.append(f"\n== {name} ==")
-        header = f"{'n_jobs':>6} {'wall s':>7} {'search s':>8} {'other s':>7} " + "".join(
+        header = f"{'n_jobs':>6} {'wall s':>7} {'search s':>8} {'other s':>7} " + " ".join(
             f"{s:>15}" for s in STAGES) + "   load avg before/after"
         lines.append(header)
         for r in group:
-            cells = "".join(
-                f"{r.stage_seconds.get(s, 0.0):8.2f} ({r.stage_counts.get(s, 0):3d})"
+            cells = " ".join(
+                f"{r.stage_seconds.get(s, 0.0):9.2f} ({r.stage_counts.get(s, 0):3d})"
                 for s in STAGES)
             lines.append(f"{r.n_jobs:>6} {r.wall:7.1f} {r.search:8.1f} "
                          f"{r.wall - r.search:7.1f} {cells}   {r.load[0]:.2f} / {r.load[1]:.2f}")
@@ -204,8 +205,8 @@ def report(runs: list[Run], before: Run | None = None, smoke: bool = False) -> s
         raced = first.rejections.get("raced", 0)
         trained = first.statuses.get(OK, 0)
         if raced and trained:
-            per_candidate = (first.stage_seconds.get("local_search", 0.0)
-                             + first.stage_seconds.get("fitness", 0.0)) / trained
+            per_candidate = sum(first.stage_seconds.get(s, 0.0) for s in
+                                ("local_search", "fitness", "refined_fitness")) / trained
             lines.append(
                 f"racing (n_jobs={first.n_jobs}): {raced} candidates stopped after the short run,"
                 f" saving ~{raced * per_candidate:.1f} s of local search and fitness "
@@ -308,8 +309,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3,
                         help="time every search this many times (interleaving the n_jobs "
                              "values) and report the median (default 3)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="NAME=VALUE",
+                        help="settings for every search, VALUE in JSON, e.g. "
+                             "local_search_guard=false (the search without the local "
+                             "search's guard, to measure what the guard costs)")
     parser.add_argument("--runs-json", help=argparse.SUPPRESS)  # used by --before
     args = parser.parse_args()
+    try:
+        overrides = {name: json.loads(value)
+                     for name, value in (item.split("=", 1) for item in args.set)}
+    except ValueError as error:
+        parser.error(f"--set takes NAME=VALUE with VALUE in JSON ({error})")
 
     if args.quality:
         results = quality(args.seeds, max(args.jobs), args.quick)
@@ -322,6 +332,7 @@ def main() -> None:
         return
 
     configs = [c for c in (*CONFIGS, MNIST) if c.dataset == args.only] if args.only else CONFIGS
+    configs = [dataclasses.replace(c, settings={**c.settings, **overrides}) for c in configs]
     print(f"{os.cpu_count()} CPU cores; torch on one intra-op thread per worker; seed "
           f"{args.seed}{'; SMOKE RUN (tiny budgets)' if args.quick else ''}", flush=True)
     for config in configs:  # untimed: first-call costs (SymPy caches, torch kernels)

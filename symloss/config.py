@@ -38,7 +38,7 @@ run only if these are the same. The later stages (:data:`LATER_STAGES`) read the
 records and can be rerun with other settings."""
 LATER_STAGES = (SELECTION, METATEST)
 
-LOCAL_SEARCH_METHODS = ("unrolled", "implicit")
+LOCAL_SEARCH_METHODS = ("unrolled", "implicit", "online")
 """Values of :attr:`Settings.local_search_method`."""
 
 
@@ -168,12 +168,19 @@ class Settings:
     bias) or got a lucky seed; the longer, repeated runs counter both. ``0`` (the
     ``paper`` preset) keeps the reference's choice: the best search fitness.
 
+    ``local_search_guard`` (our addition, off in ``paper``): with the local search on,
+    both the plain expression and the refined loss are trained for fitness, and the
+    refined one is kept only where its fitness is strictly lower (docs/design.md,
+    "Local search"); the plain run continues the race's short run where there was one.
+
     ``local_search_method`` picks how the edge weights are refined: ``"unrolled"`` (the
-    reference: differentiate through ``unroll_steps`` SGD steps from a fresh model) or
-    ``"implicit"`` (train one model on with the current loss for ``implicit_inner_steps``
-    steps per meta-step, then the implicit-function-theorem hypergradient at its weights,
-    the inverse Hessian approximated by a ``neumann_terms``-term Neumann series with step
-    ``neumann_alpha``; see :mod:`symloss.implicit`).
+    reference: differentiate through ``unroll_steps`` SGD steps from a fresh model),
+    ``"online"`` (the same, from one model trained on with the current loss across the
+    ``fitness_steps`` horizon; the ``quick`` default) or ``"implicit"`` (train one model
+    on with the current loss for ``implicit_inner_steps`` steps per meta-step, then the
+    implicit-function-theorem hypergradient at its weights, the inverse Hessian
+    approximated by a ``neumann_terms``-term Neumann series with step ``neumann_alpha``;
+    see :mod:`symloss.implicit`).
     """
 
     # outer loop
@@ -207,6 +214,8 @@ class Settings:
                                     open_max=True)
     # inner loop: local search
     local_search: bool = _setting(True, LOCAL_SEARCH)
+    # keep a refined loss only where it beats the plain one
+    local_search_guard: bool = _setting(True, LOCAL_SEARCH)
     meta_steps: int = _setting(250, LOCAL_SEARCH, minimum=0)
     meta_lr: float = _setting(1e-3, LOCAL_SEARCH, minimum=0.0, open_min=True)
     unroll_steps: int = _setting(1, LOCAL_SEARCH, minimum=1)
@@ -377,6 +386,7 @@ _QUICK = Settings(
     meta_steps=40,
     unroll_steps=5,
     meta_lr=1e-2,
+    local_search_method="online",
     fitness_steps=300,
     poor_training_steps=100,
     selection_top_k=5,
@@ -397,7 +407,7 @@ PRESETS: dict[str, Settings] = {
     ),
     "quick": _QUICK,
     "paper": Settings(normalize=False, lr_grid=(), selection_lr_width=0,
-                      selection_adam_lr=0.0),
+                      selection_adam_lr=0.0, local_search_guard=False),
 }
 """Named settings, smallest first: ``"tiny"`` (``"quick"`` cut to seconds: proves that a
 pipeline runs, finds nothing), ``"quick"`` (a few CPU minutes) and ``"paper"`` (the EvoMAL

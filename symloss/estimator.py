@@ -68,7 +68,8 @@ def _equations(
         form = LearnedLoss(e.expression, kind, e.weights or None).sympy()
         tree = Expression.parse(e.expression)
         latex = symbolic_latex(form, lambda tree=tree: tree.latex(simplify=False))
-        rows.append(Equation(size, e.fitness, e.expression, e.weights, latex, e is chosen, form))
+        rows.append(Equation(size, e.fitness, e.expression, e.weights, latex, e is chosen, form,
+                             e.refined, e.unrefined_fitness, e.refined_fitness))
     return rows
 
 
@@ -136,10 +137,13 @@ class SymbolicLossSearch(BaseEstimator):
         search scored it (``best_loss_.as_searched()`` gives that loss back).
     equations_ : pandas.DataFrame
         The best loss at each expression size by search fitness, one row per size with
-        columns ``size, fitness, expression, weights, latex, sympy, chosen`` (``sympy``
-        holds SymPy expressions, learned weights folded in); the chosen one (the winner
-        of the final selection, see :class:`~symloss.config.Settings`) takes the row of
-        its size and has ``chosen=True``.
+        columns ``size, fitness, expression, weights, latex, sympy, chosen, refined,
+        unrefined_fitness, refined_fitness`` (``sympy`` holds SymPy expressions, learned
+        weights folded in; the last three say whether the local search's refinement was
+        kept and give both fitnesses, see :class:`~symloss.records.Evaluation`); the
+        chosen one (the winner of the final selection, see
+        :class:`~symloss.config.Settings`) takes the row of its size and has
+        ``chosen=True``.
     history_ : list of GenerationStats
         Per generation: best/median fitness, counts, seconds.
     evaluations_ : list of Evaluation

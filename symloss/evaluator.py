@@ -47,20 +47,21 @@ from symloss.filters import (
     structural_reason,
 )
 from symloss.local_search import local_search
-from symloss.racing import race_reason, racing_enabled, short_run_metric
+from symloss.racing import race_reason, racing_enabled, run_metric, short_run, short_run_metric
 from symloss.records import CACHED, OK, REJECTED, Evaluation, Guesser
 from symloss.scale import Reference, reference_batch, search_loss
 from symloss.task import Task
-from symloss.training import sgd_settings, train
+from symloss.training import TrainResult, sgd_settings, train
 
 
 def _screen(
     task: Task, settings: Settings, seed: int, expression: Expression, check: bool,
     limit: float | None, reference: Reference | None, timings: dict[str, float],
-) -> dict[str, Any] | None:
+) -> tuple[dict[str, Any] | None, TrainResult | None]:
     """The poor-training check (when ``check``), then the race's short run (when a
     ``limit`` is given): the fields of a rejection, or ``None`` when the candidate goes
-    on to be trained."""
+    on to be trained; and the short run, which fitness training of the plain
+    expression continues."""
     started = time.perf_counter()
     try:
         reason = poor_training_reason(expression, task, settings, seed) if check else None
@@ -68,21 +69,22 @@ def _screen(
         reason = f"{FAILED}: {type(error).__name__}: {error}"
     timings["poor_training"] = time.perf_counter() - started
     if reason:
-        return {"status": REJECTED, "reason": reason, "timings": timings}
+        return {"status": REJECTED, "reason": reason, "timings": timings}, None
     if limit is None:
-        return None
+        return None, None
     started = time.perf_counter()
     try:
         loss = search_loss(task, settings, expression, (), reference)
     except ValueError:  # not normalisable: the full evaluation reports it
-        return None
-    metric = short_run_metric(task, loss, settings, seed)
+        return None, None
+    run = short_run(task, loss, settings, seed)
+    metric = run_metric(task, run)
     timings["race"] = time.perf_counter() - started
     reason = race_reason(metric, limit, settings, task)
     if reason:
         # the short run's metric, not inf: the search can still rank the candidate
-        return {"status": REJECTED, "fitness": metric, "reason": reason, "timings": timings}
-    return None
+        return {"status": REJECTED, "fitness": metric, "reason": reason, "timings": timings}, None
+    return None, run
 
 
 FAILED_TRAINING = "failed training"
@@ -105,11 +107,12 @@ def score(
     expression = Expression.parse(text)
     timings: dict[str, float] = {}
     reference = reference_batch(task, seed) if settings.normalize else None
-    rejection = _screen(task, settings, seed, expression, check, limit, reference, timings)
+    rejection, start = _screen(task, settings, seed, expression, check, limit, reference,
+                               timings)
     if rejection is not None:
         return {**rejection, "passed_check": check and "race" in timings}
     try:
-        fields = _train(task, settings, seed, expression, reference, timings)
+        fields = _train(task, settings, seed, expression, reference, timings, start)
     except Exception as error:  # noqa: BLE001 -- one candidate's failure must not end the search
         fields = {"status": REJECTED, "fitness": math.inf, "timings": timings,
                   "reason": f"{FAILED_TRAINING}: {type(error).__name__}: {error}"}
@@ -118,23 +121,65 @@ def score(
 
 def _train(
     task: Task, settings: Settings, seed: int, expression: Expression,
-    reference: Reference | None, timings: dict[str, float],
+    reference: Reference | None, timings: dict[str, float], start: TrainResult | None = None,
 ) -> dict[str, Any]:
-    """Local search (if enabled) and fitness training: the fields of the evaluation."""
-    weights: tuple[float, ...] = ()
-    if settings.local_search:
-        started = time.perf_counter()
-        weights = local_search(task, expression, settings, seed + 1, reference).weights
-        timings["local_search"] = time.perf_counter() - started
+    """Local search (if enabled) and fitness training: the fields of the evaluation.
+
+    With the local search and ``settings.local_search_guard`` on, both the plain
+    expression (unit edge weights) and the refined loss are trained, and the refined
+    loss is kept only where its fitness is strictly lower: a refinement tuned on a
+    proxy (a few steps, a validation batch) must not make the loss worse by the
+    search's own measure. The plain run continues ``start`` (the race's short run of
+    the same loss) where there is one.
+    """
+    if not settings.local_search:
+        return _fitness(task, settings, seed, expression, (), reference, timings, "fitness",
+                        start)
+    if not settings.local_search_guard:
+        weights = _refine(task, settings, seed, expression, reference, timings)
+        fields = _fitness(task, settings, seed, expression, weights, reference, timings,
+                          "fitness")
+        return {**fields, "refined": True, "refined_fitness": fields["fitness"]}
+    plain = _fitness(task, settings, seed, expression, (), reference, timings, "fitness",
+                     start)
+    weights = _refine(task, settings, seed, expression, reference, timings)
+    refined = _fitness(task, settings, seed, expression, weights, reference, timings,
+                       "refined_fitness")
+    keep = refined["fitness"] < plain["fitness"]
+    return {**(refined if keep else plain), "refined": keep,
+            "unrefined_fitness": plain["fitness"], "refined_fitness": refined["fitness"]}
+
+
+def _refine(
+    task: Task, settings: Settings, seed: int, expression: Expression,
+    reference: Reference | None, timings: dict[str, float],
+) -> tuple[float, ...]:
+    """The local search's edge weights for ``expression``."""
+    started = time.perf_counter()
+    weights = local_search(task, expression, settings, seed + 1, reference).weights
+    timings["local_search"] = time.perf_counter() - started
+    return weights
+
+
+def _fitness(
+    task: Task, settings: Settings, seed: int, expression: Expression,
+    weights: tuple[float, ...], reference: Reference | None, timings: dict[str, float],
+    stage: str, start: TrainResult | None = None,
+) -> dict[str, Any]:
+    """Fitness training of the loss with edge ``weights`` (``()``: the plain
+    expression), continuing ``start`` when given: the fields of its evaluation, the
+    seconds in ``timings[stage]``."""
     started = time.perf_counter()
     try:
         loss = search_loss(task, settings, expression, weights, reference)
     except ValueError as error:
+        when = "after the local search, " if weights else ""
         return {"status": REJECTED, "fitness": math.inf, "weights": weights,
-                "reason": f"{NON_FINITE}: after the local search, {error}", "timings": timings}
-    result = train(task, loss, settings.fitness_steps, sgd_settings(settings), seed)
+                "reason": f"{NON_FINITE}: {when}{error}", "timings": timings}
+    result = train(task, loss, settings.fitness_steps, sgd_settings(settings), seed,
+                   start=start)
     fitness = math.inf if result.diverged else task.metric(result.model, task.val)
-    timings["fitness"] = time.perf_counter() - started
+    timings[stage] = time.perf_counter() - started
     if result.diverged:
         reason = f"{NON_FINITE}: training loss became NaN/inf by step {result.steps}"
     elif not math.isfinite(fitness):
@@ -298,11 +343,14 @@ class Evaluator:
             source = self._results[source_key]
             # the source's weights are edge weights of the source's tree: they belong to
             # this candidate only when it is the same tree
-            weights = source.weights if source.expression == str(expression) else ()
+            same_tree = source.expression == str(expression)
+            weights = source.weights if same_tree else ()
             decide(i, Evaluation(
                 str(expression), expression.key(), CACHED, fitness=source.fitness,
                 reason=f"{relation} {source.expression}", weights=weights, timings=timings,
-                source_status=source.status,
+                source_status=source.status, refined=source.refined and same_tree,
+                unrefined_fitness=source.unrefined_fitness,
+                refined_fitness=source.refined_fitness,
             ))
         return results  # type: ignore[return-value]
 

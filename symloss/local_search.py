@@ -4,8 +4,11 @@ Each meta-step initialises the base model afresh, takes ``unroll_steps`` differe
 SGD steps on random training batches with the candidate loss, scores the stepped model
 with the baseline objective (cross-entropy / MSE) on a random validation batch, and
 back-propagates that score through the steps into the loss weights (Adam).
-``settings.local_search_method = "implicit"`` selects the alternative of
-:mod:`symloss.implicit` instead; :func:`meta_train` is the one place that chooses.
+``settings.local_search_method = "online"`` takes the same steps from one model trained
+on with the current loss instead (:func:`online_meta_train`), ``"implicit"`` the
+alternative of :mod:`symloss.implicit`; :func:`meta_train` is the one place that chooses.
+The evaluator decides whether the refined loss is kept (its guard, see
+:mod:`symloss.evaluator`).
 """
 
 from __future__ import annotations
@@ -59,7 +62,19 @@ def unrolled_objective(
     The steps use ``sgd``'s optimiser settings (see :func:`symloss.training.unrolled_sgd`).
     """
     stepped = unrolled_sgd(model, params, buffers, loss_fn, batches, sgd)
-    outputs = functional_call(model, (stepped, buffers), (validation[0],))
+    return validation_objective(task, model, stepped, buffers, validation)
+
+
+def validation_objective(
+    task: Task,
+    model: torch.nn.Module,
+    params: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    validation: tuple[torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
+    """The meta-objective: the baseline objective of the model ``params`` on
+    ``validation`` (the one place the unrolled searches choose it)."""
+    outputs = functional_call(model, (params, buffers), (validation[0],))
     return task.base_loss(outputs, validation[1])
 
 
@@ -147,6 +162,8 @@ def meta_train(
     """
     if settings.local_search_method == "implicit":
         return implicit_meta_train(task, settings, seed, leaves, candidate)
+    if settings.local_search_method == "online":
+        return online_meta_train(task, settings, seed, leaves, candidate)
     tensors = list(leaves.values())
     optimizer = Adam(tensors, lr=settings.meta_lr)
     sgd = sgd_settings(settings)
@@ -174,6 +191,85 @@ def meta_train(
             return history, True
         history.append(objective)
         optimizer.step(grads)
+    return history, False
+
+
+def online_steps(settings: Settings) -> tuple[int, int]:
+    """``(plain, unrolled)`` training steps per meta-step of the online search: the
+    model advances ``fitness_steps / meta_steps`` steps per meta-step (at least the
+    ``unroll_steps`` it differentiates through), so that the meta-steps together cover
+    the horizon fitness training runs."""
+    per_step = max(settings.unroll_steps, settings.fitness_steps // max(settings.meta_steps, 1))
+    return per_step - settings.unroll_steps, settings.unroll_steps
+
+
+def online_meta_train(
+    task: Task,
+    settings: Settings,
+    seed: int,
+    leaves: dict[str, torch.Tensor],
+    candidate: Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]], torch.Tensor],
+) -> tuple[list[float], bool]:
+    """Train ``leaves`` by unrolled differentiation along one training run, in place.
+
+    The fresh-model search asks which weights make the first steps from a random
+    initialisation good; fitness asks which loss ends well after ``fitness_steps``. Here
+    one model, initialised from ``seed + 1``, is trained on with the current loss, as
+    online loss learning does: each meta-step takes :func:`online_steps` plain SGD steps
+    (the fitness optimiser, loss weights frozen), then ``unroll_steps`` differentiable
+    ones, scores the stepped model on a random validation batch
+    (:func:`validation_objective`) and updates ``leaves`` with Adam; the stepped model is
+    where the next meta-step starts. Once a meta-step would take the model past
+    ``fitness_steps``, it restarts from a fresh initialisation (the next seed). The
+    momentum buffer starts fresh at every meta-step, as in the fresh-model search.
+
+    Same contract as :func:`meta_train`.
+    """
+    tensors = list(leaves.values())
+    optimizer = Adam(tensors, lr=settings.meta_lr)
+    sgd = sgd_settings(settings)
+    generator = torch.Generator().manual_seed(seed)
+    plain_steps, unrolled_steps = online_steps(settings)
+    model = task.new_model(seed + 1)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+    trained, restarts = 0, 0
+    history: list[float] = []
+
+    def inner_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return candidate(outputs, targets, leaves)
+
+    for _ in range(settings.meta_steps):
+        if trained + plain_steps + unrolled_steps > settings.fitness_steps:
+            restarts += 1
+            fresh = task.new_model(seed + 1 + restarts)
+            params = {k: v.detach() for k, v in fresh.named_parameters()}
+            buffers = {k: v.detach().clone() for k, v in fresh.named_buffers()}
+            trained = 0
+        if plain_steps:
+            frozen = {k: v.detach() for k, v in leaves.items()}
+            batches = [task.train.batch(settings.meta_batch_size, generator)
+                       for _ in range(plain_steps)]
+            params = unrolled_sgd(
+                model, params, buffers, lambda o, t, w=frozen: candidate(o, t, w), batches,
+                sgd, create_graph=False)
+            params = {k: v.detach() for k, v in params.items()}
+        batches = [task.train.batch(settings.meta_batch_size, generator)
+                   for _ in range(unrolled_steps)]
+        validation = task.val.batch(settings.meta_batch_size, generator)
+        stepped = unrolled_sgd(model, params, buffers, inner_loss, batches, sgd)
+        value = validation_objective(task, model, stepped, buffers, validation)
+        grads = torch.autograd.grad(value, tensors, allow_unused=True)
+        grads = tuple(
+            torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads, strict=True)
+        )
+        objective = value.item()
+        if not (math.isfinite(objective) and all(bool(torch.isfinite(g).all()) for g in grads)):
+            return history, True
+        history.append(objective)
+        optimizer.step(grads)
+        params = {k: v.detach() for k, v in stepped.items()}
+        trained += plain_steps + unrolled_steps
     return history, False
 
 

@@ -15,7 +15,7 @@ import math
 
 from symloss.config import Settings
 from symloss.task import Task
-from symloss.training import LossFn, sgd_settings, train
+from symloss.training import LossFn, TrainResult, sgd_settings, train
 
 RACED = "raced"
 
@@ -30,12 +30,22 @@ def racing_enabled(settings: Settings) -> bool:
     return settings.local_search and settings.race_ratio > 0
 
 
-def short_run_metric(task: Task, loss: LossFn, settings: Settings, seed: int) -> float:
-    """Validation metric after :func:`race_steps` steps with ``loss`` (the candidate's
-    expression as the search trains it, before any local search; inf when training
-    diverged), from the initialisation and batches of fitness training."""
-    run = train(task, loss, race_steps(settings), sgd_settings(settings), seed)
+def short_run(task: Task, loss: LossFn, settings: Settings, seed: int) -> TrainResult:
+    """The race's short run: :func:`race_steps` steps with ``loss`` (the candidate's
+    expression as the search trains it, before any local search), from the
+    initialisation and batches of fitness training, so that fitness training of the
+    same loss can continue it (:func:`symloss.training.train`'s ``start``)."""
+    return train(task, loss, race_steps(settings), sgd_settings(settings), seed)
+
+
+def run_metric(task: Task, run: TrainResult) -> float:
+    """Validation metric of a short run's model; inf when training diverged."""
     return math.inf if run.diverged else task.metric(run.model, task.val)
+
+
+def short_run_metric(task: Task, loss: LossFn, settings: Settings, seed: int) -> float:
+    """Validation metric after :func:`short_run` (inf when training diverged)."""
+    return run_metric(task, short_run(task, loss, settings, seed))
 
 
 def race_reason(metric: float, limit: float, settings: Settings, task: Task) -> str | None:

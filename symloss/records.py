@@ -50,6 +50,14 @@ class Evaluation:
     source_status : str
         For a ``cached`` candidate, the status of the result it reuses (``ok`` or
         ``rejected``; "" otherwise, and in records written before it was kept).
+    refined : bool
+        True when the loss kept is the locally searched one (``weights`` then holds its
+        edge weights): the search trains both the plain expression and the refined loss
+        and keeps the refined one only where its fitness is strictly lower.
+    unrefined_fitness, refined_fitness : float or None
+        Fitness of the plain expression (unit edge weights) and of the refined loss, when
+        both were trained (``inf``: training diverged); ``None`` when no local search ran,
+        and in records written before they were kept.
     """
 
     expression: str
@@ -60,6 +68,9 @@ class Evaluation:
     weights: tuple[float, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
     source_status: str = ""
+    refined: bool = False
+    unrefined_fitness: float | None = None
+    refined_fitness: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -74,6 +85,10 @@ class Evaluation:
         data = dataclasses.asdict(self)
         data["fitness"] = self.fitness if math.isfinite(self.fitness) else None
         data["weights"] = list(self.weights)
+        for name in ("unrefined_fitness", "refined_fitness"):
+            value = data[name]
+            if value is not None and not math.isfinite(value):
+                data[name] = str(value)  # "inf": JSON has no infinity, and null is "not run"
         return data
 
     @classmethod
@@ -89,7 +104,16 @@ class Evaluation:
             weights=tuple(float(w) for w in data.get("weights", ())),
             timings={k: float(v) for k, v in data.get("timings", {}).items()},
             source_status=data.get("source_status", ""),
+            # records written before the guard: a loss with weights was the refined one
+            refined=bool(data.get("refined", bool(data.get("weights")))),
+            unrefined_fitness=_optional_float(data.get("unrefined_fitness")),
+            refined_fitness=_optional_float(data.get("refined_fitness")),
         )
+
+
+def _optional_float(value: Any) -> float | None:
+    """``None`` as is; a number, or its text (``"inf"``), as a float."""
+    return None if value is None else float(value)
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,12 @@ def write_report(
         _data(task),
         "## Equations\n\nThe best loss of each expression size found by the search, by "
         f"validation {metric} after the search's short training run (lower is better); "
-        "the chosen loss in bold.\n\n" + markdown_table(rows),
+        "the chosen loss in bold."
+        + (" Plain and refined: the fitness of the expression as written and after the "
+           "local search refined its edge weights; the search keeps the refined loss only "
+           "where it trains better (marked kept)." if any(
+               r.unrefined_fitness is not None for r in rows) else "")
+        + "\n\n" + markdown_table(rows),
         _selection(run.load(SELECTION_FILE), metric, description, loss.task),
         _history(run.history(), figures),
         _metatest(run.load(METATEST_FILE), figures),
@@ -111,7 +116,7 @@ def _chosen(loss: Any, rows: Sequence[Equation], figures: dict[str, Path]) -> st
                      + ", ".join(f"{w:.4g}" for w in loss.weights)
                      + " folded into the formula (to 3 significant digits)"
                      if any(w != 1.0 for w in loss.weights) else ", plain (no learned weights)")
-                  + ". " + _rate_text(loss) + "Per element: "
+                  + _refinement_text(chosen) + ". " + _rate_text(loss) + "Per element: "
                   + ("`f` is the softmax (sigmoid for one output) probability and `y` the "
                      "one-hot label; summed over classes, averaged over the batch."
                      if loss.task == "classification" else
@@ -217,6 +222,16 @@ def _selection(selection: list[dict[str, Any]] | None, metric: str,
         cells += [fitness_text, f"`{row['expression']}`", form.replace("|", chr(92) + "|")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _refinement_text(row: Equation | None) -> str:
+    """What the local search's guard decided for the chosen row, when it ran."""
+    if row is None or row.unrefined_fitness is None or row.refined_fitness is None:
+        return ""
+    plain, refined = row.unrefined_fitness, row.refined_fitness
+    if row.refined:
+        return f"; the refinement improved its search fitness from {plain:.4f}"
+    return f"; its refined form trained worse ({refined:.4f} against {plain:.4f}) and was not kept"
 
 
 def _metrics_text(values: Sequence[float | None]) -> str:

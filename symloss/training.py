@@ -54,6 +54,10 @@ class TrainResult:
     steps: int
     diverged: bool
     curve: list[tuple[int, float]] = field(default_factory=list)
+    optimizer: SGD | Adam | None = field(default=None, repr=False)
+    """The optimiser (its momentum) and the batch generator where training stopped, so
+    that :func:`train` can continue the run (its ``start`` argument)."""
+    generator: torch.Generator | None = field(default=None, repr=False)
 
 
 def train(
@@ -65,25 +69,42 @@ def train(
     *,
     curve_split: Split | None = None,
     curve_points: int = 0,
+    start: TrainResult | None = None,
 ) -> TrainResult:
     """Train a fresh model (initialised from ``seed``) for ``steps`` SGD steps.
 
     Each step draws a random training batch from a generator seeded with ``seed``. A loss
     that becomes NaN/inf stops the run (``diverged=True``). With ``curve_split`` and
     ``curve_points``, the task metric on that split is recorded at evenly spaced steps.
+
+    ``start``, an earlier result of this function for the same loss, optimiser settings
+    and seed (not diverged, at most ``steps`` steps, no curve), continues that run
+    instead of starting afresh: its model (changed in place), optimiser state and batch
+    generator carry on, so the result equals that of one run of ``steps`` steps. The
+    race's short run is the start of the fitness run of the plain expression.
     """
-    model = task.new_model(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = (Adam(params, sgd.lr) if sgd.adam
-                 else SGD(params, sgd.lr, sgd.momentum, sgd.nesterov, sgd.weight_decay))
-    generator = torch.Generator().manual_seed(seed)
+    first = 1
+    if start is None:
+        model = task.new_model(seed)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = (Adam(params, sgd.lr) if sgd.adam
+                     else SGD(params, sgd.lr, sgd.momentum, sgd.nesterov, sgd.weight_decay))
+        generator = torch.Generator().manual_seed(seed)
+    else:
+        if (start.diverged or start.steps > steps or start.optimizer is None
+                or start.generator is None or curve_split is not None):
+            raise ValueError("train can continue only a finished, not diverged run of at most "
+                             "`steps` steps, without a curve")
+        model, optimizer, generator = start.model, start.optimizer, start.generator
+        params = optimizer.tensors
+        first = start.steps + 1
     record_at: set[int] = set()
     curve: list[tuple[int, float]] = []
     if curve_split is not None and curve_points > 0:
         record_at = {round(steps * i / curve_points) for i in range(curve_points + 1)}
         if 0 in record_at:
             curve.append((0, task.metric(model, curve_split)))
-    for step in range(1, steps + 1):
+    for step in range(first, steps + 1):
         x, y = task.train.batch(sgd.batch_size, generator)
         loss = loss_fn(model(x), y)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
@@ -94,10 +115,10 @@ def train(
         # Checked every few steps only: once non-finite, the parameters stay non-finite
         # and so does the loss, and each check costs a device sync.
         if (step % _CHECK_EVERY == 0 or step == steps) and not bool(torch.isfinite(loss)):
-            return TrainResult(model, step, True, curve)
+            return TrainResult(model, step, True, curve, optimizer, generator)
         if step in record_at:
             curve.append((step, task.metric(model, curve_split)))  # type: ignore[arg-type]
-    return TrainResult(model, steps, False, curve)
+    return TrainResult(model, steps, False, curve, optimizer, generator)
 
 
 def sgd_settings(settings: Settings) -> SGDSettings:

@@ -134,8 +134,14 @@ def test_fitted_equations(fitted):
     frame = fitted.equations_
     assert isinstance(frame, pd.DataFrame) and len(frame) > 0
     assert list(frame.columns) == ["size", "fitness", "expression", "weights", "latex",
-                                   "sympy", "chosen"]
+                                   "sympy", "chosen", "refined", "unrefined_fitness",
+                                   "refined_fitness"]
     rows = list(frame.itertuples(index=False))
+    guarded = [r for r in rows if pd.notna(r.unrefined_fitness)]
+    assert guarded
+    for row in guarded:  # the guard kept the better of the two forms
+        assert row.fitness == min(row.unrefined_fitness, row.refined_fitness)
+        assert bool(row.weights) == row.refined
     sizes = [r.size for r in rows]
     assert sizes == sorted(set(sizes))
     assert sizes == [Expression.parse(r.expression).size for r in rows]
@@ -146,7 +152,8 @@ def test_fitted_equations(fitted):
     chosen = [r for r in rows if r.chosen]
     assert len(chosen) == 1
     assert str(fitted.best_loss_.expression) == chosen[0].expression
-    assert fitted.best_loss_.weights == pytest.approx(list(chosen[0].weights))
+    n_edges = len(fitted.best_loss_.weights)
+    assert fitted.best_loss_.weights == pytest.approx(list(chosen[0].weights) or [1.0] * n_edges)
     # the quick preset ends with a final selection: its winner is the chosen row
     assert fitted.settings_.selection_top_k > 0
     assert fitted.selection_[0].evaluation.expression == chosen[0].expression
@@ -250,7 +257,10 @@ def test_fitted_history_and_evaluations(fitted):
         assert sum(h.rejected.values()) == sum(e.status == REJECTED for e in chunk)
         assert h.best_fitness <= h.median_fitness
         assert h.seconds >= 0
-    assert all(e.weights for e in fitted.evaluations_ if e.status == OK)  # local search ran
+    # the local search ran, and the guard kept a refined loss only where it trained better
+    trained = [e for e in fitted.evaluations_ if e.status == OK]
+    assert all(e.refined_fitness is not None for e in trained)
+    assert all(bool(e.weights) == e.refined for e in trained)
 
 
 def test_fitted_run_directory(fitted):

@@ -132,8 +132,11 @@ def test_ok_record_has_weights_and_timings(digits_task, settings):
     ev = Evaluator(digits_task, settings)
     result = ev.evaluate("-(y * log(f))")
     assert result.status == OK and 0.0 <= result.fitness < 0.9
-    assert len(result.weights) == 5 and all(math.isfinite(w) for w in result.weights)
-    stages = {"key", "structural", "fingerprint", "poor_training", "local_search", "fitness"}
+    assert result.fitness == min(result.unrefined_fitness, result.refined_fitness)
+    assert len(result.weights) == (5 if result.refined else 0)
+    assert all(math.isfinite(w) for w in result.weights)
+    stages = {"key", "structural", "fingerprint", "poor_training", "local_search", "fitness",
+              "refined_fitness"}
     assert set(result.timings) == stages
     assert Evaluation.from_dict(result.to_dict()) == result
 
@@ -142,11 +145,65 @@ def test_determinism_across_evaluators(digits_task, settings):
     texts = ["-(y * log(f))", "square(f - y)", "abs(f - y)"]
     a = Evaluator(digits_task, settings, seed=4).evaluate_many(texts)
     b = Evaluator(digits_task, settings, seed=4).evaluate_many(texts)
-    assert [r.fitness for r in a] == [r.fitness for r in b]
-    assert [r.weights for r in a] == [r.weights for r in b]
+    fields = ("fitness", "weights", "refined", "unrefined_fitness", "refined_fitness")
+    assert [[getattr(r, f) for f in fields] for r in a] == [
+        [getattr(r, f) for f in fields] for r in b]
     assert all(r.status == OK for r in a)
     c = Evaluator(digits_task, settings, seed=5).evaluate_many(texts[:1])
-    assert c[0].weights != a[0].weights
+    assert c[0].refined_fitness != a[0].refined_fitness
+
+
+@pytest.fixture(scope="module")
+def guarded(tiny_settings):
+    """Tiny budgets for the diabetes task, where 30 steps separate the losses."""
+    return tiny_settings
+
+
+def test_guard_keeps_the_plain_expression_when_refinement_makes_it_worse(
+    diabetes_task, guarded
+):
+    # a meta-rate of 1 throws the weights far from 1: the refined loss trains worse
+    settings = guarded.replace(meta_lr=1.0)
+    result = Evaluator(diabetes_task, settings).evaluate("square(f - y)")
+    assert result.status == OK and not result.refined and result.weights == ()
+    assert result.refined_fitness > result.unrefined_fitness == result.fitness
+    unguarded = Evaluator(diabetes_task, settings.replace(local_search_guard=False))
+    refined = unguarded.evaluate("square(f - y)")
+    assert refined.refined and refined.fitness == result.refined_fitness
+    assert len(refined.weights) == 3 and refined.unrefined_fitness is None
+
+
+def test_guard_keeps_the_refined_loss_when_it_trains_better(diabetes_task, guarded):
+    # unnormalised and at a tiny rate, the refinement learns to take larger steps
+    settings = guarded.replace(normalize=False, lr=0.001, lr_grid=(), meta_lr=0.5)
+    result = Evaluator(diabetes_task, settings).evaluate("square(f - y)")
+    assert result.status == OK and result.refined and len(result.weights) == 3
+    assert result.fitness == result.refined_fitness < result.unrefined_fitness
+    plain = Evaluator(diabetes_task, settings.replace(local_search=False))
+    assert plain.evaluate("square(f - y)").fitness == result.unrefined_fitness
+
+
+def test_guarded_plain_run_continues_the_race(diabetes_task, guarded):
+    """The race's short run is the start of the plain fitness run: continuing it gives
+    the fitness an uninterrupted run gives."""
+    texts = ["square(f - y)", "abs(f - y)"]
+    ev = Evaluator(diabetes_task, guarded)
+    ev.evaluate(texts[0])
+    raced = ev.evaluate(texts[1])
+    assert "race" in raced.timings and raced.status == OK
+    plain = Evaluator(diabetes_task, guarded.replace(local_search=False)).evaluate(texts[1])
+    assert raced.unrefined_fitness == plain.fitness
+
+
+def test_records_without_the_guard_fields_load():
+    old = {"expression": "square(f - y)", "key": "k", "status": OK, "fitness": 0.5,
+           "weights": [1.1, 0.9, 1.0]}
+    loaded = Evaluation.from_dict(old)
+    assert loaded.refined and loaded.unrefined_fitness is None is loaded.refined_fitness
+    assert not Evaluation.from_dict({**old, "weights": []}).refined
+    diverged = Evaluation("f", "f", OK, 0.5, refined=False, unrefined_fitness=0.5,
+                          refined_fitness=math.inf)
+    assert Evaluation.from_dict(diverged.to_dict()) == diverged
 
 
 def test_evaluate_many_returns_in_order(sine_task, plain):

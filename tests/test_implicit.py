@@ -202,7 +202,8 @@ def test_implicit_search_is_deterministic_and_stops_on_non_finite(sine_task, tin
 
 def test_evaluator_scores_with_the_implicit_search(digits_task, tiny_settings):
     settings = tiny_settings.replace(local_search_method="implicit", meta_steps=2,
-                                     implicit_inner_steps=2, neumann_terms=2)
+                                     implicit_inner_steps=2, neumann_terms=2,
+                                     local_search_guard=False)
     evaluation = Evaluator(digits_task, settings, seed=0).evaluate("-(y * log(f))")
     assert evaluation.status == OK and len(evaluation.weights) == 5
     assert evaluation.weights != (1.0,) * 5 and "local_search" in evaluation.timings

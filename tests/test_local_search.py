@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import symloss.local_search as local_search_module
-from symloss.local_search import initial_weights, local_search, unrolled_objective
+from symloss.local_search import initial_weights, local_search, online_steps, unrolled_objective
 from symloss.network import LearnedLoss
 from symloss.task import make_task, resolve_data
 from symloss.training import SGDSettings
@@ -19,7 +19,7 @@ MIS_SCALED = "square(f - y) * 0.01"  # gradients 100x too small: one SGD step ba
 @pytest.fixture(scope="module")
 def search_settings(tiny_settings):
     return tiny_settings.replace(meta_steps=20, meta_lr=0.1, unroll_steps=5,
-                                 meta_batch_size=64, lr=0.01)
+                                 meta_batch_size=64, lr=0.01, local_search_method="unrolled")
 
 
 def _averaged_objective(task, weights, unroll_steps, lr, seeds=(100, 101, 102, 103)):
@@ -167,3 +167,37 @@ def test_shared_meta_steps_are_not_changed_by_batch_norm(search_settings):
     assert local_search(task, MIS_SCALED, settings, seed=1) == first
     schedule = next(iter(local_search_module._SCHEDULES[task].values()))
     assert all(torch.equal(s.buffers["1.running_mean"], torch.zeros(8)) for s in schedule)
+
+
+def test_online_steps_cover_the_fitness_horizon(tiny_settings):
+    quick = tiny_settings.replace(fitness_steps=300, meta_steps=40, unroll_steps=5)
+    assert online_steps(quick) == (2, 5)
+    assert online_steps(quick.replace(meta_steps=400)) == (0, 5)
+
+
+def test_online_search_trains_one_model_on_and_restarts(diabetes_task, search_settings):
+    # weights barely move (tiny meta-rate): the objective follows the model's training
+    settings = search_settings.replace(local_search_method="online", meta_steps=12,
+                                       meta_lr=1e-9, unroll_steps=2, fitness_steps=12,
+                                       lr=0.05)
+    result = local_search(diabetes_task, "square(f - y)", settings, seed=0)
+    objective = result.objective
+    assert len(objective) == 12 and not result.stopped_early
+    # six meta-steps of two steps each train the model on; then a fresh one starts
+    assert objective[5] < 0.8 * objective[0] and objective[6] > objective[5]
+    fresh = local_search(diabetes_task, "square(f - y)",
+                         settings.replace(local_search_method="unrolled"), seed=0)
+    assert fresh.objective[5] > objective[5]
+    assert local_search(diabetes_task, "square(f - y)", settings, seed=0) == result
+
+
+def test_online_search_lowers_the_meta_objective(diabetes_task, search_settings):
+    settings = search_settings.replace(local_search_method="online", fitness_steps=100)
+    result = local_search(diabetes_task, MIS_SCALED, settings, seed=0)
+    assert not result.stopped_early and len(result.objective) == 20
+    scaled = LearnedLoss(MIS_SCALED, diabetes_task.kind, result.weights)
+    original = LearnedLoss(MIS_SCALED, diabetes_task.kind)
+    x, y = diabetes_task.train.head(32)
+    outputs = diabetes_task.outputs(diabetes_task.new_model(0), x)
+    # the mis-scaled loss trains too slowly along the whole run: its scale grows
+    assert float(scaled(outputs, y)) > 2 * float(original(outputs, y))

@@ -115,6 +115,10 @@ def test_report_beside_the_run(run_dir, capsys):
     equations = report[report.index("## Equations"):report.index("## Final selection")]
     assert len([line for line in equations.splitlines() if line.startswith("| ")]) == \
         len(hall) + 1
+    # the local search's guard trained both forms: both fitnesses, the kept one marked
+    assert "| plain | refined |" in equations
+    trained = [row for row in hall if row["unrefined_fitness"] is not None]
+    assert trained and equations.count("(kept)") == len(trained)
     metatest = json.loads((run_dir / "metatest.json").read_text())
     for value in metatest["learned"]["metrics"]:
         assert f"{value:.4f}" in report

@@ -29,6 +29,18 @@ def test_train_is_deterministic_for_a_seed(sine_task):
     assert (a.steps, a.diverged) == (25, False)
 
 
+def test_train_continues_a_shorter_run(sine_task):
+    sgd = SGDSettings(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3, batch_size=32)
+    whole = train(sine_task, sine_task.base_loss, 40, sgd, 3)
+    short = train(sine_task, sine_task.base_loss, 15, sgd, 3)
+    continued = train(sine_task, sine_task.base_loss, 40, sgd, 3, start=short)
+    assert continued.steps == 40 and not continued.diverged
+    for a, b in zip(whole.model.parameters(), continued.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="continue only"):
+        train(sine_task, sine_task.base_loss, 10, sgd, 3, start=continued)
+
+
 def test_train_decreases_the_loss(sine_task):
     before = sine_task.metric(sine_task.new_model(0), sine_task.val)
     result = train(sine_task, MSE, 150, SGDSettings(lr=0.01, batch_size=64), seed=0)
