@@ -4,42 +4,46 @@ A search trains the same small model hundreds of times, one candidate loss (or o
 at a time. For an MLP or a linear model, each step is a handful of tiny matrix products
 whose cost is mostly the per-call overhead of PyTorch and Python, not arithmetic.
 :func:`train_many` runs K such training runs as one computation: the K models' parameters
-are stacked along a new first dimension, the forward pass is one
-``torch.func.vmap`` of ``functional_call`` over the stack (batched matrix products), and
-one backward pass gives all K gradients. Every run does exactly what
-:func:`symloss.training.train` does alone: the same initialisation (``task.new_model``),
-the same batches (a generator seeded with the run's seed), the same optimiser arithmetic
-(:class:`symloss.optim.SGD` / :class:`symloss.optim.Adam`, elementwise, so stacking does
-not change it), the same divergence checks and curve points. Results agree with
-:func:`~symloss.training.train`'s to float rounding (batched and single matrix products
-round differently), not bit for bit.
+are stacked along a new first dimension, each layer runs once for all K models (a batched
+matrix product ``baddbmm`` for a linear layer), and one backward pass gives all K
+gradients. Every run does exactly what :func:`symloss.training.train` does alone: the
+same initialisation (``task.new_model``), the same batches (a generator seeded with the
+run's seed), the same optimiser arithmetic (:class:`symloss.optim.SGD` /
+:class:`symloss.optim.Adam`, elementwise, so stacking does not change it), the same
+divergence checks and curve points. Results agree with :func:`~symloss.training.train`'s
+to float rounding (batched and single matrix products round differently), not bit for
+bit.
 
-Only the model runs under ``vmap``. The losses run outside it, on the stacked outputs
-flattened to ``[K * batch, classes]``: softmax and the one-hot targets are per row, so
-flattening is exact, and the one-hot ``scatter_`` of
-:func:`symloss.network.prepare_outputs`, which has no ``vmap`` batching rule, never runs
-under ``vmap``. Runs whose losses are the same :class:`~symloss.network.LearnedLoss`
-tree and weights (seeds of one candidate, or its rates) share one evaluation of the
-tree; other losses are evaluated on their own slice of the outputs, K small elementwise
-trees, still with one forward and one backward pass for the models.
+The layers are stacked by hand rather than with ``torch.func.vmap`` of
+``functional_call``: on the CPU, ``vmap``'s per-operation wrapping cost about as much as
+the small products it batches (docs/batched.md measures both). Convolutions run once per
+model on the CPU, where they are compute-bound and one grouped convolution measured
+slower than K single ones, and as one grouped convolution on a GPU, where batching is
+what fills the device.
+
+The losses run on the stacked outputs flattened to ``[K * batch, classes]``: softmax and
+one-hot targets are per row, so flattening is exact, and the output transform
+(:func:`symloss.network.prepare_outputs`) runs once for all K runs. Runs whose losses
+are the same :class:`~symloss.network.LearnedLoss` tree and weights (seeds of one
+candidate) share one evaluation of the tree; different trees are evaluated each on its
+own runs' slice; a loss that is not a :class:`~symloss.network.LearnedLoss` is called on
+its run's outputs.
 
 When runs are batched (:func:`batch_rule`): the model is a built-in ``linear``, ``mlp``
-or ``lenet5`` (:mod:`symloss.models`; other architectures may do things ``vmap`` cannot
-follow), it has no buffers (batch-norm statistics would be updated once, not K times),
-and, on the CPU, it has no convolutions: a convolution is compute-bound there, and the
-batched (grouped) convolution measured slower than K single ones (docs/batched.md), while
-on a GPU batching is what fills the device. Everything else trains one run at a time with
+or ``lenet5`` (:mod:`symloss.models`: chains of layers whose stacked form is written
+here), it has no buffers (batch-norm statistics would be updated once, not K times) and
+every parameter is trainable. Everything else trains one run at a time with
 :func:`~symloss.training.train`, as does a group of one run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, vmap
 
 from symloss.models import MLP, LeNet5, LinearModel
 from symloss.network import LearnedLoss, prepare_outputs
@@ -48,7 +52,11 @@ from symloss.task import Split, Task
 from symloss.training import LossFn, SGDSettings, TrainResult, train
 
 BATCHABLE_MODELS: tuple[type[nn.Module], ...] = (LinearModel, MLP, LeNet5)
-"""Model classes whose forward pass is known to run under ``torch.func.vmap``."""
+"""Model classes :func:`train_many` batches: each is a chain of the layers in
+:data:`STACKED_LAYERS`."""
+STACKED_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.Flatten, nn.Linear, nn.ReLU, nn.Conv2d, nn.MaxPool2d)
+"""Layer types with a stacked (K models at once) form."""
 _CHECK_EVERY = 50  # as symloss.training.train: steps between finiteness checks
 
 
@@ -62,11 +70,12 @@ class Run:
     sgd: SGDSettings
 
 
-def batch_rule(model: nn.Module, device: torch.device | str) -> str | None:
-    """Why ``model`` cannot be trained batched on ``device``, or None when it can.
+def batch_rule(model: nn.Module) -> str | None:
+    """Why ``model`` cannot be trained batched, or None when it can.
 
-    Batched: an instance of :data:`BATCHABLE_MODELS` (exactly that class), every
-    parameter trainable, no buffers, and no convolution when ``device`` is the CPU.
+    Batched: an instance of :data:`BATCHABLE_MODELS` (exactly that class) made of
+    :data:`STACKED_LAYERS` only (a convolution with zero padding and no dilation), every
+    parameter trainable, no buffers.
     """
     if type(model) not in BATCHABLE_MODELS:
         names = ", ".join(cls.__name__ for cls in BATCHABLE_MODELS)
@@ -75,10 +84,13 @@ def batch_rule(model: nn.Module, device: torch.device | str) -> str | None:
         return "the model has buffers (e.g. batch-norm statistics)"
     if not all(p.requires_grad for p in model.parameters()):
         return "some of the model's parameters are frozen"
-    if torch.device(device).type == "cpu" and any(
-        isinstance(m, nn.Conv2d) for m in model.modules()
-    ):
-        return "convolutions train faster one model at a time on the CPU"
+    for layer in _layers(model):
+        if type(layer) not in STACKED_LAYERS or (
+            isinstance(layer, nn.Conv2d)
+            and (layer.padding_mode != "zeros" or isinstance(layer.padding, str)
+                 or layer.dilation != (1, 1))
+        ) or (isinstance(layer, nn.Flatten) and (layer.start_dim, layer.end_dim) != (1, -1)):
+            return f"its layer {layer} has no stacked form here"
     return None
 
 
@@ -87,7 +99,7 @@ def train_many(
     runs: Sequence[Run],
     steps: int,
     *,
-    batched: bool | None = None,
+    batched: bool = True,
     curve_split: Split | None = None,
     curve_points: int = 0,
 ) -> list[TrainResult]:
@@ -95,7 +107,7 @@ def train_many(
 
     Each result is what ``train(task, run.loss, steps, run.sgd, run.seed, ...)`` returns,
     to float rounding. Runs with equal optimiser settings (learning rate included) train
-    together as one stacked computation.
+    together as one stacked computation when :func:`batch_rule` allows.
 
     Parameters
     ----------
@@ -105,10 +117,8 @@ def train_many(
         The training runs, in the order of the results.
     steps : int
         Optimiser steps of every run.
-    batched : bool, optional
-        ``None`` (default) applies :func:`batch_rule`; ``False`` trains one run at a
-        time; ``True`` batches whenever the model runs under ``vmap`` at all (a built-in
-        model without buffers), convolutions on the CPU included, for measuring.
+    batched : bool
+        ``False`` trains one run at a time (for comparison).
     curve_split, curve_points
         As for :func:`symloss.training.train`.
 
@@ -129,14 +139,13 @@ def train_many(
     for index, run in enumerate(runs):
         groups.setdefault(run.sgd, []).append(index)
     for sgd, indices in groups.items():
-        models = [task.new_model(runs[i].seed) for i in indices]
-        batchable = [i for i, model in zip(indices, models, strict=True)
-                     if _may_batch(model, runs[i], task.device, batched)]
-        if len(batchable) > 1:
-            chosen = [models[indices.index(i)] for i in batchable]
-            trained = _train_stacked(task, [runs[i] for i in batchable], chosen, steps, sgd,
+        models = {i: task.new_model(runs[i].seed) for i in indices}
+        joining = [i for i in indices if batched and _may_batch(models[i], runs[i])]
+        if len(joining) > 1:
+            trained = _train_stacked(task, [runs[i] for i in joining],
+                                     [models[i] for i in joining], steps, sgd,
                                      curve_split, curve_points)
-            for i, result in zip(batchable, trained, strict=True):
+            for i, result in zip(joining, trained, strict=True):
                 results[i] = result
         for i in indices:
             if results[i] is None:
@@ -146,18 +155,26 @@ def train_many(
     return [result for result in results if result is not None]
 
 
-def _may_batch(model: nn.Module, run: Run, device: torch.device, batched: bool | None) -> bool:
+def _may_batch(model: nn.Module, run: Run) -> bool:
     """Whether ``run`` joins its group's stacked computation."""
-    if batched is False:
-        return False
-    reason = batch_rule(model, device)
-    if reason is not None and not (batched and reason.startswith("convolutions")):
+    if batch_rule(model) is not None:
         return False
     # A loss that does not reach the predictions leaves train() with no gradients, so
     # no update at all; stacked, it would get zero gradients, which weight decay moves.
     if isinstance(run.loss, LearnedLoss):
         return "f" in run.loss.expression.variables
     return run.sgd.weight_decay == 0
+
+
+def _layers(model: nn.Module) -> list[nn.Module]:
+    """The chain of layers a built-in model's ``forward`` applies, in order."""
+    if isinstance(model, LinearModel):
+        return [model.flatten, model.linear]
+    if isinstance(model, MLP):
+        return list(model.layers)
+    if isinstance(model, LeNet5):
+        return [*model.features, *model.classifier]
+    raise TypeError(f"no layer chain known for {type(model).__name__}")
 
 
 def _train_stacked(
@@ -170,16 +187,13 @@ def _train_stacked(
     curve_points: int,
 ) -> list[TrainResult]:
     """:func:`symloss.training.train` of every run, as one stacked computation."""
-    names = [name for name, _ in models[0].named_parameters()]
-    stacked = [
-        torch.stack([dict(m.named_parameters())[name].detach() for m in models])
-        .requires_grad_(True)
-        for name in names
-    ]
+    per_model = [list(m.parameters()) for m in models]
+    stacked = [torch.stack([params[j].detach() for params in per_model]).requires_grad_(True)
+               for j in range(len(per_model[0]))]
     optimizer = Adam(stacked, sgd.lr) if sgd.adam else SGD(
         stacked, sgd.lr, sgd.momentum, sgd.nesterov, sgd.weight_decay)
-    forward = vmap(_forward(models[0], names))
-    losses = _LossGroups(runs, task.kind)
+    network = _StackedChain(models[0], stacked)
+    losses = _StackedLosses(runs, task.kind)
     generators = [torch.Generator().manual_seed(run.seed) for run in runs]
     n_runs, size = len(runs), len(task.train)
     done: list[TrainResult | None] = [None] * n_runs
@@ -194,8 +208,7 @@ def _train_stacked(
         # the indices Split.batch draws for each run, gathered in one indexing operation
         index = torch.stack([torch.randint(0, size, (sgd.batch_size,), generator=g)
                              for g in generators]).to(task.train.x.device)
-        outputs = forward(tuple(stacked), task.train.x[index])
-        values = losses(outputs, task.train.y[index])
+        values = losses(network(task.train.x[index]), task.train.y[index])
         grads = torch.autograd.grad(values.sum(), stacked)
         optimizer.step(grads)
         if step % _CHECK_EVERY == 0 or step == steps:
@@ -217,15 +230,6 @@ def _train_stacked(
     ]
 
 
-def _forward(
-    model: nn.Module, names: list[str]
-) -> Callable[[tuple[torch.Tensor, ...], torch.Tensor], torch.Tensor]:
-    """``(parameters, x) -> model(x)`` with the parameters as a tuple in ``names`` order."""
-    def call(params: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(model, dict(zip(names, params, strict=True)), (x,))
-    return call
-
-
 def _load(model: nn.Module, stacked: list[torch.Tensor], k: int) -> nn.Module:
     """``model`` with run ``k``'s slice of the stacked parameters copied in."""
     with torch.no_grad():
@@ -234,53 +238,108 @@ def _load(model: nn.Module, stacked: list[torch.Tensor], k: int) -> nn.Module:
     return model
 
 
-class _LossGroups:
+class _StackedChain:
+    """A built-in model's layer chain applied to K models at once: inputs ``[K, B, ...]``
+    and the stacked parameters ``[K, ...]`` (in ``model.parameters()`` order) give the
+    outputs ``[K, B, ...]``."""
+
+    def __init__(self, model: nn.Module, stacked: list[torch.Tensor]) -> None:
+        position = {id(p): j for j, p in enumerate(model.parameters())}
+        self.layers = [
+            (layer, [stacked[position[id(p)]] for p in layer.parameters(recurse=False)])
+            for layer in _layers(model)
+        ]
+        self.grouped = stacked[0].device.type != "cpu"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for layer, params in self.layers:
+            if isinstance(layer, nn.Linear):
+                weight = params[0].transpose(1, 2)
+                h = torch.baddbmm(params[1].unsqueeze(1), h, weight) if len(params) == 2 \
+                    else torch.bmm(h, weight)
+            elif isinstance(layer, nn.Conv2d):
+                h = _stacked_conv(layer, h, params, self.grouped)
+            elif isinstance(layer, nn.Flatten):
+                h = h.flatten(2)
+            elif isinstance(layer, nn.ReLU):
+                h = torch.relu(h)
+            else:  # MaxPool2d, on the models and their examples as one batch
+                h = layer(h.flatten(0, 1)).unflatten(0, h.shape[:2])
+        return h
+
+
+def _stacked_conv(
+    layer: nn.Conv2d, h: torch.Tensor, params: list[torch.Tensor], grouped: bool
+) -> torch.Tensor:
+    """``layer``'s convolution of K models: ``h`` is ``[K, B, C, H, W]``. ``grouped``:
+    as one grouped convolution (on a GPU), else one convolution per model (on the CPU,
+    where convolutions are compute-bound and K plain ones measured faster)."""
+    weight, bias = params[0], (params[1] if len(params) == 2 else None)
+    options = {"stride": layer.stride, "padding": layer.padding}
+    n_models = h.shape[0]
+    if not grouped:
+        return torch.stack([
+            F.conv2d(h[k], weight[k], None if bias is None else bias[k],
+                     groups=layer.groups, **options)
+            for k in range(n_models)
+        ])
+    # one grouped convolution: the K models' channels side by side
+    grouped = h.transpose(0, 1).flatten(1, 2)
+    out = F.conv2d(grouped, weight.flatten(0, 1), None if bias is None else bias.flatten(),
+                   groups=layer.groups * n_models, **options)
+    return out.unflatten(1, (n_models, -1)).transpose(0, 1)
+
+
+class _StackedLosses:
     """The per-run loss values ``[K]`` of stacked outputs ``[K, batch, ...]``.
 
-    Runs whose loss is a :class:`LearnedLoss` of the same tree and weights are one
-    group: their outputs are flattened to ``[n * batch, ...]``, transformed once
-    (``prepare_outputs``: softmax and one-hot are per row) and the tree is evaluated
-    once; each run's value is its slice summed over outputs and averaged over the batch
-    (:func:`symloss.network.reduce_loss`), times its scale. Any other loss is called on
-    its own run's slice.
+    The output transform (``prepare_outputs``: softmax and one-hot are per row) runs
+    once on the outputs flattened to ``[K * batch, ...]``. Runs whose loss is a
+    :class:`LearnedLoss` of the same tree and weights are one group: the tree runs once
+    on their slice, and each run's value is its part summed over outputs and averaged
+    over the batch (:func:`symloss.network.reduce_loss`), times its scale. Any other
+    loss is called on its own run's outputs.
     """
 
     def __init__(self, runs: Sequence[Run], kind: str) -> None:
         self.kind = kind
-        self.groups: dict[tuple[str, tuple[float, ...]], list[int]] = {}
+        groups: dict[tuple[str, tuple[float, ...]], list[int]] = {}
         self.others: list[int] = []
         for k, run in enumerate(runs):
             if isinstance(run.loss, LearnedLoss) and run.loss.task == kind:
                 key = (run.loss.expression.key(), tuple(run.loss.weights))
-                self.groups.setdefault(key, []).append(k)
+                groups.setdefault(key, []).append(k)
             else:
                 self.others.append(k)
+        self.groups = [(runs[ks[0]].loss.network, ks, _scales(runs, ks))  # type: ignore[attr-defined]
+                       for ks in groups.values()]
         self.runs = list(runs)
-        self.scales = {key: torch.tensor([runs[k].loss.scale for k in ks])  # type: ignore[attr-defined]
-                       for key, ks in self.groups.items()}
+        order = [k for _, ks, _ in self.groups for k in ks] + self.others
+        self.order = None if order == list(range(len(runs))) else torch.tensor(order).argsort()
 
     def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        n_runs, batch = outputs.shape[:2]
-        if not self.others and len(self.groups) == 1:  # one loss for every run
-            return self._group(next(iter(self.groups)), outputs, targets)
-        values: list[torch.Tensor | None] = [None] * n_runs
-        for key, ks in self.groups.items():
-            index = torch.tensor(ks, device=outputs.device)
-            group_values = self._group(key, outputs[index], targets[index])
-            for j, k in enumerate(ks):
-                values[k] = group_values[j]
-        for k in self.others:
-            values[k] = self.runs[k].loss(outputs[k], targets[k])
-        return torch.stack(values)  # type: ignore[arg-type]
+        parts = []
+        if self.groups:
+            n_runs, batch = outputs.shape[:2]
+            f, y = prepare_outputs(outputs.flatten(0, 1), targets.flatten(0, 1), self.kind)
+            f, y = f.unflatten(0, (n_runs, batch)), y.unflatten(0, (n_runs, batch))
+            for network, ks, scales in self.groups:
+                if ks == list(range(ks[0], ks[-1] + 1)):  # contiguous runs: a view
+                    f_k, y_k = f[ks[0]:ks[-1] + 1], y[ks[0]:ks[-1] + 1]
+                else:
+                    index = torch.tensor(ks, device=f.device)
+                    f_k, y_k = f[index], y[index]
+                values = network(f_k, y_k).sum(dim=2).mean(dim=1)
+                if scales is not None:
+                    values = values * scales.to(device=values.device, dtype=values.dtype)
+                parts.append(values)
+        parts += [self.runs[k].loss(outputs[k], targets[k]).reshape(1) for k in self.others]
+        values = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return values if self.order is None else values[self.order.to(values.device)]
 
-    def _group(
-        self, key: tuple[str, tuple[float, ...]], outputs: torch.Tensor, targets: torch.Tensor
-    ) -> torch.Tensor:
-        """The values ``[n]`` of one group's runs, from their outputs ``[n, batch, ...]``."""
-        n_runs, batch = outputs.shape[:2]
-        f, y = prepare_outputs(outputs.reshape(n_runs * batch, *outputs.shape[2:]),
-                               targets.reshape(n_runs * batch, *targets.shape[2:]), self.kind)
-        network = self.runs[self.groups[key][0]].loss.network  # type: ignore[attr-defined]
-        elementwise = network(f, y).reshape(n_runs, batch, -1)
-        scale = self.scales[key].to(device=outputs.device, dtype=elementwise.dtype)
-        return elementwise.sum(dim=2).mean(dim=1) * scale
+
+def _scales(runs: Sequence[Run], ks: list[int]) -> torch.Tensor | None:
+    """The scales of runs ``ks`` (LearnedLosses), None when all are 1."""
+    scales = [runs[k].loss.scale for k in ks]  # type: ignore[attr-defined]
+    return None if all(s == 1.0 for s in scales) else torch.tensor(scales)

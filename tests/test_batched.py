@@ -54,7 +54,7 @@ def test_different_candidate_losses_train_as_they_do_alone(model, shape):
     sgd = SGDSettings(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3, batch_size=16)
     runs = [Run(LearnedLoss(text, "classification", scale=1.0 + i / 4), i, sgd)
             for i, text in enumerate(CANDIDATES)]
-    _assert_same(train_many(task, runs, 30, batched=True), _single(task, runs, 30), task)
+    _assert_same(train_many(task, runs, 30), _single(task, runs, 30), task)
 
 
 def test_seeds_of_one_loss_and_several_rates_train_as_they_do_alone():
@@ -96,15 +96,18 @@ class _Scaled(nn.Module):
 
 
 def test_the_rule_batches_known_small_models_only():
-    cpu = torch.device("cpu")
-    assert batch_rule(_classification("mlp", (5,)).new_model(0), cpu) is None
-    assert "not one of" in batch_rule(_Scaled(), cpu)
+    assert batch_rule(_classification("mlp", (5,)).new_model(0)) is None
+    assert batch_rule(_classification("lenet5", (1, 12, 12)).new_model(0)) is None
+    assert "not one of" in batch_rule(_Scaled())
     with_buffer = MLP(5, 3)
     with_buffer.register_buffer("running_mean", torch.zeros(3))
-    assert "buffers" in batch_rule(with_buffer, cpu)
-    lenet = _classification("lenet5", (1, 12, 12)).new_model(0)
-    assert "convolutions" in batch_rule(lenet, cpu)
-    assert batch_rule(lenet, "cuda") is None
+    assert "buffers" in batch_rule(with_buffer)
+    other_layer = MLP(5, 3)
+    other_layer.layers[2] = nn.Tanh()
+    assert "no stacked form" in batch_rule(other_layer)
+    frozen = MLP(5, 3)
+    frozen.layers[1].bias.requires_grad_(False)
+    assert "frozen" in batch_rule(frozen)
 
 
 def test_an_unknown_model_trains_one_at_a_time_exactly():
@@ -115,6 +118,29 @@ def test_an_unknown_model_trains_one_at_a_time_exactly():
     for got, want in zip(train_many(task, runs, 10), _single(task, runs, 10), strict=True):
         for p, q in zip(got.model.parameters(), want.model.parameters(), strict=True):
             assert torch.equal(p, q)
+
+
+def test_one_at_a_time_on_request_is_train_itself():
+    task = _classification("mlp", (5,))
+    runs = [Run(LearnedLoss("square(f - y)", "classification"), s, SGDSettings(0.1))
+            for s in range(2)]
+    for got, want in zip(train_many(task, runs, 5, batched=False), _single(task, runs, 5),
+                         strict=True):
+        for p, q in zip(got.model.parameters(), want.model.parameters(), strict=True):
+            assert torch.equal(p, q)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_lenet5_trains_batched_on_cuda_as_alone(monkeypatch):
+    # TF32 convolutions (cuDNN's default) round grouped and single ones differently
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 1, 12, 12)).astype(np.float32)
+    task = make_task((x, np.arange(120) % 3), "lenet5", device="cuda")
+    sgd = SGDSettings(lr=0.05, momentum=0.9, batch_size=16)
+    runs = [Run(LearnedLoss(text, "classification"), i, sgd) for i, text in enumerate(CANDIDATES)]
+    _assert_same(train_many(task, runs, 30), _single(task, runs, 30), task)
 
 
 def test_steps_must_be_positive():
