@@ -61,7 +61,7 @@ def one_at_a_time(task: Task, runs: list[Run], steps: int) -> None:
 
 
 def stacked(task: Task, runs: list[Run], steps: int) -> None:
-    train_many(task, runs, steps, batched=True)
+    train_many(task, runs, steps)
 
 
 def plain_torch(task: Task, runs: list[Run], steps: int) -> None:
