@@ -4,7 +4,9 @@ For each model (MLP on digits, LeNet-5 on MNIST-5k) and each K in ``--sizes``, t
 three ways of doing the same K training runs of ``--steps`` SGD steps (batch 128):
 
 - ``one at a time``: ``symloss.training.train`` per run, the loop a search runs today;
-- ``stacked``: ``symloss.batched.train_many``, all K runs as one stacked computation;
+- ``stacked``: ``symloss.batched.train_many(..., batched=True)``, all K runs as one
+  stacked computation, LeNet-5 included (on the CPU, ``train_many``'s default rule trains
+  LeNet-5 one at a time; its rows show why);
 - ``plain torch``: K plain PyTorch loops (``torch.optim.SGD``, ``F.cross_entropy``,
   same model, initialisation and batch sampling), the floor a hand-written loop reaches.
 
@@ -67,7 +69,7 @@ def one_at_a_time(task: Task, runs: list[Run], steps: int) -> None:
 
 
 def stacked(task: Task, runs: list[Run], steps: int) -> None:
-    train_many(task, runs, steps)
+    train_many(task, runs, steps, batched=True)
 
 
 def plain_torch(task: Task, runs: list[Run], steps: int) -> None:

@@ -31,9 +31,12 @@ its run's outputs.
 
 When runs are batched (:func:`batch_rule`): the model is a built-in ``linear``, ``mlp``
 or ``lenet5`` (:mod:`symloss.models`: chains of layers whose stacked form is written
-here), it has no buffers (batch-norm statistics would be updated once, not K times) and
-every parameter is trainable. Everything else trains one run at a time with
-:func:`~symloss.training.train`, as does a group of one run.
+here), it has no buffers (batch-norm statistics would be updated once, not K times),
+every parameter is trainable, and, on the CPU, it has no convolution: stacked LeNet-5
+measured slower there than one model at a time (docs/batched.md; K models' activations
+at once no longer fit the caches, and the convolutions themselves gain nothing).
+Everything else trains one run at a time with :func:`~symloss.training.train`, as does
+a group of one run.
 """
 
 from __future__ import annotations
@@ -70,13 +73,25 @@ class Run:
     sgd: SGDSettings
 
 
-def batch_rule(model: nn.Module) -> str | None:
-    """Why ``model`` cannot be trained batched, or None when it can.
+def batch_rule(model: nn.Module, device: torch.device | str = "cpu") -> str | None:
+    """Why ``model`` is not trained batched on ``device``, or None when it is.
 
     Batched: an instance of :data:`BATCHABLE_MODELS` (exactly that class) made of
     :data:`STACKED_LAYERS` only (a convolution with zero padding and no dilation), every
-    parameter trainable, no buffers.
+    parameter trainable, no buffers, and no convolution when ``device`` is the CPU.
     """
+    reason = _unstackable(model)
+    if reason is None and torch.device(device).type == "cpu" and _has_convolution(model):
+        return "its convolutions train faster one model at a time on the CPU"
+    return reason
+
+
+def _has_convolution(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def _unstackable(model: nn.Module) -> str | None:
+    """Why ``model`` has no stacked form, or None when it has one."""
     if type(model) not in BATCHABLE_MODELS:
         names = ", ".join(cls.__name__ for cls in BATCHABLE_MODELS)
         return f"{type(model).__name__} is not one of the batchable built-in models ({names})"
@@ -99,7 +114,7 @@ def train_many(
     runs: Sequence[Run],
     steps: int,
     *,
-    batched: bool = True,
+    batched: bool | None = None,
     curve_split: Split | None = None,
     curve_points: int = 0,
 ) -> list[TrainResult]:
@@ -117,8 +132,9 @@ def train_many(
         The training runs, in the order of the results.
     steps : int
         Optimiser steps of every run.
-    batched : bool
-        ``False`` trains one run at a time (for comparison).
+    batched : bool, optional
+        ``None`` (default) follows :func:`batch_rule`; ``False`` trains one run at a
+        time; ``True`` also stacks models with convolutions on the CPU (for measuring).
     curve_split, curve_points
         As for :func:`symloss.training.train`.
 
@@ -140,7 +156,8 @@ def train_many(
         groups.setdefault(run.sgd, []).append(index)
     for sgd, indices in groups.items():
         models = {i: task.new_model(runs[i].seed) for i in indices}
-        joining = [i for i in indices if batched and _may_batch(models[i], runs[i])]
+        joining = [i for i in indices
+                   if _may_batch(models[i], runs[i], task.device, batched)]
         if len(joining) > 1:
             trained = _train_stacked(task, [runs[i] for i in joining],
                                      [models[i] for i in joining], steps, sgd,
@@ -155,9 +172,14 @@ def train_many(
     return [result for result in results if result is not None]
 
 
-def _may_batch(model: nn.Module, run: Run) -> bool:
+def _may_batch(
+    model: nn.Module, run: Run, device: torch.device, batched: bool | None
+) -> bool:
     """Whether ``run`` joins its group's stacked computation."""
-    if batch_rule(model) is not None:
+    if batched is False:
+        return False
+    reason = _unstackable(model) if batched else batch_rule(model, device)
+    if reason is not None:
         return False
     # A loss that does not reach the predictions leaves train() with no gradients, so
     # no update at all; stacked, it would get zero gradients, which weight decay moves.

@@ -54,7 +54,7 @@ def test_different_candidate_losses_train_as_they_do_alone(model, shape):
     sgd = SGDSettings(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3, batch_size=16)
     runs = [Run(LearnedLoss(text, "classification", scale=1.0 + i / 4), i, sgd)
             for i, text in enumerate(CANDIDATES)]
-    _assert_same(train_many(task, runs, 30), _single(task, runs, 30), task)
+    _assert_same(train_many(task, runs, 30, batched=True), _single(task, runs, 30), task)
 
 
 def test_seeds_of_one_loss_and_several_rates_train_as_they_do_alone():
@@ -97,7 +97,9 @@ class _Scaled(nn.Module):
 
 def test_the_rule_batches_known_small_models_only():
     assert batch_rule(_classification("mlp", (5,)).new_model(0)) is None
-    assert batch_rule(_classification("lenet5", (1, 12, 12)).new_model(0)) is None
+    lenet = _classification("lenet5", (1, 12, 12)).new_model(0)
+    assert "convolutions" in batch_rule(lenet, "cpu")
+    assert batch_rule(lenet, "cuda") is None
     assert "not one of" in batch_rule(_Scaled())
     with_buffer = MLP(5, 3)
     with_buffer.register_buffer("running_mean", torch.zeros(3))
