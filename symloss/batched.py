@@ -1,0 +1,367 @@
+"""Training many small models at once: :func:`train_many`.
+
+A search trains the same small model hundreds of times, one candidate loss (or one seed)
+at a time. For an MLP or a linear model, each step is a handful of tiny matrix products
+whose cost is mostly the per-call overhead of PyTorch and Python, not arithmetic.
+:func:`train_many` runs K such training runs as one computation: the K models' parameters
+are stacked along a new first dimension, each layer runs once for all K models (a batched
+matrix product ``baddbmm`` for a linear layer), and one backward pass gives all K
+gradients. Every run does exactly what :func:`symloss.training.train` does alone: the
+same initialisation (``task.new_model``), the same batches (a generator seeded with the
+run's seed), the same optimiser arithmetic (:class:`symloss.optim.SGD` /
+:class:`symloss.optim.Adam`, elementwise, so stacking does not change it), the same
+divergence checks and curve points. Results agree with :func:`~symloss.training.train`'s
+to float rounding (batched and single matrix products round differently), not bit for
+bit.
+
+The layers are stacked by hand rather than with ``torch.func.vmap`` of
+``functional_call``: on the CPU, ``vmap``'s per-operation wrapping cost about as much as
+the small products it batches (docs/batched.md measures both). Convolutions run once per
+model on the CPU, where they are compute-bound and one grouped convolution measured
+slower than K single ones, and as one grouped convolution on a GPU, where batching is
+what fills the device.
+
+The losses run on the stacked outputs flattened to ``[K * batch, classes]``: softmax and
+one-hot targets are per row, so flattening is exact, and the output transform
+(:func:`symloss.network.prepare_outputs`) runs once for all K runs. Runs whose losses
+are the same :class:`~symloss.network.LearnedLoss` tree and weights (seeds of one
+candidate) share one evaluation of the tree; different trees are evaluated each on its
+own runs' slice; a loss that is not a :class:`~symloss.network.LearnedLoss` is called on
+its run's outputs.
+
+When runs are batched (:func:`batch_rule`): the model is a built-in ``linear``, ``mlp``
+or ``lenet5`` (:mod:`symloss.models`: chains of layers whose stacked form is written
+here), it has no buffers (batch-norm statistics would be updated once, not K times),
+every parameter is trainable, and, on the CPU, it has no convolution: stacked LeNet-5
+measured slower there than one model at a time (docs/batched.md; K models' activations
+at once no longer fit the caches, and the convolutions themselves gain nothing).
+Everything else trains one run at a time with :func:`~symloss.training.train`, as does
+a group of one run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from symloss.models import MLP, LeNet5, LinearModel
+from symloss.network import LearnedLoss, prepare_outputs
+from symloss.optim import SGD, Adam
+from symloss.task import Split, Task
+from symloss.training import LossFn, SGDSettings, TrainResult, train
+
+BATCHABLE_MODELS: tuple[type[nn.Module], ...] = (LinearModel, MLP, LeNet5)
+"""Model classes :func:`train_many` batches: each is a chain of the layers in
+:data:`STACKED_LAYERS`."""
+STACKED_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.Flatten, nn.Linear, nn.ReLU, nn.Conv2d, nn.MaxPool2d)
+"""Layer types with a stacked (K models at once) form."""
+_CHECK_EVERY = 50  # as symloss.training.train: steps between finiteness checks
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of :func:`train_many`: a loss, a seed and the optimiser settings,
+    as :func:`symloss.training.train` takes them."""
+
+    loss: LossFn
+    seed: int
+    sgd: SGDSettings
+
+
+def batch_rule(model: nn.Module, device: torch.device | str = "cpu") -> str | None:
+    """Why ``model`` is not trained batched on ``device``, or None when it is.
+
+    Batched: an instance of :data:`BATCHABLE_MODELS` (exactly that class) made of
+    :data:`STACKED_LAYERS` only (a convolution with zero padding and no dilation), every
+    parameter trainable, no buffers, and no convolution when ``device`` is the CPU.
+    """
+    reason = _unstackable(model)
+    if reason is None and torch.device(device).type == "cpu" and _has_convolution(model):
+        return "its convolutions train faster one model at a time on the CPU"
+    return reason
+
+
+def _has_convolution(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def _unstackable(model: nn.Module) -> str | None:
+    """Why ``model`` has no stacked form, or None when it has one."""
+    if type(model) not in BATCHABLE_MODELS:
+        names = ", ".join(cls.__name__ for cls in BATCHABLE_MODELS)
+        return f"{type(model).__name__} is not one of the batchable built-in models ({names})"
+    if any(True for _ in model.buffers()):
+        return "the model has buffers (e.g. batch-norm statistics)"
+    if not all(p.requires_grad for p in model.parameters()):
+        return "some of the model's parameters are frozen"
+    for layer in _layers(model):
+        if type(layer) not in STACKED_LAYERS or (
+            isinstance(layer, nn.Conv2d)
+            and (layer.padding_mode != "zeros" or isinstance(layer.padding, str)
+                 or layer.dilation != (1, 1))
+        ) or (isinstance(layer, nn.Flatten) and (layer.start_dim, layer.end_dim) != (1, -1)):
+            return f"its layer {layer} has no stacked form here"
+    return None
+
+
+def train_many(
+    task: Task,
+    runs: Sequence[Run],
+    steps: int,
+    *,
+    batched: bool | None = None,
+    curve_split: Split | None = None,
+    curve_points: int = 0,
+) -> list[TrainResult]:
+    """Train one fresh model per run for ``steps`` steps, batching runs where possible.
+
+    Each result is what ``train(task, run.loss, steps, run.sgd, run.seed, ...)`` returns,
+    to float rounding. Runs with equal optimiser settings (learning rate included) train
+    together as one stacked computation when :func:`batch_rule` allows.
+
+    Parameters
+    ----------
+    task : Task
+        The problem; its device is where the models train.
+    runs : sequence of Run
+        The training runs, in the order of the results.
+    steps : int
+        Optimiser steps of every run.
+    batched : bool, optional
+        ``None`` (default) follows :func:`batch_rule`; ``False`` trains one run at a
+        time; ``True`` also stacks models with convolutions on the CPU (for measuring).
+    curve_split, curve_points
+        As for :func:`symloss.training.train`.
+
+    Returns
+    -------
+    list of TrainResult
+        One per run, in order.
+
+    Raises
+    ------
+    ValueError
+        If ``steps`` is not positive.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be a positive number of training steps, got {steps}")
+    results: list[TrainResult | None] = [None] * len(runs)
+    groups: dict[SGDSettings, list[int]] = {}
+    for index, run in enumerate(runs):
+        groups.setdefault(run.sgd, []).append(index)
+    for sgd, indices in groups.items():
+        models = {i: task.new_model(runs[i].seed) for i in indices}
+        joining = [i for i in indices
+                   if _may_batch(models[i], runs[i], task.device, batched)]
+        if len(joining) > 1:
+            trained = _train_stacked(task, [runs[i] for i in joining],
+                                     [models[i] for i in joining], steps, sgd,
+                                     curve_split, curve_points)
+            for i, result in zip(joining, trained, strict=True):
+                results[i] = result
+        for i in indices:
+            if results[i] is None:
+                run = runs[i]
+                results[i] = train(task, run.loss, steps, run.sgd, run.seed,
+                                   curve_split=curve_split, curve_points=curve_points)
+    return [result for result in results if result is not None]
+
+
+def _may_batch(
+    model: nn.Module, run: Run, device: torch.device, batched: bool | None
+) -> bool:
+    """Whether ``run`` joins its group's stacked computation."""
+    if batched is False:
+        return False
+    reason = _unstackable(model) if batched else batch_rule(model, device)
+    if reason is not None:
+        return False
+    # A loss that does not reach the predictions leaves train() with no gradients, so
+    # no update at all; stacked, it would get zero gradients, which weight decay moves.
+    if isinstance(run.loss, LearnedLoss):
+        return "f" in run.loss.expression.variables
+    return run.sgd.weight_decay == 0
+
+
+def _layers(model: nn.Module) -> list[nn.Module]:
+    """The chain of layers a built-in model's ``forward`` applies, in order."""
+    if isinstance(model, LinearModel):
+        return [model.flatten, model.linear]
+    if isinstance(model, MLP):
+        return list(model.layers)
+    if isinstance(model, LeNet5):
+        return [*model.features, *model.classifier]
+    raise TypeError(f"no layer chain known for {type(model).__name__}")
+
+
+def _train_stacked(
+    task: Task,
+    runs: list[Run],
+    models: list[nn.Module],
+    steps: int,
+    sgd: SGDSettings,
+    curve_split: Split | None,
+    curve_points: int,
+) -> list[TrainResult]:
+    """:func:`symloss.training.train` of every run, as one stacked computation."""
+    per_model = [list(m.parameters()) for m in models]
+    stacked = [torch.stack([params[j].detach() for params in per_model]).requires_grad_(True)
+               for j in range(len(per_model[0]))]
+    optimizer = Adam(stacked, sgd.lr) if sgd.adam else SGD(
+        stacked, sgd.lr, sgd.momentum, sgd.nesterov, sgd.weight_decay)
+    network = _StackedChain(models[0], stacked)
+    losses = _StackedLosses(runs, task.kind)
+    generators = [torch.Generator().manual_seed(run.seed) for run in runs]
+    n_runs, size = len(runs), len(task.train)
+    done: list[TrainResult | None] = [None] * n_runs
+    record_at: set[int] = set()
+    curves: list[list[tuple[int, float]]] = [[] for _ in runs]
+    if curve_split is not None and curve_points > 0:
+        record_at = {round(steps * i / curve_points) for i in range(curve_points + 1)}
+        if 0 in record_at:
+            for curve, model in zip(curves, models, strict=True):
+                curve.append((0, task.metric(model, curve_split)))
+    for step in range(1, steps + 1):
+        # the indices Split.batch draws for each run, gathered in one indexing operation
+        index = torch.stack([torch.randint(0, size, (sgd.batch_size,), generator=g)
+                             for g in generators]).to(task.train.x.device)
+        values = losses(network(task.train.x[index]), task.train.y[index])
+        grads = torch.autograd.grad(values.sum(), stacked)
+        optimizer.step(grads)
+        if step % _CHECK_EVERY == 0 or step == steps:
+            finite = torch.isfinite(values).tolist()
+            for k in range(n_runs):
+                if done[k] is None and not finite[k]:
+                    done[k] = TrainResult(_load(models[k], stacked, k), step, True, curves[k])
+            if all(result is not None for result in done):
+                break
+        if step in record_at and curve_split is not None:
+            for k in range(n_runs):
+                if done[k] is None:
+                    curves[k].append((step, task.metric(_load(models[k], stacked, k),
+                                                        curve_split)))
+    return [
+        result if result is not None
+        else TrainResult(_load(models[k], stacked, k), steps, False, curves[k])
+        for k, result in enumerate(done)
+    ]
+
+
+def _load(model: nn.Module, stacked: list[torch.Tensor], k: int) -> nn.Module:
+    """``model`` with run ``k``'s slice of the stacked parameters copied in."""
+    with torch.no_grad():
+        for p, s in zip(model.parameters(), stacked, strict=True):
+            p.copy_(s[k])
+    return model
+
+
+class _StackedChain:
+    """A built-in model's layer chain applied to K models at once: inputs ``[K, B, ...]``
+    and the stacked parameters ``[K, ...]`` (in ``model.parameters()`` order) give the
+    outputs ``[K, B, ...]``."""
+
+    def __init__(self, model: nn.Module, stacked: list[torch.Tensor]) -> None:
+        position = {id(p): j for j, p in enumerate(model.parameters())}
+        self.layers = [
+            (layer, [stacked[position[id(p)]] for p in layer.parameters(recurse=False)])
+            for layer in _layers(model)
+        ]
+        self.grouped = stacked[0].device.type != "cpu"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for layer, params in self.layers:
+            if isinstance(layer, nn.Linear):
+                weight = params[0].transpose(1, 2)
+                h = torch.baddbmm(params[1].unsqueeze(1), h, weight) if len(params) == 2 \
+                    else torch.bmm(h, weight)
+            elif isinstance(layer, nn.Conv2d):
+                h = _stacked_conv(layer, h, params, self.grouped)
+            elif isinstance(layer, nn.Flatten):
+                h = h.flatten(2)
+            elif isinstance(layer, nn.ReLU):
+                h = torch.relu(h)
+            else:  # MaxPool2d, on the models and their examples as one batch
+                h = layer(h.flatten(0, 1)).unflatten(0, h.shape[:2])
+        return h
+
+
+def _stacked_conv(
+    layer: nn.Conv2d, h: torch.Tensor, params: list[torch.Tensor], grouped: bool
+) -> torch.Tensor:
+    """``layer``'s convolution of K models: ``h`` is ``[K, B, C, H, W]``. ``grouped``:
+    as one grouped convolution (on a GPU), else one convolution per model (on the CPU,
+    where convolutions are compute-bound and K plain ones measured faster)."""
+    weight, bias = params[0], (params[1] if len(params) == 2 else None)
+    options = {"stride": layer.stride, "padding": layer.padding}
+    n_models = h.shape[0]
+    if not grouped:
+        return torch.stack([
+            F.conv2d(h[k], weight[k], None if bias is None else bias[k],
+                     groups=layer.groups, **options)
+            for k in range(n_models)
+        ])
+    # one grouped convolution: the K models' channels side by side
+    grouped = h.transpose(0, 1).flatten(1, 2)
+    out = F.conv2d(grouped, weight.flatten(0, 1), None if bias is None else bias.flatten(),
+                   groups=layer.groups * n_models, **options)
+    return out.unflatten(1, (n_models, -1)).transpose(0, 1)
+
+
+class _StackedLosses:
+    """The per-run loss values ``[K]`` of stacked outputs ``[K, batch, ...]``.
+
+    The output transform (``prepare_outputs``: softmax and one-hot are per row) runs
+    once on the outputs flattened to ``[K * batch, ...]``. Runs whose loss is a
+    :class:`LearnedLoss` of the same tree and weights are one group: the tree runs once
+    on their slice, and each run's value is its part summed over outputs and averaged
+    over the batch (:func:`symloss.network.reduce_loss`), times its scale. Any other
+    loss is called on its own run's outputs.
+    """
+
+    def __init__(self, runs: Sequence[Run], kind: str) -> None:
+        self.kind = kind
+        groups: dict[tuple[str, tuple[float, ...]], list[int]] = {}
+        self.others: list[int] = []
+        for k, run in enumerate(runs):
+            if isinstance(run.loss, LearnedLoss) and run.loss.task == kind:
+                key = (run.loss.expression.key(), tuple(run.loss.weights))
+                groups.setdefault(key, []).append(k)
+            else:
+                self.others.append(k)
+        self.groups = [(runs[ks[0]].loss.network, ks, _scales(runs, ks))  # type: ignore[attr-defined]
+                       for ks in groups.values()]
+        self.runs = list(runs)
+        order = [k for _, ks, _ in self.groups for k in ks] + self.others
+        self.order = None if order == list(range(len(runs))) else torch.tensor(order).argsort()
+
+    def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        parts = []
+        if self.groups:
+            n_runs, batch = outputs.shape[:2]
+            f, y = prepare_outputs(outputs.flatten(0, 1), targets.flatten(0, 1), self.kind)
+            f, y = f.unflatten(0, (n_runs, batch)), y.unflatten(0, (n_runs, batch))
+            for network, ks, scales in self.groups:
+                if ks == list(range(ks[0], ks[-1] + 1)):  # contiguous runs: a view
+                    f_k, y_k = f[ks[0]:ks[-1] + 1], y[ks[0]:ks[-1] + 1]
+                else:
+                    index = torch.tensor(ks, device=f.device)
+                    f_k, y_k = f[index], y[index]
+                values = network(f_k, y_k).sum(dim=2).mean(dim=1)
+                if scales is not None:
+                    values = values * scales.to(device=values.device, dtype=values.dtype)
+                parts.append(values)
+        parts += [self.runs[k].loss(outputs[k], targets[k]).reshape(1) for k in self.others]
+        values = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return values if self.order is None else values[self.order.to(values.device)]
+
+
+def _scales(runs: Sequence[Run], ks: list[int]) -> torch.Tensor | None:
+    """The scales of runs ``ks`` (LearnedLosses), None when all are 1."""
+    scales = [runs[k].loss.scale for k in ks]  # type: ignore[attr-defined]
+    return None if all(s == 1.0 for s in scales) else torch.tensor(scales)
