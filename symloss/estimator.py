@@ -24,14 +24,24 @@ from symloss.evaluator import Evaluator, score
 from symloss.executors import make_executor
 from symloss.expression import Expression
 from symloss.library import known_losses
+from symloss.metrics import Metric
 from symloss.network import LearnedLoss, LearnedWith
 from symloss.records import OK, Evaluation, GenerationStats
-from symloss.runs import RunDirectory
+from symloss.runs import RUN_FILE, RunDirectory
 from symloss.scale import normalising_factor, reference_batch
 from symloss.selection import Selection, select
+from symloss.serialization import read_json
 from symloss.step_size import RateChoice, tune_search_lr
 from symloss.tables import Equation, equations_frame, equations_table, latex_table
-from symloss.task import ModelSpec, Task, make_task, resolve_data, task_summary
+from symloss.task import (
+    BaselineSpec,
+    MetricSpec,
+    ModelSpec,
+    Task,
+    make_task,
+    resolve_data,
+    task_summary,
+)
 
 logger = logging.getLogger("symloss")
 
@@ -114,6 +124,18 @@ class SymbolicLossSearch(BaseEstimator):
         Further :class:`~symloss.config.Settings` overrides by name.
     callback : callable, optional
         Called with each generation's :class:`~symloss.records.GenerationStats`.
+    metric : str or callable, optional
+        What the search optimises and every table reports, lower is better: a name of
+        :data:`symloss.metrics.METRICS` (``"mae"``, ``"pinball:0.9"``,
+        ``"balanced_error_rate"``, ``"f1_macro"``, ...) or a callable
+        ``metric(y_true, y_pred) -> float`` on numpy arrays of predicted labels
+        (classification) or predictions (regression). Default: error rate / MSE. A
+        callable is stored by its qualified name only: resuming its run needs it again.
+    baseline : str, LearnedLoss or path, optional
+        The loss you train with today (expression text, a loss, or a saved loss's path):
+        losses are normalised to its gradient scale, seeded first, and the final
+        selection and meta-test compare against it. Default: cross-entropy / squared
+        error.
 
     Attributes
     ----------
@@ -183,6 +205,8 @@ class SymbolicLossSearch(BaseEstimator):
         task: str | None = None,
         settings: dict[str, Any] | None = None,
         callback: Callable[[GenerationStats], None] | None = None,
+        metric: MetricSpec = None,
+        baseline: BaselineSpec = None,
     ) -> None:
         self.preset = preset
         self.population_size = population_size
@@ -199,6 +223,8 @@ class SymbolicLossSearch(BaseEstimator):
         self.task = task
         self.settings = settings
         self.callback = callback
+        self.metric = metric
+        self.baseline = baseline
 
     # -- scikit-learn conventions (get_params, set_params, clone via BaseEstimator) ------
     _FITTED = (
@@ -231,7 +257,7 @@ class SymbolicLossSearch(BaseEstimator):
         head = f"{type(self).__name__}({args})"
         if not self.__sklearn_is_fitted__():
             return head
-        return f"{head}\n{equations_table(self.equations_)}"
+        return f"{head}\n{equations_table(self.equations_, self.task_.kind_metric)}"
 
     # -- fitting -------------------------------------------------------------------------
     def _settings(self) -> Settings:
@@ -264,14 +290,18 @@ class SymbolicLossSearch(BaseEstimator):
         engine = get_engine(self.engine)
         engine.check_available()
         data, kind = resolve_data(dataset, seed=seed)
-        task = make_task(data, model, task=self.task or kind, seed=seed, device=self.device)
+        task = make_task(data, model, task=self.task or kind, seed=seed, device=self.device,
+                         metric=self.metric, baseline=self.baseline)
         seeds = self._seed_expressions(task)
 
         run = RunDirectory(self.run_dir or Path("symloss_runs") / time.strftime("%Y%m%d-%H%M%S"))
+        _check_resumed_metric(run, task.scoring)
         resumed = run.open({
             "format": "symloss.run", "version": 1, "engine": self.engine, "seed": seed,
             "kind": task.kind, "data": _data_fingerprint(task),
             "settings": settings.to_dict(), "seeds": [str(e) for e in seeds],
+            **task.scoring.describe(), "baseline": str(task.baseline),
+            "baseline_weights": list(task.baseline_weights),
         })
         try:
             run.save_task(task_summary(task, dataset, model))
@@ -300,6 +330,7 @@ class SymbolicLossSearch(BaseEstimator):
             metadata: dict[str, Any] = {
                 "fitness": chosen.fitness, "run_dir": str(run.path), "engine": self.engine,
                 "seed": seed, "local_search": settings.local_search,
+                "meta_objective": task.meta_objective_name,
             }
             if selection:
                 metadata["selection_metric"] = selection[0].mean
@@ -325,9 +356,14 @@ class SymbolicLossSearch(BaseEstimator):
             run.close()
 
     def _seed_expressions(self, task: Task) -> list[Expression]:
+        """In order of priority: the baseline (the user's, else the library's), the
+        user's seeds, the known losses of the metric (the pinball loss of ``pinball:Q``),
+        then the library of known losses (with the usual baseline after a user's)."""
         user = [Expression.parse(e) for e in self.seed_expressions or ()]
         library = known_losses(task.kind, task.single_output)
-        return [library[0], *user, *library[1:]]
+        extra = [known for known in task.scoring.seeds if known not in library]
+        return [task.baseline, *user, *extra,
+                *(library if task.custom_baseline else library[1:])]
 
     # -- exports -------------------------------------------------------------------------
     def latex(self) -> str:
@@ -386,6 +422,31 @@ def _save_or_warn(run: RunDirectory, what: str, save: Callable[[], object]) -> N
         )
 
 
+def _check_resumed_metric(run: RunDirectory, metric: Metric) -> None:
+    """Refuse, before anything else, to resume a run with another metric than it was
+    searched with; a callable's run says that the same callable must be passed again."""
+    path = run.path / RUN_FILE
+    if not path.is_file():
+        return
+    try:
+        existing = read_json(path, "symloss run description")
+    except ValueError:
+        return  # RunDirectory.open says what is wrong with it
+    stored = existing.get("metric") if isinstance(existing, dict) else None
+    if stored is None or stored == metric.name:
+        return
+    if not existing.get("metric_restorable", True):
+        raise ValueError(
+            f"{run.path} was searched with the callable metric {stored!r}, which cannot be "
+            f"restored from its name; pass the same callable as metric= to resume it (got "
+            f"{metric.name!r}), or use another run_dir"
+        )
+    raise ValueError(
+        f"{run.path} was searched with metric {stored!r}, not {metric.name!r}; pass "
+        f"metric={stored!r} to resume it, or use another run_dir"
+    )
+
+
 def _executor_for(task: Task, kind: str, n_jobs: int) -> tuple[str, int]:
     """The executor to use: local worker processes cannot share an accelerator that this
     process already initialised (CUDA cannot be used in a forked child), so off the CPU
@@ -438,6 +499,8 @@ def _normalised_loss(
         optimizer="sgd", lr=settings.lr, momentum=settings.momentum,
         nesterov=settings.nesterov, weight_decay=settings.weight_decay,
         search_scale=search_scale, recommended_lr=recommended,
+        metric=task.scoring.name, metric_restorable=task.scoring.restorable,
+        baseline=str(task.baseline) if task.custom_baseline else None,
     )
     return LearnedLoss(loss.expression, loss.task, loss.weights, loss.metadata,
                        scale=factor, learned_with=learned_with)

@@ -43,6 +43,18 @@ KNOWN_LOSSES: dict[str, dict[str, str]] = {
 """Per task kind: name -> expression text of a loss expressible in the primitive set."""
 
 
+def quantile_loss(q: float) -> Expression:
+    """The pinball (quantile) loss of quantile ``q`` in the primitive set:
+    ``max(q (y - f), (q - 1) (y - f))``, minimised by the ``q``-quantile of the target.
+
+    The random trees' constants are only +-1, so a search reaches this shape only
+    through learned edge weights; a search scored by ``pinball:q`` is seeded with it.
+    """
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"a quantile must be strictly between 0 and 1, got {q}")
+    return Expression.parse(f"max({q:.12g} * (y - f), {q - 1.0:.12g} * (y - f))")
+
+
 def check_task_kind(kind: str) -> str:
     """Return ``kind`` if it is a known task kind, else raise a ValueError."""
     if kind not in TASK_KINDS:

@@ -53,13 +53,14 @@ def unrolled_objective(
     validation: tuple[torch.Tensor, torch.Tensor],
     sgd: SGDSettings,
 ) -> torch.Tensor:
-    """Baseline objective on ``validation`` after differentiable SGD steps with ``loss_fn``.
+    """The meta-objective (:meth:`Task.meta_objective`) on ``validation`` after
+    differentiable SGD steps with ``loss_fn``.
 
     The steps use ``sgd``'s optimiser settings (see :func:`symloss.training.unrolled_sgd`).
     """
     stepped = unrolled_sgd(model, params, buffers, loss_fn, batches, sgd)
     outputs = functional_call(model, (stepped, buffers), (validation[0],))
-    return task.base_loss(outputs, validation[1])
+    return task.meta_objective(outputs, validation[1])
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,13 @@ class LearnedWith:
     recommended_lr : float or None
         The learning rate at which the normalised loss did best in the final
         selection (SGD with the settings above), or ``None`` when not measured.
+    metric : str or None
+        The metric the search optimised (:mod:`symloss.metrics`): a registered name, or
+        a callable's qualified name; ``None`` in files written before it was stored.
+    metric_restorable : bool
+        False when ``metric`` names a callable, which its name cannot give back.
+    baseline : str or None
+        The user's baseline loss expression (``None``: cross-entropy / squared error).
     """
 
     optimizer: str = "sgd"
@@ -61,6 +68,9 @@ class LearnedWith:
     weight_decay: float = 0.0
     search_scale: float = 1.0
     recommended_lr: float | None = None
+    metric: str | None = None
+    metric_restorable: bool = True
+    baseline: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -85,6 +95,11 @@ class LearnedWith:
             raise ValueError("'learned_with.nesterov' must be true or false")
         if not isinstance(data.get("optimizer", "sgd"), str):
             raise ValueError("'learned_with.optimizer' must be a string")
+        for name in ("metric", "baseline"):
+            if not isinstance(data.get(name), str | None):
+                raise ValueError(f"'learned_with.{name}' must be a string or null")
+        if not isinstance(data.get("metric_restorable", True), bool):
+            raise ValueError("'learned_with.metric_restorable' must be true or false")
         return cls(**data)
 
 

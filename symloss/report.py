@@ -80,7 +80,7 @@ def write_report(
         _data(task),
         "## Equations\n\nThe best loss of each expression size found by the search, by "
         f"validation {metric} after the search's short training run (lower is better); "
-        "the chosen loss in bold.\n\n" + markdown_table(rows),
+        "the chosen loss in bold.\n\n" + markdown_table(rows, metric=metric),
         _selection(run.load(SELECTION_FILE), metric, description, loss.task),
         _history(run.history(), figures),
         _metatest(run.load(METATEST_FILE), figures),
@@ -167,6 +167,8 @@ def _data(task: dict[str, Any]) -> str:
     lines.append(f"- model: `{task['model']}`, {task['model_parameters']:,} parameters")
     lines.append(f"- metric: {task['metric']} (lower is better); baseline loss "
                  f"`{task['baseline']}`")
+    if task.get("meta_objective"):
+        lines.append(f"- local search meta-objective: {task['meta_objective']}")
     return "\n".join(lines)
 
 

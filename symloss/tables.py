@@ -70,12 +70,15 @@ def _rows(table: pd.DataFrame | Iterable[Equation]) -> Iterable[Any]:
     return table
 
 
-def equations_table(table: pd.DataFrame | Iterable[Equation]) -> str:
-    """The equations table as text, the chosen row marked with ``>>>``."""
-    lines = ["     size   fitness   expression"]
+def equations_table(table: pd.DataFrame | Iterable[Equation], metric: str | None = None) -> str:
+    """The equations table as text, the chosen row marked with ``>>>``; ``metric`` (e.g.
+    ``"MAE"``) names the fitness column as the validation metric it is."""
+    heading = "fitness" if metric is None else f"val {metric}"
+    width = max(8, len(heading))
+    lines = [f"     size  {heading:>{width}}   expression"]
     for row in _rows(table):
         mark = ">>>" if row.chosen else "   "
-        lines.append(f"{mark} {row.size:5d}  {row.fitness:8.4f}   {row.expression}")
+        lines.append(f"{mark} {row.size:5d}  {row.fitness:{width}.4f}   {row.expression}")
     return "\n".join(lines)
 
 
@@ -120,9 +123,13 @@ def latex_table(
     return "\n".join(lines) + "\n"
 
 
-def markdown_table(table: pd.DataFrame | Iterable[Equation], precision: int = 4) -> str:
-    """A GitHub Markdown table of the equations, the chosen row in bold."""
-    lines = ["| size | fitness | expression | loss |", "|---:|---:|---|---|"]
+def markdown_table(
+    table: pd.DataFrame | Iterable[Equation], precision: int = 4, metric: str | None = None
+) -> str:
+    """A GitHub Markdown table of the equations, the chosen row in bold; ``metric`` names
+    the fitness column."""
+    lines = [f"| size | {'fitness' if metric is None else 'validation ' + metric} | expression "
+             "| loss |", "|---:|---:|---|---|"]
     for row in _rows(table):
         cells = [str(row.size), _number(row.fitness, precision), f"`{row.expression}`",
                  f"$`{row.latex}`$"]

@@ -48,7 +48,7 @@ def runs(tmp_path_factory):
 def test_regression_arrays(runs):
     code, out, err, out_dir = runs["regression_arrays"]
     assert code == 0, err
-    assert "size   fitness   expression" in out and ">>>" in out
+    assert "size   val MSE   expression" in out and ">>>" in out
     assert "LaTeX: " in out
     assert "test MSE after 50 steps, per seed" in out and "learned" in out and "MSE" in out
     saved = out_dir / "regression_arrays_tiny" / "learned_loss.json"
