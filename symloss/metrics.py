@@ -17,6 +17,7 @@ as its meta-objective (:attr:`Metric.objective`); otherwise it uses the baseline
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import warnings
@@ -153,6 +154,18 @@ def _f1_macro(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return 1.0 - float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0))
 
 
+def _mse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(skm.mean_squared_error(y_true, y_pred))
+
+
+def _mae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(skm.mean_absolute_error(y_true, y_pred))
+
+
+def _pinball(q: float, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(skm.mean_pinball_loss(y_true, y_pred, alpha=q))
+
+
 def _error_rate_tensors(y_true: torch.Tensor, y_pred: torch.Tensor) -> float:
     return float((y_pred != y_true).double().mean())
 
@@ -161,31 +174,33 @@ def _mse_tensors(y_true: torch.Tensor, y_pred: torch.Tensor) -> float:
     return float(F.mse_loss(y_pred.double(), y_true.double()))
 
 
-def _abs(a: torch.Tensor) -> torch.Tensor:
-    # |a| with torch.abs's value and gradient, without sign's zero-tensor backward
+def _squared_error(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.square(f - y)
+
+
+def _absolute_error(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # |f - y| with torch.abs's value and gradient, without sign's zero-tensor backward
     # (see docs/design.md, "Local search")
-    return a * torch.sign(a.detach())
+    residual = f - y
+    return residual * torch.sign(residual.detach())
 
 
-def _pinball_objective(q: float) -> Objective:
-    def objective(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        residual = y - f
-        return torch.maximum(q * residual, (q - 1.0) * residual)
-
-    return objective
+def _pinball_error(q: float, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    residual = y - f
+    return torch.maximum(q * residual, (q - 1.0) * residual)
 
 
+# Module-level functions (and partials of them) only: a task, metric included, is
+# pickled to spawned workers and Ray.
 _FIXED: dict[str, Metric] = {
     "error_rate": Metric("error_rate", "error rate", _error_rate, "classification",
                          bound=1.0, tensor_form=_error_rate_tensors),
     "balanced_error_rate": Metric("balanced_error_rate", "balanced error rate",
                                   _balanced_error_rate, "classification", bound=1.0),
     "f1_macro": Metric("f1_macro", "1 - macro F1", _f1_macro, "classification", bound=1.0),
-    "mse": Metric("mse", "MSE", lambda t, p: float(skm.mean_squared_error(t, p)),
-                  "regression", objective=lambda f, y: torch.square(f - y),
+    "mse": Metric("mse", "MSE", _mse, "regression", objective=_squared_error,
                   objective_name="squared error (the metric)", tensor_form=_mse_tensors),
-    "mae": Metric("mae", "MAE", lambda t, p: float(skm.mean_absolute_error(t, p)),
-                  "regression", objective=lambda f, y: _abs(f - y),
+    "mae": Metric("mae", "MAE", _mae, "regression", objective=_absolute_error,
                   objective_name="absolute error (the metric)"),
 }
 
@@ -200,7 +215,7 @@ METRICS: dict[str, str] = {
 """The registered names and what each scores (lower is better for all)."""
 
 
-def _pinball(text: str) -> Metric:
+def _pinball_metric(text: str) -> Metric:
     try:
         q = float(text)
     except ValueError:
@@ -210,8 +225,9 @@ def _pinball(text: str) -> Metric:
                          "(e.g. 'pinball:0.9')")
     return Metric(
         f"pinball:{q:g}", f"pinball loss (q={q:g})",
-        lambda t, p: float(skm.mean_pinball_loss(t, p, alpha=q)), "regression",
-        objective=_pinball_objective(q), objective_name=f"pinball loss q={q:g} (the metric)",
+        functools.partial(_pinball, q), "regression",
+        objective=functools.partial(_pinball_error, q),
+        objective_name=f"pinball loss q={q:g} (the metric)",
         seeds=(quantile_loss(q),))
 
 
@@ -249,7 +265,7 @@ def resolve_metric(metric: str | MetricFn | Metric | None, kind: str) -> Metric:
                 "metric(y_true, y_pred_labels)"
             )
         if key.startswith("pinball:"):
-            resolved = _pinball(key.partition(":")[2])
+            resolved = _pinball_metric(key.partition(":")[2])
         elif key in _FIXED:
             resolved = _FIXED[key]
         else:

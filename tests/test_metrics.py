@@ -279,3 +279,49 @@ def test_evaluate_defaults_to_the_metric_the_loss_was_searched_for():
     assert result.metric == "pinball loss (q=0.9)"
     assert symloss.evaluate(loss, data, "linear", steps=5, seeds=(1,), lr_grid=(),
                             metric="mae").metric == "MAE"
+
+
+# -- the command line --------------------------------------------------------------------
+
+CLI_TINY = ["--population", "4", "--generations", "1", "--set", "meta_steps=2",
+            "--set", "fitness_steps=20", "--set", "poor_training_steps=10",
+            "--set", "selection_steps=20", "--set", "selection_seeds=1",
+            "--set", "metatest_seeds=[1]", "--metatest-steps", "20", "--jobs", "1"]
+
+
+def test_cli_search_and_evaluate_with_metric_and_baseline(tmp_path, capsys):
+    from symloss.cli import main
+
+    run_dir = tmp_path / "run"
+    code = main(["search", "outliers", *CLI_TINY, "--metric", "mae", "--baseline",
+                 "abs(f - y)", "--run-dir", str(run_dir)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "metric 'mae'" in out and "size   val MAE   expression" in out
+    assert "test MAE after 20 steps" in out
+    assert "the baseline (abs(f - y)) at its own best rate" in out
+    code = main(["evaluate", str(run_dir / "best_loss.json"), "outliers", "--steps", "10",
+                 "--seeds", "1", "--single-lr", "--metric", "pinball:0.5", "--jobs", "1"])
+    out = capsys.readouterr().out
+    assert code == 0 and "test pinball loss (q=0.5) after 10 steps" in out
+    assert "abs(f - y)" in out  # the stored baseline is the comparison
+
+
+def test_cli_refuses_an_unknown_metric_in_one_line(tmp_path, capsys):
+    from symloss.cli import main
+
+    code = main(["search", "sine", "--metric", "auc", "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("symloss: error: metric 'auc' scores predicted probabilities")
+
+
+@pytest.mark.parametrize("metric", ["mse", "mae", "pinball:0.25"])
+def test_a_task_with_a_registered_metric_pickles_for_spawned_workers_and_ray(metric):
+    import pickle
+
+    task = pickle.loads(pickle.dumps(make_task(_regression(), "linear", metric=metric)))
+    outputs, targets = torch.tensor([[1.0], [2.0]]), torch.tensor([0.0, 2.5])
+    assert task.scoring.name == metric
+    assert float(task.meta_objective(outputs, targets)) >= 0.0
+    assert math.isfinite(task.metric_from_outputs(outputs, targets))
