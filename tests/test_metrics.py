@@ -325,3 +325,44 @@ def test_a_task_with_a_registered_metric_pickles_for_spawned_workers_and_ray(met
     assert task.scoring.name == metric
     assert float(task.meta_objective(outputs, targets)) >= 0.0
     assert math.isfinite(task.metric_from_outputs(outputs, targets))
+
+
+# -- known answers -----------------------------------------------------------------------
+
+KNOWN = {"fitness_steps": 200, "poor_training_steps": 10, "selection_steps": 200,
+         "selection_seeds": 1, "selection_adam_lr": 0.0}
+
+
+def test_known_answer_pinball_metric_chooses_the_pinball_loss(tmp_path):
+    """Exponential noise: the 0.9 quantile is far above the mean, so under pinball:0.9
+    a pinball-shaped loss (the seeded one, or a variant the search bred from it) wins the
+    selection by far, and under MSE no pinball shape does."""
+    data = _regression(n=600)
+    params = dict(population_size=4, generations=1, settings=KNOWN, local_search=False,
+                  verbose=False, random_state=0)
+    pinball = symloss.fit(data, "linear", metric="pinball:0.9", run_dir=tmp_path / "q", **params)
+    assert "max(0.9 * (y - f), -0.1 * (y - f))" in {e.expression for e in pinball.evaluations_}
+    assert str(pinball.best_loss_.expression).startswith("max(0.9 * (y - f)")
+    plain = next(s for s in pinball.selection_ if s.evaluation.expression == "square(f - y)")
+    assert pinball.selection_[0].mean < 0.8 * plain.mean
+    mse = symloss.fit(data, "linear", run_dir=tmp_path / "m", **params)
+    assert "0.9" not in str(mse.best_loss_.expression)
+
+
+def test_known_answer_absolute_error_beats_squared_error_under_mae():
+    """One-sided outliers: the median (absolute error) beats the mean (squared error)
+    under MAE, each at its best rate, and the order flips under MSE."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 2)).astype(np.float32)
+    tail = np.where(rng.random(600) < 0.2, 5.0 * rng.exponential(1.0, 600), 0.0)
+    y = (x[:, 0] + 0.1 * rng.normal(size=600) + tail).astype(np.float32)
+    scores = {}
+    for metric in ("mae", "mse"):
+        task = make_task((x, y), "linear", metric=metric)
+        for text in ("abs(f - y)", "square(f - y)"):
+            loss = LearnedLoss(text, "regression")
+            result = symloss.metatest.meta_test(loss, task, steps=300, seeds=(1,),
+                                                baseline=False, lr_grid=(0.01, 0.03, 0.1))
+            scores[metric, text] = result.learned.mean
+    assert scores["mae", "abs(f - y)"] < 0.8 * scores["mae", "square(f - y)"]
+    assert scores["mse", "square(f - y)"] < scores["mse", "abs(f - y)"]
