@@ -68,7 +68,8 @@ def row(name: str, data, metric: str, known, args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     search = symloss.fit(data, "mlp", preset="quick", population_size=args.population,
                          generations=args.generations, metric=metric, n_jobs=args.jobs,
-                         random_state=0, verbose=False, run_dir=f"{args.runs}/{name}")
+                         random_state=0, verbose=False, run_dir=f"{args.runs}/{name}",
+                         settings={"selection_top_k": args.selection_top_k})
     searched = time.perf_counter() - started
     task = search.task_
     if callable(known) and not isinstance(known, nn.Module):
@@ -94,6 +95,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="meta-test SGD steps")
     parser.add_argument("--seeds", type=int, default=3, help="meta-test seeds")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--selection-top-k", type=int, default=5,
+                        help="finalists of the final selection (0: the best search fitness "
+                             "wins, as in the paper)")
     parser.add_argument("--runs", default="runs/metrics", help="where run directories go")
     parser.add_argument("--only", nargs="+", choices=("mae", "pinball", "balanced"),
                         default=("mae", "pinball", "balanced"))
@@ -110,7 +114,8 @@ def main() -> None:
         "balanced": ("imbalanced", imbalanced(), "balanced_error_rate", weighted),
     }
     print(f"search: quick preset, population {args.population}, {args.generations} "
-          f"generations, seed 0; meta-test: {args.steps} SGD steps, seeds 1..{args.seeds}, "
+          f"generations, selection_top_k {args.selection_top_k}, seed 0; meta-test: "
+          f"{args.steps} SGD steps, seeds 1..{args.seeds}, "
           "test split, each loss at its best rate on validation")
     print(f"{'task':<11} {'metric':<20} {'learned':>15} {'baseline':>15} {'known answer':>15} "
           f"{'ratio':>6}  learned loss")
