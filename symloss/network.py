@@ -79,6 +79,13 @@ class LearnedWith:
     recommended_lr : float or None
         The learning rate at which the normalised loss did best in the final
         selection (SGD with the settings above), or ``None`` when not measured.
+    metric : str or None
+        The metric the search optimised (:mod:`symloss.metrics`): a registered name, or
+        a callable's qualified name; ``None`` in files written before it was stored.
+    metric_restorable : bool
+        False when ``metric`` names a callable, which its name cannot give back.
+    baseline : str or None
+        The user's baseline loss expression (``None``: cross-entropy / squared error).
     """
 
     optimizer: str = "sgd"
@@ -88,6 +95,9 @@ class LearnedWith:
     weight_decay: float = 0.0
     search_scale: float = 1.0
     recommended_lr: float | None = None
+    metric: str | None = None
+    metric_restorable: bool = True
+    baseline: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -119,6 +129,11 @@ class LearnedWith:
         if data.get("optimizer", "sgd") not in OPTIMIZERS:
             raise ValueError(f"'learned_with.optimizer' must be one of {OPTIMIZERS}, got "
                              f"{data.get('optimizer')!r}")
+        for name in ("metric", "baseline"):
+            if not isinstance(data.get(name), str | None):
+                raise ValueError(f"'learned_with.{name}' must be a string or null")
+        if not isinstance(data.get("metric_restorable", True), bool):
+            raise ValueError("'learned_with.metric_restorable' must be true or false")
         return cls(**data)
 
 

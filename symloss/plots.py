@@ -366,7 +366,8 @@ def save_run_figures(
     task = run.load(TASK_FILE) or {}
     kind = loss.task
     metric = f"validation {task.get('metric', 'metric')}"
-    baseline = LearnedLoss(baseline_expression(kind, bool(task.get("single_output"))), kind)
+    baseline = LearnedLoss(task.get("baseline")
+                           or baseline_expression(kind, bool(task.get("single_output"))), kind)
     targets: Sequence[float] = (0.0,)
     residuals = None
     if kind == "regression" and task.get("targets"):

@@ -85,7 +85,7 @@ def write_report(
            "local search refined its edge weights; the search keeps the refined loss only "
            "where it trains better (marked kept)." if any(
                r.unrefined_fitness is not None for r in rows) else "")
-        + "\n\n" + markdown_table(rows),
+        + "\n\n" + markdown_table(rows, metric=metric),
         _selection(run.load(SELECTION_FILE), metric, description, loss.task),
         _history(run.history(), figures),
         _metatest(run.load(METATEST_FILE), figures),
@@ -172,6 +172,8 @@ def _data(task: dict[str, Any]) -> str:
     lines.append(f"- model: `{task['model']}`, {task['model_parameters']:,} parameters")
     lines.append(f"- metric: {task['metric']} (lower is better); baseline loss "
                  f"`{task['baseline']}`")
+    if task.get("meta_objective"):
+        lines.append(f"- local search meta-objective: {task['meta_objective']}")
     return "\n".join(lines)
 
 

@@ -57,8 +57,9 @@ def gradient_norm(
 
 
 def baseline_norm(task: Task, reference: Reference) -> float:
-    """Gradient norm of the task's baseline loss at the reference batch."""
-    return float(gradient_norm(LearnedLoss(task.baseline, task.kind), reference))
+    """Gradient norm of the task's baseline loss (the user's, as they train with it) at
+    the reference batch."""
+    return float(gradient_norm(task.baseline_loss(), reference))
 
 
 def gradient_scale(loss: LossFn, task: Task, seed: int = 0) -> float:

@@ -94,11 +94,13 @@ class Selection:
 
 
 def finalists(
-    evaluations: Sequence[Evaluation], baseline: Expression, k: int
+    evaluations: Sequence[Evaluation], baseline: Expression, k: int,
+    baseline_weights: Sequence[float] = (),
 ) -> list[Evaluation]:
     """The ``k`` best distinct trained candidates by search fitness, plus the baseline
-    as the search scored it and the plain baseline (unit weights), so that the chosen
-    loss is never worse on validation than what the user would otherwise train with."""
+    as the search scored it and the plain baseline (its own weights: unit weights, or
+    those of a saved loss given as the baseline), so that the chosen loss is never worse
+    on validation than what the user would otherwise train with."""
     trained = [e for e in evaluations if e.status == OK and math.isfinite(e.fitness)]
     ranked = sorted(trained, key=lambda e: (e.fitness, Expression.parse(e.expression).size))
     chosen: dict[str, Evaluation] = {}
@@ -112,9 +114,12 @@ def finalists(
         if base is not None:
             chosen[base_key] = base
     result = list(chosen.values())
-    if not any(e.key == base_key and not e.weights for e in result):
-        plain = next((e for e in trained if e.key == base_key and not e.weights), None)
-        result.append(plain or Evaluation(str(baseline), base_key, OK, reason="plain baseline"))
+    plain_weights = tuple(baseline_weights)
+    if not any(e.key == base_key and tuple(e.weights) == plain_weights for e in result):
+        plain = next((e for e in trained
+                      if e.key == base_key and tuple(e.weights) == plain_weights), None)
+        result.append(plain or Evaluation(str(baseline), base_key, OK, weights=plain_weights,
+                                          reason="plain baseline"))
     return result
 
 
@@ -145,7 +150,8 @@ def select(
     """
     seeds = [seed + SELECTION_SEED_OFFSET + i for i in range(settings.selection_seeds)]
     rates = selection_rates(settings)
-    chosen = finalists(evaluations, task.baseline, settings.selection_top_k)
+    chosen = finalists(evaluations, task.baseline, settings.selection_top_k,
+                       task.baseline_weights)
     with trainer(task, settings, seed, executor) as run:
         # the plain baseline was never scored: score it as the search would have
         scored = iter(run([(e.expression, tuple(e.weights), settings.fitness_steps, seed,
@@ -179,8 +185,8 @@ def select(
             adam_curve=tuple(mean_or_inf(point) for point in zip(*curves, strict=True)),
         ))
     if settings.selection_adam_lr > 0:
-        plain = next(r for r in results
-                     if r.evaluation.key == task.baseline.key() and not r.evaluation.weights)
+        plain = next(r for r in results if r.evaluation.key == task.baseline.key()
+                     and tuple(r.evaluation.weights) == task.baseline_weights)
         results = [dataclasses.replace(r, eligible=r is plain or _no_worse(r, plain))
                    for r in results]
     return sorted(results, key=lambda r: (not r.eligible, r.score, r.evaluation.fitness))

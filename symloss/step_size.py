@@ -200,7 +200,8 @@ def tune_search_lr(
 
     with trainer(task, settings, seed, executor) as run:
         (metrics,) = ladder_search(
-            lambda pairs: run([(str(task.baseline), (), settings.fitness_steps, seed, lr)
+            lambda pairs: run([(str(task.baseline), task.baseline_weights,
+                                settings.fitness_steps, seed, lr)
                                for _, lr in pairs]),
             1, settings.lr_grid)
     try:

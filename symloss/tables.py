@@ -116,21 +116,25 @@ def _both(
             else (plain + kept, refined + other))
 
 
-def equations_table(table: pd.DataFrame | Iterable[Equation]) -> str:
-    """The equations table as text, the chosen row marked with ``>>>``.
+def equations_table(table: pd.DataFrame | Iterable[Equation], metric: str | None = None) -> str:
+    """The equations table as text, the chosen row marked with ``>>>``; ``metric`` (e.g.
+    ``"MAE"``) names the fitness column as the validation metric it is.
 
     With the local search's guard, two more columns after the expression give the
     fitness of the plain expression and of the refined loss, the one kept starred.
     """
     rows = list(_rows(table))
     guarded = _guarded(rows)
-    head = "     size   fitness   expression"
-    # every line starts with 22 characters before the expression
-    width = 22 + max([len("expression"), *(len(row.expression) for row in rows)])
+    heading = "fitness" if metric is None else f"val {metric}"
+    column = max(8, len(heading))
+    head = f"     size  {heading:>{column}}   expression"
+    # every line starts with this many characters before the expression
+    width = len(head) - len("expression") + max(
+        [len("expression"), *(len(row.expression) for row in rows)])
     lines = [f"{head:<{width}s}     plain     refined" if guarded else head]
     for row in rows:
         mark = ">>>" if row.chosen else "   "
-        line = f"{mark} {row.size:5d}  {row.fitness:8.4f}   {row.expression}"
+        line = f"{mark} {row.size:5d}  {row.fitness:{column}.4f}   {row.expression}"
         if guarded:
             plain, refined = _both(row, lambda v: f"{v:.4f}", "*", " ")
             line = f"{line:<{width}s}  {plain:>8s}  {refined:>10s}"
@@ -179,16 +183,20 @@ def latex_table(
     return "\n".join(lines) + "\n"
 
 
-def markdown_table(table: pd.DataFrame | Iterable[Equation], precision: int = 4) -> str:
+def markdown_table(
+    table: pd.DataFrame | Iterable[Equation], precision: int = 4, metric: str | None = None
+) -> str:
     """A GitHub Markdown table of the equations, the chosen row in bold (with the guard's
-    plain and refined fitnesses, the kept one marked, as in :func:`equations_table`)."""
+    plain and refined fitnesses, the kept one marked, as in :func:`equations_table`);
+    ``metric`` names the fitness column."""
+    fitness = "fitness" if metric is None else "validation " + metric
     rows = list(_rows(table))
     guarded = _guarded(rows)
     if guarded:
-        lines = ["| size | fitness | plain | refined | expression | loss |",
+        lines = [f"| size | {fitness} | plain | refined | expression | loss |",
                  "|---:|---:|---:|---:|---|---|"]
     else:
-        lines = ["| size | fitness | expression | loss |", "|---:|---:|---|---|"]
+        lines = [f"| size | {fitness} | expression | loss |", "|---:|---:|---|---|"]
     for row in rows:
         both = list(_both(row, lambda v: _number(v, precision), " (kept)")) if guarded else []
         cells = [str(row.size), _number(row.fitness, precision), *both,

@@ -1,4 +1,5 @@
-"""User data and model -> a :class:`Task`: splits, fresh models, output transform, metric.
+"""User data and model -> a :class:`Task`: splits, fresh models, output transform, the
+user's metric and baseline loss.
 
 Everything the evaluator needs to know about the user's problem lives here, and every
 check on the user's input runs here, before any training starts.
@@ -7,6 +8,7 @@ check on the user's input runs here, before any training starts.
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,9 +23,18 @@ from torch import nn
 from symloss.expression import Expression
 from symloss.kinds import check_task_kind
 from symloss.library import baseline
-from symloss.network import prepare_outputs, reduce_loss
+from symloss.metrics import Metric, MetricFn, default_metric, resolve_metric
+from symloss.network import LearnedLoss, load, prepare_outputs, reduce_loss
 
 ModelSpec = nn.Module | Callable[[], nn.Module] | str
+MetricSpec = str | MetricFn | Metric | None
+"""A registered metric name (:data:`symloss.metrics.METRICS`), a callable
+``metric(y_true, y_pred) -> float`` (lower is better), or None for the kind's default."""
+BaselineSpec = str | Expression | LearnedLoss | os.PathLike | None
+"""The loss the user trains with today: expression text, an Expression, a
+:class:`~symloss.network.LearnedLoss` or the path of a saved one; None for
+cross-entropy / squared error."""
+_DEFAULT_BASELINE_NAMES = {"classification": "cross-entropy", "regression": "MSE"}
 _EVAL_BATCH = 4096
 
 
@@ -63,6 +74,8 @@ class Task:
     device : torch.device
     single_output : bool
         True for a classifier with one output column (sigmoid, binary cross-entropy).
+    scoring : Metric
+        What every stage scores (the user's metric; error rate or MSE by default).
     """
 
     def __init__(
@@ -74,19 +87,51 @@ class Task:
         model: nn.Module | Callable[[], nn.Module],
         n_classes: int | None,
         device: torch.device,
+        *,
+        metric: Metric | None = None,
+        baseline_loss: LearnedLoss | None = None,
     ) -> None:
         self.kind = kind
         self.train, self.val, self.test = train, val, test
         self.n_classes = n_classes
         self.device = device
         self.single_output = False
+        self.scoring = metric or default_metric(kind)
         self._model = model
+        self._baseline = baseline_loss
 
     @property
     def baseline(self) -> Expression:
-        """The baseline loss expression: cross-entropy (binary cross-entropy for a model
-        with one output column) or squared error."""
+        """The baseline loss expression: the user's (``baseline=``), else cross-entropy
+        (binary cross-entropy for a model with one output column) or squared error."""
+        if self._baseline is not None:
+            return self._baseline.expression
         return baseline(self.kind, self.single_output)
+
+    @property
+    def baseline_weights(self) -> tuple[float, ...]:
+        """The edge weights of a saved loss given as the baseline (empty: all ones)."""
+        if self._baseline is None or all(w == 1.0 for w in self._baseline.weights):
+            return ()
+        return tuple(self._baseline.weights)
+
+    @property
+    def custom_baseline(self) -> bool:
+        """Whether the user gave the baseline (``baseline=``)."""
+        return self._baseline is not None
+
+    def baseline_loss(self) -> LearnedLoss:
+        """The baseline as the user trains with it (a saved loss keeps its scale)."""
+        if self._baseline is not None:
+            return self._baseline
+        return LearnedLoss(self.baseline, self.kind)
+
+    @property
+    def baseline_name(self) -> str:
+        """How tables name the baseline: "cross-entropy", "MSE" or the user's expression."""
+        if self._baseline is not None:
+            return str(self._baseline.expression)
+        return _DEFAULT_BASELINE_NAMES[self.kind]
 
     def new_model(self, seed: int) -> nn.Module:
         """A freshly initialised model, deterministic for ``seed``, on the task's device.
@@ -119,11 +164,11 @@ class Task:
         return model.to(self.device).train()
 
     def base_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The differentiable baseline objective used by the local search.
-
-        Cross-entropy, or squared error summed over the outputs and averaged over the
-        batch: the value of the task's baseline loss (:func:`symloss.network.reduce_loss`).
-        """
+        """The value of the baseline loss: the user's (``baseline=``), else cross-entropy,
+        or squared error summed over the outputs and averaged over the batch
+        (:func:`symloss.network.reduce_loss`)."""
+        if self._baseline is not None:
+            return self._baseline(outputs, targets)
         if self.kind == "classification":
             if outputs.shape[1] == 1:
                 return F.binary_cross_entropy_with_logits(
@@ -133,16 +178,37 @@ class Task:
         f, y = prepare_outputs(outputs, targets, "regression")
         return reduce_loss(torch.square(f - y), "regression")
 
+    def meta_objective(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The differentiable objective of the local search: the metric's own
+        differentiable form where it has one (MSE, MAE, pinball), summed over the
+        outputs and averaged over the batch, else the baseline loss (:meth:`base_loss`)."""
+        objective = self.scoring.objective
+        if objective is None or self.kind != "regression":
+            return self.base_loss(outputs, targets)
+        f, y = prepare_outputs(outputs, targets, "regression")
+        return reduce_loss(objective(f, y), "regression")
+
+    @property
+    def meta_objective_name(self) -> str:
+        """What :meth:`meta_objective` computes, in words (for records and reports)."""
+        if self.scoring.objective is not None and self.kind == "regression":
+            return str(self.scoring.objective_name)
+        return f"the baseline loss {self.baseline}"
+
     def metric_from_outputs(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
-        """Error rate (classification) or mean squared error over all output values."""
+        """The task metric (:attr:`scoring`) of model outputs: on the predicted labels
+        (argmax; logit > 0 for one output column) or the predictions in the targets'
+        shape. Error rate and MSE by default."""
         if self.kind == "classification":
             if outputs.shape[1] == 1:
                 predicted = (outputs.reshape(-1) > 0).long()
             else:
                 predicted = outputs.argmax(dim=1)
-            return float((predicted != targets.reshape(-1)).double().mean())
-        f, y = prepare_outputs(outputs, targets, "regression")
-        return float(F.mse_loss(f.double(), y.double()))
+            return self.scoring.from_tensors(targets.reshape(-1), predicted)
+        if self.scoring.tensor_form is not None:
+            f, y = prepare_outputs(outputs, targets, "regression")
+            return self.scoring.from_tensors(y, f)
+        return self.scoring.from_tensors(targets, outputs.reshape(targets.shape))
 
     @torch.no_grad()
     def outputs(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -160,8 +226,8 @@ class Task:
 
     @property
     def kind_metric(self) -> str:
-        """Name of the task metric: "error rate" or "MSE"."""
-        return "error rate" if self.kind == "classification" else "MSE"
+        """How tables name the task metric: "error rate", "MSE", "MAE", ..."""
+        return self.scoring.label
 
     def describe(self) -> str:
         """One line: kind, classes and split sizes."""
@@ -416,6 +482,8 @@ def make_task(
     test_fraction: float = 0.2,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    metric: MetricSpec = None,
+    baseline: BaselineSpec = None,
 ) -> Task:
     """Turn user data and a model into a :class:`Task`.
 
@@ -437,11 +505,20 @@ def make_task(
         Seed of the splits.
     device : str or torch.device
         Where data and models live.
+    metric : str or callable, optional
+        What to score, lower is better (:mod:`symloss.metrics`): a registered name or a
+        callable ``metric(y_true, y_pred) -> float`` on predicted labels
+        (classification) or predictions (regression); error rate / MSE when None.
+    baseline : str, Expression, LearnedLoss or path, optional
+        The loss the user trains with today (expression text, a loss, or a saved loss's
+        path); cross-entropy / squared error when None.
 
     Raises
     ------
     ValueError
-        For inconsistent or unusable input, before any training: splits with different
+        For inconsistent or unusable input, before any training: an unknown metric or
+        one that fails on the validation targets, a baseline that is not a loss of the
+        task's kind, splits with different
         features, the same data given as two splits (a search would reward memorising),
         classes missing from train, labels numbered far beyond their count, non-numeric
         inputs, or values so large (above 1e15) that float32 training overflows; values
@@ -521,10 +598,57 @@ def make_task(
     if isinstance(model, str):
         model = _named_model(model, parts, kind, n_classes)
     result = Task(
-        kind, tensors("train"), tensors("val"), tensors("test"), model, n_classes, device
+        kind, tensors("train"), tensors("val"), tensors("test"), model, n_classes, device,
+        metric=resolve_metric(metric, kind), baseline_loss=_baseline_loss(baseline, kind),
     )
+    _check_metric(result.scoring, parts["val"][1], parts["train"][1], kind)
     _check_model(result, model)
     return result
+
+
+def _baseline_loss(spec: BaselineSpec, kind: str) -> LearnedLoss | None:
+    """The user's baseline as a loss of ``kind``; None for the default."""
+    if spec is None:
+        return None
+    if isinstance(spec, os.PathLike) or (
+            isinstance(spec, str) and (spec.endswith(".json") or os.path.isfile(spec))):
+        loaded = load(spec)
+        if not isinstance(loaded, LearnedLoss):
+            raise ValueError(
+                f"baseline {os.fspath(spec)!r} holds a {type(loaded).__name__}, not a symbolic "
+                "loss; give expression text or a saved symloss loss"
+            )
+        spec = loaded
+    if isinstance(spec, LearnedLoss):
+        if spec.task != kind:
+            raise ValueError(
+                f"the baseline is a {spec.task} loss but this is a {kind} task"
+            )
+        return spec
+    if isinstance(spec, str | Expression):
+        try:
+            return LearnedLoss(spec, kind)
+        except ValueError as error:
+            raise ValueError(f"baseline {str(spec)!r} is not a loss expression: {error}") from None
+    raise ValueError(
+        f"baseline must be expression text, an Expression, a LearnedLoss or the path of a "
+        f"saved loss, got {type(spec).__name__}"
+    )
+
+
+def _check_metric(metric: Metric, val_y: np.ndarray, train_y: np.ndarray, kind: str) -> None:
+    """Call the metric before any training, on the validation targets against
+    themselves and against a constant prediction (the training mode or mean), so a
+    metric that raises, returns NaN or returns a non-number fails now, naming it."""
+    if kind == "classification":
+        labels = val_y.reshape(-1).astype(np.int64)
+        constant = np.full_like(labels, np.bincount(train_y.reshape(-1).astype(np.int64)).argmax())
+        y_true = labels
+    else:
+        y_true = val_y.astype(np.float64)
+        constant = np.full_like(y_true, float(train_y.mean()))
+    metric(y_true, y_true.copy())
+    metric(y_true, constant)
 
 
 def _named_model(
@@ -660,6 +784,8 @@ def task_summary(task: Task, dataset: Any, model: ModelSpec) -> dict[str, Any]:
         "model": model if isinstance(model, str) else type(network).__name__,
         "model_parameters": sum(p.numel() for p in network.parameters()),
         "metric": task.kind_metric, "baseline": str(task.baseline),
+        "metric_name": task.scoring.name, "meta_objective": task.meta_objective_name,
+        "baseline_name": task.baseline_name,
     }
     if task.kind == "classification":
         counts = torch.bincount(targets.reshape(-1).long(), minlength=task.n_classes or 0)

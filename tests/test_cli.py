@@ -69,7 +69,7 @@ def test_search_prints_table_latex_metatest_and_saves(searched):
     code, out, err, run_dir, output = searched
     assert code == 0, err
     assert "searching a loss for sine" in out
-    assert "size   fitness   expression" in out and out.count(">>>") == 1
+    assert "size   val MSE   expression" in out and out.count(">>>") == 1
     assert "LaTeX: " in out
     assert "meta-test: fresh models, seeds [1, 2]" in out
     assert "test MSE after 20 steps, per seed" in out
@@ -93,7 +93,7 @@ def test_search_again_resumes(searched, capsys):
     assert (run_dir / "evaluations.jsonl").read_text() == lines
     assert f"resuming the run in {run_dir} after generation" in out
     assert "resuming" not in first
-    table = first[first.index("size   fitness"):first.index("chosen loss")]
+    table = first[first.index("size   val MSE"):first.index("chosen loss")]
     assert table in out
 
 
@@ -117,7 +117,7 @@ def test_show(searched, capsys):
     _, search_out, _, run_dir, _ = searched
     code, out, err = run_main(["show", run_dir], capsys)
     assert code == 0, err
-    assert "size   fitness   expression" in out and out.count(">>>") == 1
+    assert "size   val MSE   expression" in out and out.count(">>>") == 1
     hall = json.loads((run_dir / "hall_of_fame.json").read_text())
     chosen = next(row for row in hall if row["chosen"])
     assert f"chosen: {chosen['expression']}" in out

@@ -51,7 +51,8 @@ def _check_classification(data: Dataset, n_classes: int) -> None:
 def test_registry_lists_every_builtin():
     assert dataset_names() == list(DATASETS)
     assert set(DATASETS) == {
-        "sine", "diabetes", "digits", "mnist", "fashion_mnist", "cifar10", "surname",
+        "sine", "outliers", "skewed", "diabetes", "digits", "mnist", "fashion_mnist",
+        "cifar10", "surname",
     }  # fmt: skip
     assert all(isinstance(d, str) and d for d in DATASETS.values())
 

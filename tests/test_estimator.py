@@ -166,7 +166,7 @@ def test_fitted_equations(fitted):
 
 def test_print_and_latex_table(fitted, tmp_path):
     rows = list(fitted.equations_.itertuples(index=False))
-    assert repr(fitted).endswith(equations_table(rows))
+    assert repr(fitted).endswith(equations_table(rows, "MSE"))
     table = fitted.latex_table(precision=3)
     assert table == latex_table(fitted.equations_, "validation MSE", 3)
     lines = table.splitlines()

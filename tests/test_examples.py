@@ -50,7 +50,7 @@ def runs(tmp_path_factory):
 def test_regression_arrays(runs):
     code, out, err, out_dir = runs["regression_arrays"]
     assert code == 0, err
-    assert "size   fitness   expression" in out and ">>>" in out
+    assert "size   val MSE   expression" in out and ">>>" in out
     assert "LaTeX: " in out
     steps = PRESETS["tiny"].metatest_steps  # the budget is the preset, meta-test included
     assert f"test MSE after {steps} steps, per seed" in out and "learned" in out and "MSE" in out
