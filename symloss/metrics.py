@@ -90,7 +90,7 @@ class Metric:
     seeds: tuple[Expression, ...] = ()
     tensor_form: Callable[[torch.Tensor, torch.Tensor], float] | None = None
     """The same value computed on torch tensors (the defaults), used in place of
-    :attr:`function` by :meth:`from_tensors`: no copy to numpy, and exactly the
+    ``function`` by :meth:`from_tensors`: no copy to numpy, and exactly the
     numbers of the searches written before metrics could be chosen."""
 
     def __call__(self, y_true: np.ndarray, y_pred: np.ndarray) -> float:

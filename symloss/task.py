@@ -196,7 +196,7 @@ class Task:
         return f"the baseline loss {self.baseline}"
 
     def metric_from_outputs(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
-        """The task metric (:attr:`scoring`) of model outputs: on the predicted labels
+        """The task metric (``scoring``) of model outputs: on the predicted labels
         (argmax; logit > 0 for one output column) or the predictions in the targets'
         shape. Error rate and MSE by default."""
         if self.kind == "classification":
