@@ -198,8 +198,9 @@ def test_evaluate_takes_lr_zero_as_given_not_as_missing(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--population", "4", "--set", "population_size=5"],
-     "--population and --set population_size= both set population_size"),
-    (["--generations", "2", "--set", "generations=3"], "--generations and --set generations="),
+     "population_size is given twice with different values"),
+    (["--generations", "2", "--set", "generations=3"],
+     "generations is given twice with different values"),
     (["--seed", "-1"], r"--seed must be an integer in \[0, 2\*\*32\)"),
     (["--device", "meta"], "device 'meta' cannot be used"),
     (["--jobs", "-3"], "n_jobs must be a positive whole number"),

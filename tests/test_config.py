@@ -68,7 +68,7 @@ def test_a_value_outside_a_declared_bound_fails_at_construction(spec):
     ({"race_ratio": 0.5}, "race_ratio must be 0 (off) or at least 1, got 0.5"),
     ({"crossover_prob": 1.5}, "crossover_prob must be in [0, 1], got 1.5"),
     ({"local_search_method": "newton"},
-     "local_search_method must be one of ('unrolled', 'implicit'), got 'newton'"),
+     "local_search_method must be one of ('unrolled', 'implicit', 'online'), got 'newton'"),
     ({"local_search": 1}, "local_search must be bool, got 1"),
     ({"meta_steps": 2.5}, "meta_steps must be int, got 2.5"),
     ({"metatest_seeds": ()}, "metatest_seeds must be a tuple of one or more integers"),

@@ -24,6 +24,7 @@ from symloss.expression import Expression
 from symloss.network import LearnedLoss
 from symloss.records import CACHED, OK, REJECTED, GenerationStats
 from symloss.runs import RunDirectory
+from symloss.selection import finalists
 from symloss.tables import Equation, equations_frame, equations_table, latex_table
 
 TINY = {"selection_seeds": 2}  # over the tiny preset
@@ -233,8 +234,12 @@ def test_a_finished_search_reruns_its_later_stages_with_other_settings(fitted, t
                                  "metatest_steps": 7}).fit("sine", "mlp")
     assert (path / "evaluations.jsonl").read_text() == lines  # nothing searched again
     assert outcome(again.evaluations_) == outcome(fitted.evaluations_)
-    assert len(again.selection_) == 3 and all(len(r.metrics) == 1 for r in again.selection_)
-    assert len(json.loads((path / "selection.json").read_text())) == 3
+    # the two best distinct losses and the baseline (as scored, and plain when the search
+    # kept refined weights for it)
+    expected = finalists(again.evaluations_, again.task_.baseline, 2)
+    assert [r.evaluation for r in again.selection_] == expected
+    assert all(len(r.metrics) == 1 for r in again.selection_)
+    assert len(json.loads((path / "selection.json").read_text())) == len(expected)
     settings = json.loads((path / "run.json").read_text())["settings"]
     assert settings["selection_seeds"] == 1 and settings["metatest_steps"] == 7
     without = tiny(path, settings={**TINY, "selection_top_k": 0}).fit("sine", "mlp")
