@@ -53,9 +53,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from symloss import SymbolicLossSearch
-from symloss.evaluator import sgd_settings
 from symloss.metatest import meta_test
 from symloss.records import CACHED, OK, REJECTED, rejection_category
+from symloss.training import sgd_settings
 
 STAGES = ("key", "structural", "fingerprint", "poor_training", "race", "local_search",
           "fitness", "refined_fitness")

@@ -20,8 +20,8 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
 from symloss.config import Settings, settings_from
 from symloss.engines import Engine, SearchContext, get_engine
-from symloss.evaluator import FAILED_TRAINING, Evaluator, score
-from symloss.executors import check_n_jobs, make_executor
+from symloss.evaluator import Evaluator
+from symloss.executors import check_n_jobs
 from symloss.expression import Expression
 from symloss.filters import FAILED
 from symloss.library import known_losses
@@ -31,6 +31,7 @@ from symloss.prior import task_prior
 from symloss.records import OK, Evaluation, GenerationStats
 from symloss.runs import EVALUATIONS_FILE, RUN_FILE, RunDirectory, new_run_path
 from symloss.scale import normalising_factor, reference_batch
+from symloss.scoring import FAILED_TRAINING
 from symloss.selection import Selection, select
 from symloss.serialization import MAX_ABS_VALUE, read_json
 from symloss.step_size import RateChoice, tune_search_lr
@@ -589,13 +590,11 @@ def _search(
         logger.info("resuming %s after generation %d (%d records)", run.path, done,
                     len(records))
 
-    executor = make_executor(*executor_kind, score, (task, settings, seed),
-                             work=settings.population_size)
+    evaluator = Evaluator(task, settings, seed, executor_kind,
+                          known=[r.evaluation for r in records],
+                          passed=run.passed() if resumed else (),
+                          on_passed=run.append_passed)
     try:
-        evaluator = Evaluator(task, settings, seed, executor,
-                              known=[r.evaluation for r in records],
-                              passed=run.passed() if resumed else (),
-                              on_passed=run.append_passed)
         # in search order, not file order: records are written as results are decided
         kept = sorted((r for r in records if r.generation <= done),
                       key=lambda r: (r.generation, r.index))
@@ -633,7 +632,7 @@ def _search(
         finally:
             progress.close()
     finally:
-        executor.close()
+        evaluator.close()
     return history, all_evaluations
 
 

@@ -13,13 +13,9 @@ rejects still leads the later candidates that share its key or gradient.
 Every decision depends only on the candidates seen before, in order, so results are
 the same whether the expensive part runs in this process or in a pool.
 
-Speculation (local process pool only): once a generation has fewer unfinished
-candidates than workers, a worker would wait for the generation's last candidate. The
-evaluator then asks the engine for a guess of the next generation (see
-:data:`symloss.records.Guesser`), screens the guesses read-only and scores the
-survivors on the idle workers. :func:`score` is a pure function of its item, so when the
-next generation asks for the very same item, the prefetched result is the one it would
-have computed; nothing speculative is registered or reported before that.
+The expensive stage itself is :func:`symloss.scoring.score`; with a process pool, the
+evaluator screens guesses of the next generation here and :mod:`symloss.speculation`
+scores them on idle workers.
 """
 
 from __future__ import annotations
@@ -27,177 +23,28 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 
 import torch
 
 from symloss.config import Settings
-from symloss.executors import Executor, InProcessExecutor, ProcessExecutor, single_torch_thread
+from symloss.executors import Executor, make_executor, single_torch_thread
 from symloss.expression import Expression
 from symloss.filters import (
     FAILED,
-    NON_FINITE,
     fingerprint,
     fingerprint_reason,
-    poor_training_reason,
     probe,
     same_gradient,
     structural_reason,
 )
-from symloss.local_search import local_search
-from symloss.metrics import MetricError
-from symloss.racing import race_reason, racing_enabled, run_metric, short_run, short_run_metric
+from symloss.racing import racing_enabled, short_run_metric
 from symloss.records import CACHED, OK, REJECTED, Evaluation, Guesser
-from symloss.scale import Reference, reference_batch, search_loss
+from symloss.scale import reference_batch, search_loss
+from symloss.scoring import Scored, score
+from symloss.speculation import Item, Prefetcher
 from symloss.task import Task
-from symloss.training import TrainResult, sgd_settings, train
-
-
-def _screen(
-    task: Task, settings: Settings, seed: int, expression: Expression, check: bool,
-    limit: float | None, reference: Reference | None, timings: dict[str, float],
-) -> tuple[dict[str, Any] | None, TrainResult | None]:
-    """The poor-training check (when ``check``), then the race's short run (when a
-    ``limit`` is given): the fields of a rejection, or ``None`` when the candidate goes
-    on to be trained; and the short run, which fitness training of the plain
-    expression continues."""
-    started = time.perf_counter()
-    try:
-        reason = poor_training_reason(expression, task, settings, seed) if check else None
-    except MetricError:  # the user's metric failed: every number would be suspect
-        raise
-    except Exception as error:  # one candidate's failure must not end the search
-        reason = f"{FAILED}: {type(error).__name__}: {error}"
-    timings["poor_training"] = time.perf_counter() - started
-    if reason:
-        return {"status": REJECTED, "reason": reason, "timings": timings}, None
-    if limit is None:
-        return None, None
-    started = time.perf_counter()
-    try:
-        loss = search_loss(task, settings, expression, (), reference)
-    except ValueError:  # not normalisable: the full evaluation reports it
-        return None, None
-    run = short_run(task, loss, settings, seed)
-    metric = run_metric(task, run)
-    timings["race"] = time.perf_counter() - started
-    reason = race_reason(metric, limit, settings, task)
-    if reason:
-        # the short run's metric, not inf: the search can still rank the candidate
-        return {"status": REJECTED, "fitness": metric, "reason": reason, "timings": timings}, None
-    return None, run
-
-
-FAILED_TRAINING = "failed training"
-
-
-def score(
-    payload: tuple[Task, Settings, int], item: str | tuple[str, bool, float | None]
-) -> dict[str, Any]:
-    """The expensive stage: poor-training check, race, local search (if enabled), fitness.
-
-    ``item`` is an expression's text, or ``(text, check, limit)``: ``check=False`` skips
-    the poor-training check (passed earlier in this search), ``limit`` is the highest
-    validation metric the race's short run may reach (``None``: no race). Module-level
-    so that process pools and Ray can run it. Returns the fields of an
-    :class:`Evaluation` that this stage decides, and ``passed_check=True`` when the
-    poor-training check ran and passed.
-    """
-    task, settings, seed = payload
-    text, check, limit = (item, True, None) if isinstance(item, str) else item
-    expression = Expression.parse(text)
-    timings: dict[str, float] = {}
-    reference = reference_batch(task, seed) if settings.normalize else None
-    rejection, start = _screen(task, settings, seed, expression, check, limit, reference,
-                               timings)
-    if rejection is not None:
-        return {**rejection, "passed_check": check and "race" in timings}
-    try:
-        fields = _train(task, settings, seed, expression, reference, timings, start)
-    except MetricError:  # the user's metric failed: every number would be suspect
-        raise
-    except Exception as error:  # noqa: BLE001 -- one candidate's failure must not end the search
-        fields = {"status": REJECTED, "fitness": math.inf, "timings": timings,
-                  "reason": f"{FAILED_TRAINING}: {type(error).__name__}: {error}"}
-    return {**fields, "passed_check": check}
-
-
-def _train(
-    task: Task, settings: Settings, seed: int, expression: Expression,
-    reference: Reference | None, timings: dict[str, float], start: TrainResult | None = None,
-) -> dict[str, Any]:
-    """Local search (if enabled) and fitness training: the fields of the evaluation.
-
-    With the local search and ``settings.local_search_guard`` on, both the plain
-    expression (unit edge weights) and the refined loss are trained, and the refined
-    loss is kept only where its fitness is strictly lower: a refinement tuned on a
-    proxy (a few steps, a validation batch) must not make the loss worse by the
-    search's own measure. The plain run continues ``start`` (the race's short run of
-    the same loss) where there is one.
-    """
-    if not settings.local_search:
-        return _fitness(task, settings, seed, expression, (), reference, timings, "fitness",
-                        start)
-    if not settings.local_search_guard:
-        weights = _refine(task, settings, seed, expression, reference, timings)
-        fields = _fitness(task, settings, seed, expression, weights, reference, timings,
-                          "fitness")
-        return {**fields, "refined": True, "refined_fitness": fields["fitness"]}
-    plain = _fitness(task, settings, seed, expression, (), reference, timings, "fitness",
-                     start)
-    weights = _refine(task, settings, seed, expression, reference, timings)
-    refined = _fitness(task, settings, seed, expression, weights, reference, timings,
-                       "refined_fitness")
-    keep = refined["fitness"] < plain["fitness"]
-    return {**(refined if keep else plain), "refined": keep,
-            "unrefined_fitness": plain["fitness"], "refined_fitness": refined["fitness"]}
-
-
-def _refine(
-    task: Task, settings: Settings, seed: int, expression: Expression,
-    reference: Reference | None, timings: dict[str, float],
-) -> tuple[float, ...]:
-    """The local search's edge weights for ``expression``."""
-    started = time.perf_counter()
-    weights = local_search(task, expression, settings, seed + 1, reference).weights
-    timings["local_search"] = time.perf_counter() - started
-    return weights
-
-
-def _fitness(
-    task: Task, settings: Settings, seed: int, expression: Expression,
-    weights: tuple[float, ...], reference: Reference | None, timings: dict[str, float],
-    stage: str, start: TrainResult | None = None,
-) -> dict[str, Any]:
-    """Fitness training of the loss with edge ``weights`` (``()``: the plain
-    expression), continuing ``start`` when given: the fields of its evaluation, the
-    seconds in ``timings[stage]``."""
-    started = time.perf_counter()
-    try:
-        loss = search_loss(task, settings, expression, weights, reference)
-    except ValueError as error:
-        when = "after the local search, " if weights else ""
-        return {"status": REJECTED, "fitness": math.inf, "weights": weights,
-                "reason": f"{NON_FINITE}: {when}{error}", "timings": timings}
-    result = train(task, loss, settings.fitness_steps, sgd_settings(settings), seed,
-                   start=start)
-    fitness = math.inf if result.diverged else task.metric(result.model, task.val)
-    timings[stage] = time.perf_counter() - started
-    if result.diverged:
-        reason = f"{NON_FINITE}: training loss became NaN/inf by step {result.steps}"
-    elif not math.isfinite(fitness):
-        reason = f"{NON_FINITE}: validation metric is {fitness}"
-    else:
-        return {"status": OK, "fitness": fitness, "weights": weights, "timings": timings}
-    return {"status": REJECTED, "fitness": math.inf, "reason": reason, "weights": weights,
-            "timings": timings}
-
-
-def _evaluation_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """The fields of :func:`score`'s result that an :class:`Evaluation` takes."""
-    return {k: v for k, v in fields.items() if k != "passed_check"}
 
 
 class Evaluator:
@@ -212,9 +59,11 @@ class Evaluator:
     seed : int
         Seed of every training run; all candidates see the same initialisations and
         batches, so their fitnesses are directly comparable.
-    executor : Executor, optional
-        Where the expensive stage runs; in this process by default. It must have been
-        built with :func:`score` and the payload ``(task, settings, seed)``.
+    executor : (str, int) or Executor, optional
+        Where the expensive stage runs: ``(kind, n_jobs)`` as for
+        :func:`symloss.executors.make_executor` (the evaluator builds it and releases it
+        in :meth:`close`), or an executor built with :func:`symloss.scoring.score` and
+        the payload ``(task, settings, seed)``; in this process by default.
     known : iterable of Evaluation, optional
         Earlier records of this search (a resumed run): a candidate found there is not
         trained again.
@@ -226,7 +75,7 @@ class Evaluator:
         runs in the executor), before its evaluation is recorded, so that a resumed
         search need not repeat the check.
     speculate : bool, default=True
-        With a :class:`~symloss.executors.ProcessExecutor`, score guesses of the next
+        With an executor that runs futures (a process pool), score guesses of the next
         generation on idle workers (see :meth:`offer_guess`); results are the same.
 
     Attributes
@@ -242,14 +91,13 @@ class Evaluator:
         task: Task,
         settings: Settings,
         seed: int = 0,
-        executor: Executor | None = None,
+        executor: tuple[str, int] | Executor | None = None,
         known: Iterable[Evaluation] = (),
         passed: Iterable[str] = (),
         on_passed: Callable[[str], None] | None = None,
         speculate: bool = True,
     ) -> None:
         self.task, self.settings, self.seed = task, settings, seed
-        self.executor = executor or InProcessExecutor(score, (task, settings, seed))
         self.n_trained = 0
         self._results: dict[str, Evaluation] = {}
         self._fingerprints: list[tuple[torch.Tensor, str]] = []
@@ -258,11 +106,29 @@ class Evaluator:
         self._passed = frozenset(passed)
         self._on_passed = on_passed
         self._race_reference: tuple[str, float] | None = None
-        self._speculate = speculate and isinstance(self.executor, ProcessExecutor)
+        # last: nothing after it can fail and leave a pool behind
+        self._owns_executor = isinstance(executor, tuple) or executor is None
+        self.executor = (make_executor(*(executor or ("auto", 1)), score,
+                                       (task, settings, seed), work=settings.population_size)
+                         if self._owns_executor else executor)
+        self._prefetcher = Prefetcher(self.executor) if self.executor.futures else None
+        self._speculate = speculate and self._prefetcher is not None
         self._guesser: Guesser | None = None
-        self._queued: list[tuple[str, bool, float | None]] = []  # guesses not yet submitted
-        self._prefetched: dict[tuple[str, bool, float | None], Future] = {}
-        self.n_prefetched = self.n_prefetch_hits = 0
+
+    @property
+    def n_prefetched(self) -> int:
+        """Speculative items submitted."""
+        return self._prefetcher.n_prefetched if self._prefetcher is not None else 0
+
+    @property
+    def n_prefetch_hits(self) -> int:
+        """Speculative items a later generation used."""
+        return self._prefetcher.n_hits if self._prefetcher is not None else 0
+
+    def close(self) -> None:
+        """Release the executor's workers if the evaluator built it."""
+        if self._owns_executor:
+            self.executor.close()
 
     def offer_guess(self, guesser: Guesser | None) -> None:
         """Use ``guesser`` to guess the generation after the next :meth:`evaluate_many`."""
@@ -327,22 +193,20 @@ class Evaluator:
         limit = self._race_limit() if pending else None
         items = [(str(e), str(e) not in self._passed, limit) for _, e, _, _ in pending.values()]
         guesser, self._guesser = self._guesser, None
-        scored: Iterable[dict[str, Any]]
-        if isinstance(self.executor, ProcessExecutor):
+        scored: Iterable[Scored]
+        if self._prefetcher is not None:
             guess = (functools.partial(self._guess, guesser, pending, results, followers)
                      if self._speculate and guesser is not None else None)
-            scored = self._in_pool(items, guess)
+            scored = self._prefetcher.results(items, guess)
         else:
             scored = self.executor.map(items)
-        for (key, (i, expression, timings, grad)), fields in zip(
+        for (key, (i, expression, timings, grad)), result in zip(
             pending.items(), scored, strict=True
         ):
-            fields = dict(fields)
-            if fields.pop("passed_check") and self._on_passed is not None:
+            if result.passed_check and self._on_passed is not None:
                 self._on_passed(str(expression))
-            self.n_trained += bool({"local_search", "fitness"} & fields["timings"].keys())
-            fields["timings"] = {**timings, **fields["timings"]}
-            decide(i, self._register(Evaluation(str(expression), key, **fields), grad))
+            self.n_trained += result.trained
+            decide(i, self._register(result.evaluation(str(expression), key, timings), grad))
 
         for i, expression, source_key, relation, timings in followers:
             source = self._results[source_key]
@@ -369,64 +233,18 @@ class Evaluator:
         done = {key: f.result() for key, f in zip(pending, futures, strict=True)
                 if f.done() and f.exception() is None}
         known = {i: e.fitness for i, e in enumerate(results) if e is not None}
-        known |= {pending[k][0]: f.get("fitness", math.inf) for k, f in done.items()}
+        known |= {pending[k][0]: f.fields.get("fitness", math.inf) for k, f in done.items()}
         for i, _, source, _, _ in followers:
             if source in self._results:
                 known[i] = self._results[source].fitness
             elif source in done:
-                known[i] = done[source].get("fitness", math.inf)
-        finished = [Evaluation(str(pending[k][1]), k, **_evaluation_fields(f))
-                    for k, f in done.items()]
+                known[i] = done[source].fields.get("fitness", math.inf)
+        finished = [f.evaluation(str(pending[k][1]), k, {}) for k, f in done.items()]
         try:
             guesses = guesser(known)
         except Exception:  # noqa: BLE001 -- a failed guess only forgoes speculation
             return
         self._plan(guesses, finished, pending)
-
-    def _in_pool(
-        self, items: list[tuple[str, bool, float | None]],
-        guess: Callable[[list[Future]], None] | None,
-    ) -> Iterator[dict[str, Any]]:
-        """Score ``items`` in the process pool, yielding results in order; reuse the
-        prefetched results of earlier guesses, and call ``guess(futures)`` once, when
-        fewer items are unfinished than there are workers."""
-        pool = self.executor
-        assert isinstance(pool, ProcessExecutor)
-        reused = {item: self._prefetched.pop(item) for item in items if item in self._prefetched}
-        # unused guesses first, so that they hold no worker before this generation's items
-        for future in self._prefetched.values():
-            future.cancel()
-        self._prefetched.clear()
-        self._queued.clear()
-        self.n_prefetch_hits += len(reused)
-        futures = [reused.get(item) or pool.submit(item) for item in items]
-        yielded = 0
-        while yielded < len(futures):
-            unfinished = [f for f in futures[yielded:] if not f.done()]
-            if guess is not None and len(unfinished) < pool.workers:
-                guess(futures)
-                guess = None
-            self._top_up(len(unfinished))
-            if unfinished:
-                speculative = [f for f in self._prefetched.values() if not f.done()]
-                wait(unfinished + speculative, return_when=FIRST_COMPLETED)
-                # before the results go back: the last ones leave workers free while the
-                # engine breeds the next generation
-                self._top_up(sum(not f.done() for f in futures[yielded:]))
-            while yielded < len(futures) and futures[yielded].done():
-                yield futures[yielded].result()
-                yielded += 1
-
-    def _top_up(self, busy: int) -> None:
-        """Submit queued guesses while fewer than ``workers`` items are running."""
-        pool = self.executor
-        assert isinstance(pool, ProcessExecutor)
-        busy += sum(not f.done() for f in self._prefetched.values())
-        while self._queued and busy < pool.workers:
-            item = self._queued.pop(0)
-            self._prefetched[item] = pool.submit(item)
-            self.n_prefetched += 1
-            busy += 1
 
     def _plan(
         self, guesses: Sequence[Expression], finished: Sequence[Evaluation], pending: dict
@@ -440,6 +258,7 @@ class Evaluator:
         known = [grad for grad, _ in self._fingerprints]
         known += [grad for _, _, _, grad in pending.values() if grad is not None]
         keys: set[str] = set()
+        queued: list[Item] = []
         for guess in guesses:
             try:
                 key = guess.key()
@@ -455,7 +274,9 @@ class Evaluator:
             if reason or any(same_gradient(grad, other, rtol) for other in known):
                 continue
             known.append(grad)
-            self._queued.append((str(guess), str(guess) not in self._passed, limit))
+            queued.append((str(guess), str(guess) not in self._passed, limit))
+        if self._prefetcher is not None:
+            self._prefetcher.queue(queued)
 
     def _checks(
         self, expression: Expression, key: str, timings: dict[str, float], pending: dict

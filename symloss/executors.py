@@ -52,6 +52,10 @@ def single_torch_thread() -> Iterator[None]:
 class Executor(ABC):
     """Runs ``fn(payload, item)`` for many items, returning results in order."""
 
+    futures: bool = False
+    """Whether it also runs single items as futures (``submit``) on ``workers`` workers,
+    which speculation needs (:mod:`symloss.speculation`)."""
+
     def __init__(self, fn: Callable[[Any, Any], Any], payload: Any) -> None:
         self.fn = fn
         self.payload = payload
@@ -153,6 +157,8 @@ class ProcessExecutor(Executor):
     the evaluator keep idle workers busy with speculative work. Workers end when this
     process ends, even when it is killed (see :func:`_exit_with_parent`).
     """
+
+    futures = True
 
     def __init__(self, fn: Callable[[Any, Any], Any], payload: Any, n_jobs: int) -> None:
         super().__init__(fn, payload)

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from symloss.evaluator import Evaluator, score
+from symloss.evaluator import Evaluator
 from symloss.executors import ProcessExecutor, make_executor
 from symloss.records import CACHED, OK, REJECTED, Evaluation
+from symloss.scoring import score
 from symloss.training import sgd_settings
 
 CHEAP = ("y * y", "f - f + y", "sign(f - y)")
@@ -276,10 +277,27 @@ def test_fitness_equals_a_plain_torch_loop(diabetes_task, tiny_settings):
 
 
 def test_score_directly(sine_task, plain):
-    fields = score((sine_task, plain, 0), "square(f - y)")
+    fields = score((sine_task, plain, 0), "square(f - y)").fields
     assert fields["status"] == OK and fields["weights"] == ()
     assert set(fields["timings"]) == {"poor_training", "fitness"}
-    rejected = score((sine_task, plain, 0), "f * y")
+    rejected = score((sine_task, plain, 0), "f * y").fields
     assert rejected["status"] == REJECTED and rejected["reason"].startswith("poor training:")
     assert set(rejected["timings"]) == {"poor_training"}
     assert sgd_settings(plain).lr == plain.lr and sgd_settings(plain).batch_size == 64
+
+
+def test_the_evaluator_builds_its_pool_from_kind_and_workers(sine_task, plain):
+    """``executor=(kind, n_jobs)``: the evaluator builds the pool itself (with the scoring
+    function and payload it needs) and releases it on close; results are those of an
+    in-process evaluation."""
+    candidates = ["square(f - y)", "abs(f - y)", "log(1 + square(f - y))"]
+    settings = plain.replace(population_size=3)
+    pooled = Evaluator(sine_task, settings, 0, ("process", 2))
+    try:
+        assert pooled.executor.futures  # a process pool: speculation can use it
+        results = pooled.evaluate_many(candidates)
+    finally:
+        pooled.close()
+    alone = Evaluator(sine_task, settings, 0).evaluate_many(candidates)
+    assert [(e.status, e.fitness, e.weights) for e in results] == [
+        (e.status, e.fitness, e.weights) for e in alone]

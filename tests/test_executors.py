@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from symloss.evaluator import Evaluator, score
+from symloss.evaluator import Evaluator
 from symloss.executors import (
     InProcessExecutor,
     ProcessExecutor,
@@ -23,6 +23,7 @@ from symloss.executors import (
     single_torch_thread,
     workers_for,
 )
+from symloss.scoring import score
 
 
 def _scaled(payload: int, item: int) -> tuple[int, int]:

@@ -8,11 +8,12 @@ import math
 import pytest
 
 from symloss.config import Settings
-from symloss.evaluator import Evaluator, score
+from symloss.evaluator import Evaluator
 from symloss.executors import make_executor
 from symloss.racing import race_steps, short_run_metric
 from symloss.records import OK, REJECTED
 from symloss.scale import search_loss
+from symloss.scoring import score
 
 SLOW = "square(f - y) * 0.001"  # trains, but 1000x slower than squared error
 

@@ -375,7 +375,7 @@ def test_random_state_is_validated(seed):
 def test_a_candidate_whose_training_raises_is_rejected_not_fatal(sine_task, tiny_settings):
     """A model that fails on the candidate's outputs in training (a real error, not a
     mock): the candidate is rejected with the error named; the search goes on."""
-    from symloss.evaluator import score
+    from symloss.scoring import score
 
     class Fragile(torch.nn.Module):
         def __init__(self):
@@ -390,6 +390,6 @@ def test_a_candidate_whose_training_raises_is_rejected_not_fatal(sine_task, tiny
 
     task = make_task(resolve_data("sine")[0], Fragile, task="regression")
     settings = tiny_settings.replace(batch_size=7, local_search=False, race_ratio=0.0)
-    fields = score((task, settings, 0), "abs(f - y)")
+    fields = score((task, settings, 0), "abs(f - y)").fields
     assert fields["status"] == "rejected"
     assert fields["reason"] == "failed training: RuntimeError: a batch of 7 is not supported"

@@ -8,10 +8,11 @@ import pytest
 
 from symloss.engines.base import SearchContext
 from symloss.engines.deap import DeapEngine
-from symloss.evaluator import Evaluator, score
+from symloss.evaluator import Evaluator
 from symloss.executors import ProcessExecutor
 from symloss.expression import Expression
 from symloss.library import known_losses
+from symloss.scoring import score
 
 
 def _search(task, settings, n_jobs: int, speculate: bool):
