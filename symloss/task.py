@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import os
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,11 +16,21 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 from symloss.expression import Expression
-from symloss.kinds import check_task_kind
+from symloss.inputs import (
+    check_classes,
+    check_consistent,
+    check_finite,
+    check_scale,
+    encode_labels,
+    infer_kind,
+    is_text,
+    numeric,
+    split_off,
+    to_arrays,
+)
 from symloss.library import baseline
 from symloss.metrics import Metric, MetricFn, default_metric, resolve_metric
 from symloss.network import LearnedLoss, load, prepare_outputs, reduce_loss
@@ -258,206 +267,6 @@ def resolve_data(data: Any, seed: int = 0) -> tuple[Any, str | None]:
     return data, None
 
 
-def _to_arrays(data: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(X, y) arrays from a pair of arrays/tensors or a Dataset yielding (x, y)."""
-    if isinstance(data, tuple | list) and len(data) == 2:
-        x, y = data
-        return _as_array(x, f"{name} inputs"), _as_array(y, f"{name} targets")
-    if isinstance(data, torch.utils.data.Dataset):
-        try:
-            n = len(data)  # type: ignore[arg-type]
-        except TypeError as error:
-            raise ValueError(f"{name}: datasets must have a length (map-style)") from error
-        if n == 0:
-            raise ValueError(f"{name} split is empty")
-        xs, ys = [], []
-        for i in range(n):
-            item = data[i]
-            if not isinstance(item, tuple | list) or len(item) != 2:
-                raise ValueError(f"{name}: dataset items must be (x, y) pairs, got {type(item)}")
-            xs.append(_as_array(item[0], f"{name} inputs"))
-            ys.append(_as_array(item[1], f"{name} targets"))
-        return np.stack(xs), np.stack(ys)
-    raise ValueError(
-        f"{name}: expected an (X, y) pair of arrays/tensors or a torch Dataset yielding (x, y), "
-        f"got {type(data).__name__}"
-    )
-
-
-def _as_array(value: Any, name: str) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    try:
-        return np.asarray(value)
-    except Exception as error:
-        raise ValueError(f"{name}: cannot convert {type(value).__name__} to an array") from error
-
-
-def _check_finite(array: np.ndarray, name: str) -> None:
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        bad = int((~np.isfinite(array)).sum())
-        raise ValueError(f"{name} contain {bad} NaN/inf values; clean or impute them first")
-
-
-_LARGE, _TOO_LARGE = 1e6, 1e15
-
-
-def _numeric(array: np.ndarray, name: str) -> np.ndarray:
-    """``array`` as numbers: object arrays of numbers are converted, anything else that
-    is not numeric (strings, mixed objects, complex numbers) is refused, naming it."""
-    if array.dtype.kind in "biuf":
-        return array
-    if array.dtype.kind == "O":
-        try:
-            return array.astype(np.float64)
-        except (TypeError, ValueError) as error:
-            raise ValueError(
-                f"{name} are an object array that does not convert to numbers ({error}); "
-                "encode non-numeric columns as numbers first"
-            ) from error
-    raise ValueError(
-        f"{name} have dtype {array.dtype}, not numbers; encode them as numbers first"
-    )
-
-
-def _check_consistent(parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    """Every split has the training split's input and target shapes, and no split given
-    twice: training, validating and testing on the same examples would make the search
-    reward memorising and the meta-test measure it."""
-    x, y = parts["train"]
-    for name, (other_x, other_y) in parts.items():
-        if other_x.shape[1:] != x.shape[1:]:
-            raise ValueError(
-                f"{name} inputs have shape {other_x.shape[1:]} per example but train inputs "
-                f"have {x.shape[1:]}; every split needs the same features"
-            )
-        if other_y.shape[1:] != y.shape[1:]:
-            raise ValueError(
-                f"{name} targets have shape {other_y.shape[1:]} per example but train "
-                f"targets have {y.shape[1:]}"
-            )
-    names = list(parts)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            if all(np.array_equal(p, q) for p, q in zip(parts[a], parts[b], strict=True)):
-                raise ValueError(
-                    f"the {a} and {b} splits are the same data; give separate examples, or "
-                    f"leave {b!r} out to have it split off from train"
-                )
-
-
-def _is_text(labels: np.ndarray) -> bool:
-    return labels.dtype.kind in "US" or (
-        labels.dtype.kind == "O" and any(isinstance(v, str) for v in labels.reshape(-1))
-    )
-
-
-def _encode_labels(
-    parts: dict[str, tuple[np.ndarray, np.ndarray]],
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Class labels given as strings -> 0..C-1 in sorted order of the training labels."""
-    texts = {}
-    for name, (_, y) in parts.items():
-        if not (y.dtype.kind in "US" or all(isinstance(v, str) for v in y.reshape(-1))):
-            raise ValueError(
-                f"{name} class labels mix strings with other types; give the labels of "
-                "every split as strings, or all as integers 0..C-1"
-            )
-        texts[name] = y.astype(str)
-    classes = np.unique(texts["train"])
-    encoded = {}
-    for name, (x, _) in parts.items():
-        unseen = sorted(set(np.unique(texts[name])) - set(classes))
-        if unseen:
-            raise ValueError(
-                f"class(es) {unseen[:5]} appear in the {name} split but not in train; the "
-                "model could never learn them: give train examples of every class"
-            )
-        encoded[name] = (x, np.searchsorted(classes, texts[name]).astype(np.int64))
-    return encoded
-
-
-def _check_scale(parts: dict[str, tuple[np.ndarray, np.ndarray]], kind: str) -> None:
-    """Refuse float inputs (and regression targets) so large that float32 training
-    overflows; warn when they are large enough that plain SGD usually diverges."""
-    for name, (x, y) in parts.items():
-        arrays = [(x, "inputs")] + ([(y, "targets")] if kind == "regression" else [])
-        for array, what in arrays:
-            if array.dtype.kind != "f" or array.size == 0:
-                continue
-            largest = float(np.abs(array).max())
-            if largest > _TOO_LARGE:
-                raise ValueError(
-                    f"{name} {what} reach {largest:.3g}: training in float32 overflows at "
-                    f"this scale; standardise them (e.g. sklearn's StandardScaler)"
-                )
-            if largest > _LARGE:
-                warnings.warn(
-                    f"{name} {what} reach {largest:.3g}; SGD usually diverges on values "
-                    "this large: standardise them (e.g. sklearn's StandardScaler)",
-                    stacklevel=4,
-                )
-
-
-def _check_classes(parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> int:
-    """The number of classes, after checking the labels can be learned: every class of
-    the other splits is in train, train has two or more, and the labels are 0..C-1
-    without most numbers skipped (the model gets one output per number)."""
-    present = np.unique(parts["train"][1])
-    if len(present) < 2:
-        raise ValueError(
-            "the training split has fewer than 2 classes; classification needs at least 2"
-        )
-    for name, (_, y) in parts.items():
-        unseen = np.setdiff1d(np.unique(y), present)
-        if len(unseen):
-            raise ValueError(
-                f"class(es) {unseen[:5].tolist()} appear in the {name} split but not in "
-                "train; the model could never learn them: give train examples of every class"
-            )
-    n_classes = int(present.max()) + 1
-    if n_classes > 2 * len(present):
-        raise ValueError(
-            f"the labels are {len(present)} classes numbered up to {n_classes - 1}, and the "
-            f"model would get one output for each of the {n_classes} numbers; encode the "
-            "classes as 0..C-1 (e.g. np.unique(y, return_inverse=True))"
-        )
-    return n_classes
-
-
-def _infer_kind(y: np.ndarray, task: str | None) -> str:
-    if task is not None:
-        return check_task_kind(task)
-    if y.dtype.kind in "iub":
-        return "classification"
-    if y.dtype.kind == "f":
-        return "regression"
-    raise ValueError(
-        f"cannot infer the task from targets of dtype {y.dtype}; pass task='classification' "
-        "or task='regression'"
-    )
-
-
-def _split(
-    x: np.ndarray, y: np.ndarray, fraction: float, stratify: bool, seed: int, name: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Split off ``fraction`` of (x, y); stratified when asked and possible."""
-    labels = y if stratify else None
-    try:
-        a_x, b_x, a_y, b_y = train_test_split(
-            x, y, test_size=fraction, random_state=seed, stratify=labels
-        )
-    except ValueError as error:
-        if labels is None:
-            raise ValueError(f"cannot split off a {name} split: {error}") from error
-        warnings.warn(
-            f"stratified {name} split impossible ({error}); splitting without stratification",
-            stacklevel=3,
-        )
-        a_x, b_x, a_y, b_y = train_test_split(x, y, test_size=fraction, random_state=seed)
-    return a_x, a_y, b_x, b_y
-
-
 def check_device(device: str | torch.device) -> torch.device:
     """``device`` as a torch device that can hold data here, or a ValueError saying why
     not (a malformed name, a backend this machine or torch build lacks, or ``"meta"``,
@@ -540,27 +349,27 @@ def make_task(
                 f"a data dict needs a 'train' entry and may have 'val' and 'test'; got keys "
                 f"{sorted(data)}"
             )
-        parts = {name: _to_arrays(value, name) for name, value in data.items() if value is not None}
+        parts = {name: to_arrays(value, name) for name, value in data.items() if value is not None}
     else:
-        parts = {"train": _to_arrays(data, "data")}
+        parts = {"train": to_arrays(data, "data")}
 
     for name, (x, y) in parts.items():
         if len(x) != len(y):
             raise ValueError(f"{name}: {len(x)} inputs but {len(y)} targets; they must match")
         if len(x) == 0:
             raise ValueError(f"{name} split is empty")
-        parts[name] = (_numeric(x, f"{name} inputs"), y)
-        _check_finite(parts[name][0], f"{name} inputs")
-        _check_finite(y, f"{name} targets")
-    _check_consistent(parts)
+        parts[name] = (numeric(x, f"{name} inputs"), y)
+        check_finite(parts[name][0], f"{name} inputs")
+        check_finite(y, f"{name} targets")
+    check_consistent(parts)
 
-    kind = _infer_kind(parts["train"][1], task)
-    if kind == "classification" and any(_is_text(y) for _, y in parts.values()):
-        parts = _encode_labels(parts)
-    parts = {k: (x, _numeric(y, f"{k} targets")) for k, (x, y) in parts.items()}
+    kind = infer_kind(parts["train"][1], task)
+    if kind == "classification" and any(is_text(y) for _, y in parts.values()):
+        parts = encode_labels(parts)
+    parts = {k: (x, numeric(y, f"{k} targets")) for k, (x, y) in parts.items()}
     for name, (_, y) in parts.items():
-        _check_finite(y, f"{name} targets")
-    _check_scale(parts, kind)
+        check_finite(y, f"{name} targets")
+    check_scale(parts, kind)
     if kind == "classification":
         for name, (_, y) in parts.items():
             if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
@@ -576,16 +385,16 @@ def make_task(
     stratify = kind == "classification"
     x, y = parts["train"]
     if "test" not in parts:
-        x, y, test_x, test_y = _split(x, y, test_fraction, stratify, seed, "test")
+        x, y, test_x, test_y = split_off(x, y, test_fraction, stratify, seed, "test")
         parts["test"] = (test_x, test_y)
     if "val" not in parts:
-        x, y, val_x, val_y = _split(x, y, val_fraction, stratify, seed + 1, "validation")
+        x, y, val_x, val_y = split_off(x, y, val_fraction, stratify, seed + 1, "validation")
         parts["val"] = (val_x, val_y)
     parts["train"] = (x, y)
 
     n_classes = None
     if kind == "classification":
-        n_classes = _check_classes(parts)
+        n_classes = check_classes(parts)
 
     def tensors(name: str) -> Split:
         x, y = parts[name]
