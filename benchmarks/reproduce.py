@@ -58,8 +58,9 @@ from symloss.config import Settings, preset
 from symloss.datasets import Dataset, load_dataset
 from symloss.estimator import SymbolicLossSearch
 from symloss.library import baseline as task_baseline
+from symloss.lossfile import LOSS_FORMATS, load
 from symloss.metatest import LossResult, meta_test
-from symloss.network import LOSS_FORMATS, LearnedLoss, load
+from symloss.network import LearnedLoss
 from symloss.plots import learning_curves, loss_shape
 from symloss.records import CACHED, REJECTED
 from symloss.task import Task, make_task, resolve_data

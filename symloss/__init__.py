@@ -12,8 +12,9 @@ import symloss.baselines  # noqa: F401  (registers the baselines' loss formats w
 from symloss.config import Settings
 from symloss.estimator import NotFittedError, SymbolicLossSearch, fit
 from symloss.expression import Expression
+from symloss.lossfile import load
 from symloss.metatest import MetaTestResult, evaluate
-from symloss.network import LearnedLoss, load
+from symloss.network import LearnedLoss
 from symloss.version import __version__ as __version__
 
 __all__ = [

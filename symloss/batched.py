@@ -23,7 +23,7 @@ what fills the device.
 
 The losses run on the stacked outputs flattened to ``[K * batch, classes]``: softmax and
 one-hot targets are per row, so flattening is exact, and the output transform
-(:func:`symloss.network.prepare_outputs`) runs once for all K runs. Runs whose losses
+(:func:`symloss.metaloss.prepare_outputs`) runs once for all K runs. Runs whose losses
 are the same :class:`~symloss.network.LearnedLoss` tree and weights (seeds of one
 candidate) share one evaluation of the tree; different trees are evaluated each on its
 own runs' slice; a loss that is not a :class:`~symloss.network.LearnedLoss` is called on
@@ -48,8 +48,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from symloss.metaloss import prepare_outputs
 from symloss.models import MLP, LeNet5, LinearModel
-from symloss.network import LearnedLoss, prepare_outputs
+from symloss.network import LearnedLoss
 from symloss.optim import SGD, Adam
 from symloss.task import Split, Task
 from symloss.training import LossFn, SGDSettings, TrainResult, train
@@ -320,7 +321,7 @@ class _StackedLosses:
     once on the outputs flattened to ``[K * batch, ...]``. Runs whose loss is a
     :class:`LearnedLoss` of the same tree and weights are one group: the tree runs once
     on their slice, and each run's value is its part summed over outputs and averaged
-    over the batch (:func:`symloss.network.reduce_loss`), times its scale. Any other
+    over the batch (:func:`symloss.metaloss.reduce_loss`), times its scale. Any other
     loss is called on its own run's outputs.
     """
 

@@ -16,10 +16,11 @@ from symloss.datasets import DATASETS, load_dataset
 from symloss.engines import ENGINES
 from symloss.estimator import Equation, SymbolicLossSearch, equations_table
 from symloss.executors import check_n_jobs
+from symloss.lossfile import load
 from symloss.metatest import MetaTestResult, check_seeds, meta_test
 from symloss.metrics import METRICS
 from symloss.models import MODELS
-from symloss.network import TARGETS, LearnedLoss, load
+from symloss.network import TARGETS, LearnedLoss
 from symloss.records import GenerationStats
 from symloss.runs import (
     BEST_LOSS_FILE,

@@ -20,7 +20,7 @@ import torch
 
 from symloss.expression import Expression
 from symloss.kinds import check_task_kind
-from symloss.network import checked_prior, prepare_outputs, prior_values
+from symloss.metaloss import checked_prior, prepare_outputs, prior_values
 from symloss.primitives import CLASS_PRIOR, PRIMITIVES, Derivative, Dual, Value
 
 
@@ -143,7 +143,7 @@ class DualLoss:
     ------
     ValueError
         If ``kind`` is unknown, or the shapes of outputs and targets do not fit together
-        (see :func:`~symloss.network.prepare_outputs`).
+        (see :func:`~symloss.metaloss.prepare_outputs`).
     """
 
     def __init__(

@@ -166,7 +166,7 @@ _REDUCTIONS = {
     "numpy": "value.sum(axis=1).mean()",
     "jax": "value.sum(axis=1).mean()",
 }
-"""The reduction of :func:`symloss.network.reduce_loss` per framework: sum over the
+"""The reduction of :func:`symloss.metaloss.reduce_loss` per framework: sum over the
 classes or outputs, mean over the batch (the export tests compare against ``LearnedLoss``
 on multi-output data, so a change there that is not made here fails them)."""
 

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from symloss.library import baseline as baseline_expression
+from symloss.lossfile import load
 from symloss.metatest import MetaTestResult
-from symloss.network import LearnedLoss, load
+from symloss.network import LearnedLoss
 from symloss.records import GenerationStats
 from symloss.runs import BEST_LOSS_FILE, METATEST_FILE, TASK_FILE, RunDirectory
 

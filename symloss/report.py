@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from symloss.lossfile import load
 from symloss.metatest import MetaTestResult
-from symloss.network import LearnedLoss, load
+from symloss.network import LearnedLoss
 from symloss.plots import save_run_figures
 from symloss.records import GenerationStats
 from symloss.runs import (

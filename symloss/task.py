@@ -32,8 +32,10 @@ from symloss.inputs import (
     to_arrays,
 )
 from symloss.library import baseline
+from symloss.lossfile import load
+from symloss.metaloss import prepare_outputs, reduce_loss
 from symloss.metrics import Metric, MetricFn, default_metric, resolve_metric
-from symloss.network import LearnedLoss, load, prepare_outputs, reduce_loss
+from symloss.network import LearnedLoss
 
 ModelSpec = nn.Module | Callable[[], nn.Module] | str
 MetricSpec = str | MetricFn | Metric | None
@@ -175,7 +177,7 @@ class Task:
     def base_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The value of the baseline loss: the user's (``baseline=``), else cross-entropy,
         or squared error summed over the outputs and averaged over the batch
-        (:func:`symloss.network.reduce_loss`)."""
+        (:func:`symloss.metaloss.reduce_loss`)."""
         if self._baseline is not None:
             return self._baseline(outputs, targets)
         if self.kind == "classification":

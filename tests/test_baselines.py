@@ -17,8 +17,9 @@ from symloss.baselines.taylorglo import SQUARED_ERROR_THETA
 from symloss.config import Settings
 from symloss.datasets import load_dataset
 from symloss.local_search import unrolled_objective
+from symloss.lossfile import LOSS_FORMATS, load
 from symloss.metatest import meta_test
-from symloss.network import LOSS_FORMATS, LearnedLoss, load
+from symloss.network import LearnedLoss
 from symloss.task import make_task
 from symloss.training import sgd_settings, train
 

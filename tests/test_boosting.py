@@ -25,7 +25,8 @@ from symloss.cli import main
 from symloss.dual import DualTree
 from symloss.expression import Expression
 from symloss.library import BASELINES, BINARY_BASELINE
-from symloss.network import LearnedLoss, prepare_outputs
+from symloss.metaloss import prepare_outputs
+from symloss.network import LearnedLoss
 
 MSE = LearnedLoss(BASELINES["regression"], "regression", scale=0.5)
 """The libraries' squared error is half of symloss's ``square(f - y)``."""

@@ -9,7 +9,8 @@ from grown_trees import grown_trees
 
 from symloss.dual import DualLoss, DualTree
 from symloss.expression import Expression
-from symloss.network import LearnedLoss, prepare_outputs
+from symloss.metaloss import prepare_outputs
+from symloss.network import LearnedLoss
 
 B = 32
 

@@ -20,7 +20,7 @@ from symloss.expression import (
 )
 from symloss.kinds import check_task_kind
 from symloss.library import BASELINES, KNOWN_LOSSES, baseline, known_losses
-from symloss.network import MetaLossNetwork
+from symloss.metaloss import MetaLossNetwork
 from symloss.primitives import CONSTANTS, PRIMITIVES, VARIABLES
 
 P = Expression.parse

@@ -11,8 +11,9 @@ import torch
 from sklearn import metrics as skm
 
 import symloss
+from symloss.lossfile import load
 from symloss.metrics import METRICS, MetricError, resolve_metric
-from symloss.network import LearnedLoss, load
+from symloss.network import LearnedLoss
 from symloss.scale import gradient_scale, search_loss
 from symloss.step_size import validation_metric
 from symloss.task import make_task, resolve_data

@@ -8,18 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import symloss.network as network_module
+import symloss
 from symloss.expression import Expression
-from symloss.network import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    PLAIN_FORMAT_VERSION,
-    LearnedLoss,
-    MetaLossNetwork,
-    load,
-    prepare_outputs,
-    reduce_loss,
-)
+from symloss.lossfile import load
+from symloss.metaloss import MetaLossNetwork, prepare_outputs, reduce_loss
+from symloss.network import FORMAT_NAME, FORMAT_VERSION, PLAIN_FORMAT_VERSION, LearnedLoss
 from symloss.primitives import EPS
 
 
@@ -490,4 +483,4 @@ def test_missing_file_raises_file_not_found(tmp_path):
 
 
 def test_module_exports():
-    assert network_module.load is load
+    assert symloss.load is load

@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from symloss.network import LearnedLoss, LearnedWith, load
+from symloss.lossfile import load
+from symloss.network import LearnedLoss, LearnedWith
 from symloss.scale import (
     gradient_norm,
     gradient_scale,

@@ -2,7 +2,7 @@
 
 Both losses take ``loss(y_pred, y_true)`` like :class:`~symloss.network.LearnedLoss`, with
 the same output transform and reduction, and save to JSON files that
-:func:`symloss.network.load` reads back. TaylorGLO's search needs the optional ``cma``
+:func:`symloss.lossfile.load` reads back. TaylorGLO's search needs the optional ``cma``
 package (``pip install 'symloss[baselines]'``), imported only when a search starts.
 """
 

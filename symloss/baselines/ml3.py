@@ -27,7 +27,8 @@ from torch.func import functional_call
 from symloss.config import Settings
 from symloss.kinds import check_task_kind
 from symloss.local_search import meta_train
-from symloss.network import prepare_outputs, reduce_loss, register_loss_format
+from symloss.lossfile import register_loss_format
+from symloss.metaloss import prepare_outputs, reduce_loss
 from symloss.serialization import check_header, real_numbers, write_json
 from symloss.task import Task
 
@@ -200,7 +201,7 @@ class ML3Loss(nn.Module):
             raise ValueError(f"{source} is not a valid symloss ML3 loss: {error}") from error
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the loss as a JSON file (atomically); :func:`symloss.network.load` reads it."""
+        """Write the loss as a JSON file (atomically); :func:`symloss.lossfile.load` reads it."""
         return write_json(path, self.to_dict())
 
 

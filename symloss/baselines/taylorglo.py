@@ -41,7 +41,8 @@ from torch import nn
 from symloss.config import Settings
 from symloss.expression import Expression
 from symloss.kinds import check_task_kind
-from symloss.network import prepare_outputs, reduce_loss, register_loss_format
+from symloss.lossfile import register_loss_format
+from symloss.metaloss import prepare_outputs, reduce_loss
 from symloss.serialization import check_header, real_numbers, write_json
 from symloss.symbolic import readable, round_floats
 from symloss.task import Task
@@ -191,7 +192,7 @@ class TaylorGLOLoss(nn.Module):
             raise ValueError(f"{source} is not a valid symloss TaylorGLO loss: {error}") from error
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the loss as a JSON file (atomically); :func:`symloss.network.load` reads it."""
+        """Write the loss as a JSON file (atomically); :func:`symloss.lossfile.load` reads it."""
         return write_json(path, self.to_dict())
 
 
