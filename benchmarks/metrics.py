@@ -11,8 +11,9 @@ learned loss's test metric over the baseline's.
 - ``skewed`` / ``pinball:0.9``: exponential noise; the pinball loss of quantile 0.9
   beats squared error under the pinball metric.
 - ``imbalanced`` / ``balanced_error_rate``: a two-class problem with 10% positives;
-  class-weighted cross-entropy (the known answer, written in torch: the primitive set has
-  no class-frequency terminal) beats plain cross-entropy under balanced error.
+  class-weighted cross-entropy (the known answer, written in torch) beats plain
+  cross-entropy under balanced error. The search is given the class-frequency terminal
+  ``p`` (``class_prior=True``), which lets a loss re-weight classes.
 
 Run::
 
@@ -63,13 +64,15 @@ def imbalanced(seed: int = 0) -> dict:
     return {"train": (x.astype(np.float32), y.astype(np.int64))}
 
 
-def row(name: str, data, metric: str, known, args: argparse.Namespace) -> dict:
+def row(name: str, data, metric: str, known, args: argparse.Namespace,
+        settings: dict | None = None) -> dict:
     """Search ``data`` scored by ``metric``; meta-test learned, baseline and known answer."""
     started = time.perf_counter()
     search = symloss.fit(data, "mlp", preset="quick", population_size=args.population,
                          generations=args.generations, metric=metric, n_jobs=args.jobs,
                          random_state=0, verbose=False, run_dir=f"{args.runs}/{name}",
-                         settings={"selection_top_k": args.selection_top_k})
+                         settings={"selection_top_k": args.selection_top_k,
+                                   **(settings or {})})
     searched = time.perf_counter() - started
     task = search.task_
     if callable(known) and not isinstance(known, nn.Module):
@@ -111,7 +114,8 @@ def main() -> None:
         "mae": ("outliers", "outliers", "mae", LearnedLoss("abs(f - y)", "regression")),
         "pinball": ("skewed", "skewed", "pinball:0.9",
                     LearnedLoss(quantile_loss(0.9), "regression")),
-        "balanced": ("imbalanced", imbalanced(), "balanced_error_rate", weighted),
+        "balanced": ("imbalanced", imbalanced(), "balanced_error_rate", weighted,
+                     {"class_prior": True}),
     }
     print(f"search: quick preset, population {args.population}, {args.generations} "
           f"generations, selection_top_k {args.selection_top_k}, seed 0; meta-test: "
@@ -120,8 +124,8 @@ def main() -> None:
     print(f"{'task':<11} {'metric':<20} {'learned':>15} {'baseline':>15} {'known answer':>15} "
           f"{'ratio':>6}  learned loss")
     for key in args.only:
-        name, data, metric, known = cases[key]
-        out = row(name, data, metric, known, args)
+        name, data, metric, known, *settings = cases[key]
+        out = row(name, data, metric, known, args, *settings)
         r = out["results"]
 
         def cell(result):
