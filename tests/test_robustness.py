@@ -290,7 +290,7 @@ def test_the_loss_module_knows_no_baseline():
 
 def test_baseline_formats_load_in_a_fresh_process(tmp_path):
     ML3Loss("classification").save(tmp_path / "ml3.json")
-    code = ("import sys, symloss.network as n; "
+    code = ("import sys, symloss.lossfile as n; "
             f"print(type(n.load({str(tmp_path / 'ml3.json')!r})).__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)
