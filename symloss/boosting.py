@@ -63,6 +63,7 @@ import numpy as np
 
 from symloss.export import Exportable
 from symloss.expression import Expression
+from symloss.kinds import CLASSIFICATION
 from symloss.primitives import EPS, PRIMITIVES
 from symloss.version import __version__
 
@@ -174,7 +175,7 @@ _HELPERS = {"min": (_pick,), "max": (_pick,)}
 
 def _transform_of(task, margin):
     """The output transform of a loss of ``task`` on margins of this shape."""
-    if task == "regression":
+    if task == "regression":  # copied into exported sources: no symloss names
         return "identity"
     return "softmax" if margin.ndim == 2 and margin.shape[1] > 1 else "sigmoid"
 
@@ -555,7 +556,7 @@ def to_source(loss: Exportable, library: str,
     tree, used = _tree_source(loss)
     functions = [RULES[op] for op in sorted(used)]
     helpers = {h for op in used for h in _HELPERS.get(op, ())}
-    multi = 'num_class": K, ' if loss.task == "classification" else ""
+    multi = 'num_class": K, ' if loss.task == CLASSIFICATION else ""
     params = f'"{multi}' if multi else ""
     docstring = [
         f'"""{_NAMES[library]} objective for a {loss.task} loss learned by symloss '

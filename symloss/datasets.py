@@ -32,6 +32,8 @@ from typing import Literal
 
 import numpy as np
 
+from symloss.kinds import CLASSIFICATION
+
 __all__ = [
     "DATASETS",
     "FASHION_MNIST_DEFAULT_DIR",
@@ -126,7 +128,7 @@ class Dataset:
     @property
     def n_outputs(self) -> int:
         """Number of model outputs: classes for classification, target width otherwise."""
-        if self.task == "classification":
+        if self.task == CLASSIFICATION:
             if self.classes is not None:
                 return len(self.classes)
             ys = [self.train[1]] + ([self.test[1]] if self.test is not None else [])
@@ -608,7 +610,7 @@ def with_label_noise(data: Dataset, fraction: float, seed: int = 0) -> Dataset:
     ValueError
         If ``data`` is not a classification dataset, or ``fraction`` is not in [0, 1).
     """
-    if data.task != "classification":
+    if data.task != CLASSIFICATION:
         raise ValueError(f"label noise needs a classification dataset; {data.name} is "
                          f"{data.task}")
     if not 0.0 <= fraction < 1.0:

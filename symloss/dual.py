@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from symloss.expression import Expression
-from symloss.kinds import check_task_kind
+from symloss.kinds import REGRESSION, check_task_kind
 from symloss.metaloss import checked_prior, prepare_outputs, prior_values
 from symloss.primitives import CLASS_PRIOR, PRIMITIVES, Derivative, Dual, Value
 
@@ -158,7 +158,7 @@ class DualLoss:
         self._dtype = y.numpy().dtype
         self._shape = outputs.shape
         self._batch = y.shape[0]
-        self._transform = "identity" if kind == "regression" else (
+        self._transform = "identity" if kind == REGRESSION else (
             "sigmoid" if y.shape[1] == 1 else "softmax"
         )
         expression = Expression.parse(expression)

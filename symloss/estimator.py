@@ -24,6 +24,7 @@ from symloss.evaluator import Evaluator
 from symloss.executors import check_n_jobs
 from symloss.expression import Expression
 from symloss.filters import FAILED
+from symloss.kinds import CLASSIFICATION
 from symloss.library import known_losses
 from symloss.metrics import Metric
 from symloss.network import LearnedLoss, LearnedWith
@@ -369,7 +370,7 @@ class SymbolicLossSearch(BaseEstimator):
         """In order of priority: the baseline (the user's, else the library's), the
         user's seeds, the known losses of the metric (the pinball loss of ``pinball:Q``),
         then the library of known losses (with the usual baseline after a user's)."""
-        if settings.class_prior and task.kind != "classification":
+        if settings.class_prior and task.kind != CLASSIFICATION:
             raise ValueError(
                 "class_prior=True offers the class prior p, which only classification tasks "
                 f"have; this task is {task.kind}: leave class_prior off"

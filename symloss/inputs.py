@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from symloss.kinds import check_task_kind
+from symloss.kinds import REGRESSION, check_task_kind
 
 
 def to_arrays(data: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +141,7 @@ def check_scale(parts: dict[str, tuple[np.ndarray, np.ndarray]], kind: str) -> N
     """Refuse float inputs (and regression targets) so large that float32 training
     overflows; warn when they are large enough that plain SGD usually diverges."""
     for name, (x, y) in parts.items():
-        arrays = [(x, "inputs")] + ([(y, "targets")] if kind == "regression" else [])
+        arrays = [(x, "inputs")] + ([(y, "targets")] if kind == REGRESSION else [])
         for array, what in arrays:
             if array.dtype.kind != "f" or array.size == 0:
                 continue

@@ -8,7 +8,7 @@ small budget can never return a loss worse on validation than the baseline.
 from __future__ import annotations
 
 from symloss.expression import Expression
-from symloss.kinds import check_task_kind
+from symloss.kinds import CLASSIFICATION, check_task_kind
 
 BASELINES: dict[str, str] = {
     "classification": "-(y * log(f))",
@@ -78,7 +78,7 @@ def quantile_loss(q: float) -> Expression:
 def baseline(kind: str, single_output: bool = False) -> Expression:
     """The baseline loss expression of a task kind (binary cross-entropy for a
     classifier with a single output column)."""
-    if check_task_kind(kind) == "classification" and single_output:
+    if check_task_kind(kind) == CLASSIFICATION and single_output:
         return Expression.parse(BINARY_BASELINE)
     return Expression.parse(BASELINES[kind])
 
@@ -98,7 +98,7 @@ def known_losses(
         If ``class_prior`` is asked for a regression task (it has no classes).
     """
     first = baseline(kind, single_output)
-    if class_prior and kind != "classification":
+    if class_prior and kind != CLASSIFICATION:
         raise ValueError("the class prior p exists for classification only")
     prior = BINARY_PRIOR_LOSSES if single_output else PRIOR_LOSSES
     texts = [*(prior.values() if class_prior else ()), *KNOWN_LOSSES[kind].values()]

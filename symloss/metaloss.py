@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from symloss.expression import Expression
+from symloss.kinds import CLASSIFICATION
 from symloss.primitives import CLASS_PRIOR, PRIMITIVES
 
 
@@ -209,7 +210,7 @@ def prepare_outputs(
             f"{tuple(y_true.shape)}; both need the batch as their first dimension"
         )
     batch = y_pred.shape[0]
-    if task == "classification":
+    if task == CLASSIFICATION:
         if y_pred.dim() != 2:
             raise ValueError(
                 f"classification predictions must be logits of shape [batch, classes], got "
@@ -256,7 +257,7 @@ def reduce_loss(elementwise: torch.Tensor, task: str) -> torch.Tensor:
         If ``elementwise`` is not 2-d (use :func:`prepare_outputs` to get ``[batch, k]``).
     """
     if elementwise.dim() != 2:
-        what = "classes" if task == "classification" else "outputs"
+        what = "classes" if task == CLASSIFICATION else "outputs"
         raise ValueError(
             f"elementwise loss values must have shape [batch, {what}], got "
             f"{tuple(elementwise.shape)}; prepare_outputs gives the (f, y) of that shape"

@@ -27,7 +27,7 @@ from symloss.boosting import to_objective as boosting_objective
 from symloss.boosting import to_source as boosting_source
 from symloss.export import FRAMEWORKS, to_source
 from symloss.expression import Expression
-from symloss.kinds import check_task_kind
+from symloss.kinds import CLASSIFICATION, check_task_kind
 from symloss.metaloss import (
     MetaLossNetwork,
     prepare_outputs,
@@ -204,7 +204,7 @@ class LearnedLoss(nn.Module):
         if not (_is_number(scale) and math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a positive finite number, got {scale!r}")
         expression = Expression.parse(expression)
-        if expression.uses_class_prior and self.task != "classification":
+        if expression.uses_class_prior and self.task != CLASSIFICATION:
             raise ValueError(
                 f"the loss {expression} uses the class prior p, which only classification "
                 "losses have; write a regression loss in y, f and constants"

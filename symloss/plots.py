@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from symloss.kinds import CLASSIFICATION, REGRESSION
 from symloss.library import baseline as baseline_expression
 from symloss.lossfile import load
 from symloss.metatest import MetaTestResult
@@ -119,9 +120,9 @@ def loss_shape(
     -------
     matplotlib.figure.Figure
     """
-    if kind == "classification":
+    if kind == CLASSIFICATION:
         needed, width = 2, 9.0
-    elif kind == "regression":
+    elif kind == REGRESSION:
         needed, width = 1, 5.5
     else:
         raise ValueError(f"kind must be 'classification' or 'regression', got {kind!r}")
@@ -135,7 +136,7 @@ def loss_shape(
     entries = ([(_baseline_label(baseline), baseline, True)] if baseline is not None else [])
     entries += [(label, loss, False) for label, loss in losses.items()]
     colours = iter(f"C{i}" for i in range(100))
-    if kind == "classification":
+    if kind == CLASSIFICATION:
         f = PROBABILITIES
         for label, loss, is_baseline in entries:
             true, wrong = _normalise([elementwise(loss, f, np.ones_like(f)),
@@ -371,7 +372,7 @@ def save_run_figures(
                            or baseline_expression(kind, bool(task.get("single_output"))), kind)
     targets: Sequence[float] = (0.0,)
     residuals = None
-    if kind == "regression" and task.get("targets"):
+    if kind == REGRESSION and task.get("targets"):
         spread = task["targets"]
         targets = tuple(spread["quantiles"][q] for q in ("10%", "50%", "90%"))
         residuals = np.linspace(-2 * spread["std"], 2 * spread["std"], 241)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from symloss.kinds import CLASSIFICATION
+
 if TYPE_CHECKING:
     from symloss.task import Task
 
@@ -53,7 +55,7 @@ def task_prior(task: Task) -> tuple[float, ...] | None:
     """The class prior of a task's training split (None for regression, which has none);
     computed once per task."""
     if task not in _PRIORS:
-        if task.kind != "classification" or not task.n_classes:
+        if task.kind != CLASSIFICATION or not task.n_classes:
             _PRIORS[task] = None
         else:
             _PRIORS[task] = class_prior(task.train.y, task.n_classes, task.single_output)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from symloss.kinds import CLASSIFICATION
 from symloss.lossfile import load
 from symloss.metatest import MetaTestResult
 from symloss.network import LearnedLoss
@@ -120,7 +121,7 @@ def _chosen(loss: Any, rows: Sequence[Equation], figures: dict[str, Path]) -> st
                   + _refinement_text(chosen) + ". " + _rate_text(loss) + "Per element: "
                   + ("`f` is the softmax (sigmoid for one output) probability and `y` the "
                      "one-hot label; summed over classes, averaged over the batch."
-                     if loss.task == "classification" else
+                     if loss.task == CLASSIFICATION else
                      "`f` is the prediction and `y` the target; summed over the outputs, "
                      "averaged over the batch.")]
     if "loss_shape" in figures:
@@ -159,7 +160,7 @@ def _data(task: dict[str, Any]) -> str:
                  "the search trains on train and scores on validation, the meta-test "
                  "reports test)")
     lines.append(f"- inputs: shape {tuple(task['input_shape'])}, {task['input_dtype']}")
-    if task["kind"] == "classification":
+    if task["kind"] == CLASSIFICATION:
         counts = task.get("class_counts") or []
         lines.append(f"- classes: {task['n_classes']}; training examples per class: "
                      + ", ".join(str(c) for c in counts))

@@ -31,6 +31,7 @@ from symloss.inputs import (
     split_off,
     to_arrays,
 )
+from symloss.kinds import CLASSIFICATION, REGRESSION
 from symloss.library import baseline
 from symloss.lossfile import load
 from symloss.metaloss import prepare_outputs, reduce_loss
@@ -180,7 +181,7 @@ class Task:
         (:func:`symloss.metaloss.reduce_loss`)."""
         if self._baseline is not None:
             return self._baseline(outputs, targets)
-        if self.kind == "classification":
+        if self.kind == CLASSIFICATION:
             if outputs.shape[1] == 1:
                 return F.binary_cross_entropy_with_logits(
                     outputs.reshape(-1), targets.reshape(-1).to(outputs.dtype)
@@ -194,7 +195,7 @@ class Task:
         differentiable form where it has one (MSE, MAE, pinball), summed over the
         outputs and averaged over the batch, else the baseline loss (:meth:`base_loss`)."""
         objective = self.scoring.objective
-        if objective is None or self.kind != "regression":
+        if objective is None or self.kind != REGRESSION:
             return self.base_loss(outputs, targets)
         f, y = prepare_outputs(outputs, targets, "regression")
         return reduce_loss(objective(f, y), "regression")
@@ -202,7 +203,7 @@ class Task:
     @property
     def meta_objective_name(self) -> str:
         """What :meth:`meta_objective` computes, in words (for records and reports)."""
-        if self.scoring.objective is not None and self.kind == "regression":
+        if self.scoring.objective is not None and self.kind == REGRESSION:
             return str(self.scoring.objective_name)
         return f"the baseline loss {self.baseline}"
 
@@ -210,7 +211,7 @@ class Task:
         """The task metric (``scoring``) of model outputs: on the predicted labels
         (argmax; logit > 0 for one output column) or the predictions in the targets'
         shape. Error rate and MSE by default."""
-        if self.kind == "classification":
+        if self.kind == CLASSIFICATION:
             if outputs.shape[1] == 1:
                 predicted = (outputs.reshape(-1) > 0).long()
             else:
@@ -366,13 +367,13 @@ def make_task(
     check_consistent(parts)
 
     kind = infer_kind(parts["train"][1], task)
-    if kind == "classification" and any(is_text(y) for _, y in parts.values()):
+    if kind == CLASSIFICATION and any(is_text(y) for _, y in parts.values()):
         parts = encode_labels(parts)
     parts = {k: (x, numeric(y, f"{k} targets")) for k, (x, y) in parts.items()}
     for name, (_, y) in parts.items():
         check_finite(y, f"{name} targets")
     check_scale(parts, kind)
-    if kind == "classification":
+    if kind == CLASSIFICATION:
         for name, (_, y) in parts.items():
             if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
                 raise ValueError(
@@ -384,7 +385,7 @@ def make_task(
             if y.min() < 0:
                 raise ValueError(f"{name}: class labels must be 0..C-1, found {y.min()}")
         parts = {k: (x, y.astype(np.int64)) for k, (x, y) in parts.items()}
-    stratify = kind == "classification"
+    stratify = kind == CLASSIFICATION
     x, y = parts["train"]
     if "test" not in parts:
         x, y, test_x, test_y = split_off(x, y, test_fraction, stratify, seed, "test")
@@ -395,7 +396,7 @@ def make_task(
     parts["train"] = (x, y)
 
     n_classes = None
-    if kind == "classification":
+    if kind == CLASSIFICATION:
         n_classes = check_classes(parts)
 
     def tensors(name: str) -> Split:
@@ -403,7 +404,7 @@ def make_task(
         x_t = torch.as_tensor(x)
         x_t = x_t.float() if x_t.is_floating_point() else x_t.long()
         y_t = torch.as_tensor(y)
-        y_t = y_t.long() if kind == "classification" else y_t.float()
+        y_t = y_t.long() if kind == CLASSIFICATION else y_t.float()
         return Split(x_t.to(device), y_t.to(device))
 
     if isinstance(model, str):
@@ -451,7 +452,7 @@ def _check_metric(metric: Metric, val_y: np.ndarray, train_y: np.ndarray, kind: 
     """Call the metric before any training, on the validation targets against
     themselves and against a constant prediction (the training mode or mean), so a
     metric that raises, returns NaN or returns a non-number fails now, naming it."""
-    if kind == "classification":
+    if kind == CLASSIFICATION:
         labels = val_y.reshape(-1).astype(np.int64)
         constant = np.full_like(labels, np.bincount(train_y.reshape(-1).astype(np.int64)).argmax())
         y_true = labels
@@ -469,7 +470,7 @@ def _named_model(
     from symloss.models import build_model
 
     x, y = parts["train"]
-    if kind == "classification":
+    if kind == CLASSIFICATION:
         n_outputs = int(n_classes or 0)
     else:
         n_outputs = int(np.prod(y.shape[1:])) if y.ndim > 1 else 1
@@ -512,7 +513,7 @@ def _check_model(task: Task, model: ModelSpec) -> None:
             f"the model failed on a batch of inputs of shape {tuple(x.shape)} "
             f"(dtype {x.dtype}): {error}{hint}"
         ) from error
-    if task.kind == "classification":
+    if task.kind == CLASSIFICATION:
         c = task.n_classes
         ok = out.dim() == 2 and (out.shape[1] == c or (c == 2 and out.shape[1] == 1))
         if not ok:
@@ -598,7 +599,7 @@ def task_summary(task: Task, dataset: Any, model: ModelSpec) -> dict[str, Any]:
         "metric_name": task.scoring.name, "meta_objective": task.meta_objective_name,
         "baseline_name": task.baseline_name,
     }
-    if task.kind == "classification":
+    if task.kind == CLASSIFICATION:
         counts = torch.bincount(targets.reshape(-1).long(), minlength=task.n_classes or 0)
         summary["class_counts"] = counts.tolist()
     else:
