@@ -290,35 +290,37 @@ def _render(
     """Code of ``expression`` with the edge weights applied, its precedence, and its value
     when it is constant (folded at export time, as the network computes constants once).
 
-    Nodes are rendered in :meth:`~symloss.expression.Expression.postorder`, the order of
-    ``weights``, each from its children's code (:meth:`~symloss.expression.Expression.program`).
+    Nodes are rendered in the order of ``weights``
+    (:meth:`~symloss.expression.Expression.program`), each from its children's code.
     """
-    nodes = expression.postorder()
+    program = expression.program()
     rendered: list[tuple[str, int, float | None]] = []
-    for position, (e, (_, children, _)) in enumerate(zip(nodes, expression.program(),
-                                                         strict=True)):
-        weight = None if position == len(nodes) - 1 else weights[position]
-        rendered.append(_node(e, [rendered[c] for c in children], weight, fw, helpers))
+    for position, (op, children, constant) in enumerate(program):
+        weight = None if position == len(program) - 1 else weights[position]
+        rendered.append(_node(op, constant, [rendered[c] for c in children], weight, fw,
+                              helpers))
     return rendered[-1]
 
 
 def _node(
-    e: Expression,
+    op: str,
+    constant: float,
     children: list[tuple[str, int, float | None]],
     weight: float | None,
     fw: _Framework,
     helpers: dict[str, str],
 ) -> tuple[str, int, float | None]:
-    """One node of :func:`_render`, its rendered ``children`` given."""
+    """One node of :func:`_render` (its primitive or leaf ``op`` and ``constant``), its
+    rendered ``children`` given."""
     weight = None if weight == 1.0 else weight
-    if e.op == "const" or (children and all(c[2] is not None for c in children)):
-        value = e.value if e.op == "const" else _fold(e.op, [c[2] for c in children])
+    if op == "const" or (children and all(c[2] is not None for c in children)):
+        value = constant if op == "const" else _fold(op, [c[2] for c in children])
         value = value if weight is None else value * weight
         return _literal(value), (PREC_UNARY if value < 0 else PREC_ATOM), value
-    if e.op in ("y", "f", "p"):
-        code, precedence = e.op, PREC_ATOM
+    if op in ("y", "f", "p"):
+        code, precedence = op, PREC_ATOM
     else:
-        code, precedence = _call(e.op, [(c[0], c[1]) for c in children], children, fw, helpers)
+        code, precedence = _call(op, [(c[0], c[1]) for c in children], children, fw, helpers)
     if weight is None:
         return code, precedence, None
     inner = code if precedence > PREC_PRODUCT else f"({code})"
