@@ -35,19 +35,24 @@ here), it has no buffers (batch-norm statistics would be updated once, not K tim
 every parameter is trainable, and, on the CPU, it has no convolution: stacked LeNet-5
 measured slower there than one model at a time (docs/batched.md; K models' activations
 at once no longer fit the caches, and the convolutions themselves gain nothing).
-Everything else trains one run at a time with :func:`~symloss.training.train`, as does
-a group of one run.
+Everything else trains one run at a time with :func:`~symloss.training.train`. A
+batchable run trains in the stacked form even alone (K = 1; about a third slower than
+``train`` for one MLP), so that its numbers never depend on which runs it was grouped
+with: a stacked product is computed one model at a time, and each run's results are the
+same bit for bit in any group (``tests/test_batched.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from symloss.kinds import CLASSIFICATION
 from symloss.metaloss import prepare_outputs
 from symloss.models import MLP, LeNet5, LinearModel
 from symloss.network import LearnedLoss
@@ -62,6 +67,10 @@ STACKED_LAYERS: tuple[type[nn.Module], ...] = (
     nn.Flatten, nn.Linear, nn.ReLU, nn.Conv2d, nn.MaxPool2d)
 """Layer types with a stacked (K models at once) form."""
 _CHECK_EVERY = 50  # as symloss.training.train: steps between finiteness checks
+CHUNK_SIZE = 8
+"""Most runs :func:`spread` stacks into one chunk: with MLP-sized models the gain per run
+levels off near there on the CPU (docs/batched.md), and smaller chunks keep several
+workers busy."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +168,7 @@ def train_many(
         models = {i: task.new_model(runs[i].seed) for i in indices}
         joining = [i for i in indices
                    if _may_batch(models[i], runs[i], task.device, batched)]
-        if len(joining) > 1:
+        if joining:
             trained = _train_stacked(task, [runs[i] for i in joining],
                                      [models[i] for i in joining], steps, sgd,
                                      curve_split, curve_points)
@@ -171,6 +180,40 @@ def train_many(
                 results[i] = train(task, run.loss, steps, run.sgd, run.seed,
                                    curve_split=curve_split, curve_points=curve_points)
     return [result for result in results if result is not None]
+
+
+def spread(
+    run: Callable[[Sequence[Sequence[Any]]], list[Sequence[Any]]],
+    items: Sequence[Any],
+    key: Callable[[Any], Hashable],
+    size: int = CHUNK_SIZE,
+) -> list[Any]:
+    """Results of ``items`` in order, computed by ``run`` over chunks of them.
+
+    The items of each ``key`` (runs that can train as one stacked computation: the same
+    steps and optimiser settings) are split into the fewest chunks of at most ``size``
+    items, of near-equal sizes (``size=1``: one run at a time). ``run`` maps a list of
+    chunks to a list of per-chunk result lists, spreading the chunks over its workers.
+    The chunks depend on the items alone, not on the number of workers, so neither do
+    the results."""
+    groups: dict[Hashable, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(key(item), []).append(index)
+    chunks: list[list[int]] = []
+    for indices in groups.values():
+        n = -(-len(indices) // size)
+        step, extra = divmod(len(indices), n)
+        start = 0
+        for j in range(n):
+            stop = start + step + (j < extra)
+            chunks.append(indices[start:stop])
+            start = stop
+    results: list[Any] = [None] * len(items)
+    outputs = run([[items[i] for i in chunk] for chunk in chunks])
+    for chunk, output in zip(chunks, outputs, strict=True):
+        for i, result in zip(chunk, output, strict=True):
+            results[i] = result
+    return results
 
 
 def _may_batch(
@@ -345,7 +388,7 @@ class _StackedLosses:
         parts = []
         if self.groups:
             n_runs, batch = outputs.shape[:2]
-            f, y = prepare_outputs(outputs.flatten(0, 1), targets.flatten(0, 1), self.kind)
+            f, y = _outputs(outputs.flatten(0, 1), targets.flatten(0, 1), self.kind)
             f, y = f.unflatten(0, (n_runs, batch)), y.unflatten(0, (n_runs, batch))
             for network, ks, scales in self.groups:
                 if ks == list(range(ks[0], ks[-1] + 1)):  # contiguous runs: a view
@@ -360,6 +403,22 @@ class _StackedLosses:
         parts += [self.runs[k].loss(outputs[k], targets[k]).reshape(1) for k in self.others]
         values = parts[0] if len(parts) == 1 else torch.cat(parts)
         return values if self.order is None else values[self.order.to(values.device)]
+
+
+def _outputs(
+    outputs: torch.Tensor, targets: torch.Tensor, kind: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`~symloss.metaloss.prepare_outputs` of the stacked runs' outputs. For class
+    logits and integer labels on the CPU, the softmax runs along the first dimension of the
+    transposed logits: PyTorch's CPU softmax along a short last dimension (10 classes)
+    measured about 6x slower, forward and backward, than along a long first one, and at
+    ``K * batch`` rows it was a fifth of a stacked step. It rounds differently from
+    ``torch.softmax(outputs, dim=1)``, which batched results are not bound to match."""
+    if (kind == CLASSIFICATION and outputs.device.type == "cpu" and outputs.shape[1] > 1
+            and targets.dim() == 1 and not torch.is_floating_point(targets)):
+        f = torch.softmax(outputs.t(), dim=0).t()
+        return f, torch.zeros_like(f).scatter_(1, targets.long().unsqueeze(1), 1.0)
+    return prepare_outputs(outputs, targets, kind)
 
 
 def _scales(runs: Sequence[Run], ks: list[int]) -> torch.Tensor | None:

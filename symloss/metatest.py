@@ -17,12 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from symloss.batched import CHUNK_SIZE, Run, batch_rule, spread, train_many
 from symloss.executors import mapping
 from symloss.network import LearnedLoss
 from symloss.serialization import positive_number
 from symloss.step_size import best_rate, ladder_search, mean_or_inf, rate_ladder
 from symloss.task import BaselineSpec, MetricSpec, ModelSpec, Task, make_task, resolve_data
-from symloss.training import SGDSettings, train
+from symloss.training import SGDSettings
 
 logger = logging.getLogger("symloss")
 
@@ -140,27 +141,33 @@ class _Run:
     curve: tuple[tuple[int, float], ...]
 
 
-def _train_run(
-    payload: tuple[Task, tuple[Any, ...], SGDSettings, int, int], item: tuple[int, float, int]
-) -> _Run:
-    """Train with loss ``item[0]`` of the payload at rate ``item[1]`` from seed ``item[2]``.
-    Module-level so that worker processes can run it."""
+def _train_runs(
+    payload: tuple[Task, tuple[Any, ...], SGDSettings, int, int],
+    items: Sequence[tuple[int, float, int]],
+) -> list[_Run]:
+    """Train with loss ``item[0]`` of the payload at rate ``item[1]`` from seed ``item[2]``,
+    for every item (one rate), as one stacked computation where the model allows
+    (:func:`symloss.batched.train_many`). Module-level so that worker processes can run
+    it."""
     task, losses, sgd, steps, curve_points = payload
-    index, lr, seed = item
-    run = train(task, losses[index], steps, dataclasses.replace(sgd, lr=lr), seed,
-                curve_split=task.test, curve_points=curve_points)
-    if run.diverged:
-        return _Run(True, math.inf, math.inf, tuple(run.curve))
-    return _Run(False, task.metric(run.model, task.val), task.metric(run.model, task.test),
-                tuple(run.curve))
+    runs = [Run(losses[index], seed, dataclasses.replace(sgd, lr=lr))
+            for index, lr, seed in items]
+    results = []
+    for run in train_many(task, runs, steps, curve_split=task.test, curve_points=curve_points):
+        if run.diverged:
+            results.append(_Run(True, math.inf, math.inf, tuple(run.curve)))
+        else:
+            results.append(_Run(False, task.metric(run.model, task.val),
+                                task.metric(run.model, task.test), tuple(run.curve)))
+    return results
 
 
 def _run(
     run: Callable[[Sequence[tuple[int, float, int]]], list[_Run]], index: int, name: str,
     seeds: Sequence[int], sgd: SGDSettings, lr_grid: Sequence[float],
 ) -> LossResult:
-    """Train loss ``index`` of the payload of ``run`` (:func:`_train_run` over items, see
-    :func:`symloss.executors.mapping`) on every seed; with a grid, at the learning rate
+    """Train loss ``index`` of the payload of ``run`` (a :func:`_train_runs` item's result
+    per item) on every seed; with a grid, at the learning rate
     best on validation (the grid grows past an edge while the best rate sits there, see
     :func:`symloss.step_size.ladder_search`). The runs of each round go to ``run``
     together, so that they spread over its workers."""
@@ -246,9 +253,14 @@ def meta_test(
     # One torch thread, as in the search: bit-identical results on any core count, and
     # small models train faster than with threads competing for the cores.
     payload = (task, losses, sgd, steps, curve_points)
+    # the runs of one rate train together, in chunks that do not depend on the workers;
     # a round trains every seed at up to every rate of the grid
-    work = len(seeds) * max(1, len(lr_grid))
-    with mapping("auto", workers, _train_run, payload, work) as run:
+    size = CHUNK_SIZE if batch_rule(task.new_model(0), task.device) is None else 1
+    work = -(-len(seeds) // size) * max(1, len(lr_grid))
+    with mapping("auto", workers, _train_runs, payload, work) as run_chunks:
+        def run(items: Sequence[tuple[int, float, int]]) -> list[_Run]:
+            return spread(run_chunks, items, lambda item: item[1], size)
+
         learned = _run(run, 0, "learned", seeds, sgd, lr_grid)
         if baseline:
             base = _run(run, 1, task.baseline_name, seeds, sgd, lr_grid)

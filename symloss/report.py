@@ -195,7 +195,8 @@ def _selection(selection: list[dict[str, Any]] | None, metric: str,
             f"seeds. A learned loss is eligible only if its mean validation {metric} is no "
             "worse than the plain baseline's with SGD and at every checkpoint of the Adam "
             "runs; the eligible one with the lowest score (the average of the SGD and Adam "
-            "means) is chosen (first row).")
+            "means) is chosen (first row). A loss already worse than the plain baseline with "
+            "SGD cannot be chosen, so it is not trained with Adam.")
         header = (f"| SGD mean validation {metric} | per seed | SGD rate | Adam at the "
                   "checkpoints | score | eligible | search fitness | expression | "
                   "with learned weights |")
@@ -220,7 +221,7 @@ def _selection(selection: list[dict[str, Any]] | None, metric: str,
         cells = [mean, seeds, rate]
         if adam:
             curve = row.get("adam_curve") or []
-            cells += [_metrics_text(curve) or "-",
+            cells += [_metrics_text(curve) or "not run (worse with SGD)",
                       "diverged" if row.get("score") is None else f"{row['score']:.4f}",
                       "yes" if row.get("eligible", True) else "no"]
         cells += [fitness_text, f"`{row['expression']}`", form.replace("|", chr(92) + "|")]

@@ -8,12 +8,14 @@ either side of it on the 1-3-10 ladder, and ranked by their mean validation metr
 own best rate. A learned loss is therefore chosen only if it does no worse than the plain
 baseline at the baseline's best rate.
 
-With ``settings.selection_adam_lr``, every finalist is also trained with Adam, a loop it
-was not searched in. A learned loss must then also do no worse than the plain baseline
-there, at every one of :data:`ADAM_CHECKPOINTS` points of the run (someone else's loop
-may stop early, and a loss that only catches up late, such as a bounded loss under Adam
-on noisy labels, would lose there), and the eligible finalists are ranked by the average
-of their SGD and Adam means, so that both loops count alike.
+With ``settings.selection_adam_lr``, every finalist that did no worse than the plain
+baseline with SGD is also trained with Adam, a loop it was not searched in (the others
+cannot be chosen whatever Adam shows, so their Adam runs are skipped). A learned loss
+must then also do no worse than the plain baseline there, at every one of
+:data:`ADAM_CHECKPOINTS` points of the run (someone else's loop may stop early, and a
+loss that only catches up late, such as a bounded loss under Adam on noisy labels, would
+lose there), and the eligible finalists are ranked by the average of their SGD and Adam
+means, so that both loops count alike.
 """
 
 from __future__ import annotations
@@ -170,26 +172,37 @@ def select(
 
         found = ladder_search(measure, len(chosen), rates,
                               max_extra=2 if settings.selection_lr_width else 0)
-        adam = _adam_metrics(settings, chosen, seeds, run)
+        best = [_best_lr(by_lr, settings.lr) for by_lr in found]
+        means = [mean_or_inf(per_run[(i, lr)]) for i, lr in enumerate(best)]
+        plain = next(i for i, e in enumerate(chosen) if e.key == task.baseline.key()
+                     and tuple(e.weights) == task.baseline_weights)
+        # a finalist already worse than the plain baseline with SGD cannot be chosen,
+        # whatever Adam shows: its Adam runs would decide nothing
+        contenders = [i for i in range(len(chosen)) if settings.selection_adam_lr > 0
+                      and (i == plain or means[i] <= means[plain])]
+        adam = dict(zip(contenders, _adam_metrics(settings, [chosen[i] for i in contenders],
+                                                  seeds, run), strict=True))
     results = []
     for i, evaluation in enumerate(chosen):
-        by_lr = dict(sorted(found[i].items()))
-        try:
-            lr = best_rate(by_lr).lr
-        except ValueError:  # diverged at every rate: ranks last
-            lr = settings.lr
-        curves = adam[i]
+        curves = adam.get(i, ())
         results.append(Selection(
-            evaluation, per_run[(i, lr)], lr, by_lr,
+            evaluation, per_run[(i, best[i])], best[i], dict(sorted(found[i].items())),
             adam_metrics=tuple(curve[-1] for curve in curves),
             adam_curve=tuple(mean_or_inf(point) for point in zip(*curves, strict=True)),
         ))
     if settings.selection_adam_lr > 0:
-        plain = next(r for r in results if r.evaluation.key == task.baseline.key()
-                     and tuple(r.evaluation.weights) == task.baseline_weights)
-        results = [dataclasses.replace(r, eligible=r is plain or _no_worse(r, plain))
-                   for r in results]
+        results = [dataclasses.replace(r, eligible=i == plain or (
+            i in adam and _no_worse(r, results[plain]))) for i, r in enumerate(results)]
     return sorted(results, key=lambda r: (not r.eligible, r.score, r.evaluation.fitness))
+
+
+def _best_lr(by_lr: dict[float, float], default: float) -> float:
+    """The best rate of a finalist's ``by_lr``; ``default`` when it diverged at every
+    rate (it then ranks last)."""
+    try:
+        return best_rate(by_lr).lr
+    except ValueError:
+        return default
 
 
 def _no_worse(finalist: Selection, plain: Selection) -> bool:
@@ -206,12 +219,10 @@ def _adam_metrics(
 ) -> list[tuple[tuple[float, ...], ...]]:
     """Per finalist and selection seed, the validation metrics at the
     :data:`ADAM_CHECKPOINTS` points of ``selection_steps`` of Adam at
-    ``settings.selection_adam_lr`` (no seeds when that is 0).
+    ``settings.selection_adam_lr``.
 
     Adam divides out a loss's scale, so this asks whether the loss's *shape* also
     trains well in an ordinary loop it was not searched in."""
-    if settings.selection_adam_lr <= 0:
-        return [() for _ in chosen]
     runs = [(e.expression, tuple(e.weights), settings.selection_steps, s,
              settings.selection_adam_lr, True, ADAM_CHECKPOINTS) for e in chosen for s in seeds]
     values = iter(run(runs))

@@ -17,12 +17,13 @@ import statistics
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from symloss.batched import CHUNK_SIZE, Run, batch_rule, spread, train_many
 from symloss.config import Settings
 from symloss.executors import mapping
 from symloss.scale import reference_batch, search_loss
 from symloss.serialization import MAX_ABS_VALUE
 from symloss.task import Task
-from symloss.training import sgd_settings, train
+from symloss.training import sgd_settings
 
 TrainItem = tuple  # (expression, weights, steps, seed, lr[, adam[, checkpoints]])
 """``(expression, weights, steps, seed, lr)``, optionally ``adam`` (train with Adam at
@@ -39,24 +40,51 @@ def validation_metric(
     With ``checkpoints`` (the item's 7th field) above 0, the metric is taken at that
     many evenly spaced steps instead, the last at the end, and returned as a tuple (inf
     from a divergence on). ``payload`` is ``(task, settings, search_seed)``; the search
-    seed fixes the reference batch of the normalisation. Module-level so worker
-    processes can run it.
+    seed fixes the reference batch of the normalisation.
     """
+    (metric,) = validation_metrics(payload, [item])
+    return metric
+
+
+def validation_metrics(
+    payload: tuple[Task, Settings, int], items: Sequence[TrainItem]
+) -> list[float | tuple[float, ...]]:
+    """:func:`validation_metric` of every item, the runs trained together by
+    :func:`symloss.batched.train_many` (one stacked computation where the model allows).
+    The items share their steps, rate, optimiser and checkpoints (:func:`_run_key`).
+    Module-level so worker processes can run it."""
     task, settings, search_seed = payload
-    expression, weights, steps, seed, lr, *options = item
-    adam, checkpoints = (*options, False, 0)[:2]
+    steps, lr, adam, checkpoints = _run_key(items[0])
+    failed = (math.inf,) * checkpoints if checkpoints else math.inf
     reference = reference_batch(task, search_seed) if settings.normalize else None
-    try:
-        loss = search_loss(task, settings, expression, weights, reference)
-    except ValueError:
-        return (math.inf,) * checkpoints if checkpoints else math.inf
-    sgd = dataclasses.replace(sgd_settings(settings), lr=lr, adam=bool(adam))
-    if checkpoints:
-        run = train(task, loss, steps, sgd, seed, curve_split=task.val, curve_points=checkpoints)
-        curve = [m for step, m in run.curve if step > 0]
-        return tuple(curve + [math.inf] * (checkpoints - len(curve)))
-    run = train(task, loss, steps, sgd, seed)
-    return math.inf if run.diverged else task.metric(run.model, task.val)
+    sgd = dataclasses.replace(sgd_settings(settings), lr=lr, adam=adam)
+    results: list[float | tuple[float, ...]] = [failed] * len(items)
+    runs, slots = [], []
+    for slot, (expression, weights, _, seed, *_) in enumerate(items):
+        try:
+            loss = search_loss(task, settings, expression, weights, reference)
+        except ValueError:
+            continue
+        runs.append(Run(loss, seed, sgd))
+        slots.append(slot)
+    if not runs:
+        return results
+    trained = train_many(task, runs, steps, curve_split=task.val if checkpoints else None,
+                         curve_points=checkpoints)
+    for slot, run in zip(slots, trained, strict=True):
+        if checkpoints:
+            curve = [m for step, m in run.curve if step > 0]
+            results[slot] = tuple(curve + [math.inf] * (checkpoints - len(curve)))
+        else:
+            results[slot] = math.inf if run.diverged else task.metric(run.model, task.val)
+    return results
+
+
+def _run_key(item: TrainItem) -> tuple[int, float, bool, int]:
+    """``(steps, lr, adam, checkpoints)`` of an item: runs with equal keys train together."""
+    _, _, steps, _, lr, *options = item
+    adam, checkpoints = (*options, False, 0)[:2]
+    return steps, lr, bool(adam), checkpoints
 
 
 @contextlib.contextmanager
@@ -69,9 +97,15 @@ def trainer(
     """A function giving :func:`validation_metric` of every item, in order, spread over
     ``executor``'s workers (``(kind, n_jobs)`` as for
     :func:`symloss.executors.make_executor`). One pool serves the whole block, so a
-    search over rates that asks in several rounds starts its workers once."""
-    with mapping(*executor, validation_metric, (task, settings, search_seed)) as run:
-        yield run
+    search over rates that asks in several rounds starts its workers once.
+
+    Where :func:`symloss.batched.batch_rule` allows, the runs of one rate (and steps and
+    optimiser) train in chunks of up to :data:`~symloss.batched.CHUNK_SIZE`, each as one
+    stacked computation; elsewhere one at a time. The chunks do not depend on the
+    workers, so neither do the results."""
+    size = CHUNK_SIZE if batch_rule(task.new_model(0), task.device) is None else 1
+    with mapping(*executor, validation_metrics, (task, settings, search_seed)) as run:
+        yield lambda items: spread(run, items, _run_key, size)
 
 
 @dataclass(frozen=True)

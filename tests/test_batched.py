@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from symloss.batched import Run, batch_rule, train_many
+from symloss.batched import Run, batch_rule, spread, train_many
 from symloss.models import MLP
 from symloss.network import LearnedLoss
 from symloss.task import Task, make_task
@@ -148,3 +148,39 @@ def test_lenet5_trains_batched_on_cuda_as_alone(monkeypatch):
 def test_steps_must_be_positive():
     with pytest.raises(ValueError, match="positive"):
         train_many(_regression(), [], 0)
+
+
+def _parameters(result: TrainResult) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in result.model.parameters()])
+
+
+def test_a_runs_numbers_do_not_depend_on_the_runs_stacked_with_it():
+    """Bit for bit, alone (K = 1) or in any group: what makes results independent of
+    how runs are chunked over workers."""
+    task = _classification("mlp", (5,))
+    sgd = SGDSettings(lr=0.1, momentum=0.9, batch_size=16)
+    runs = [Run(LearnedLoss(text, "classification", scale=1.0 + i), 10 + i, sgd)
+            for i, text in enumerate(CANDIDATES)]
+    everything = train_many(task, runs, 25)
+    for group in ([2], [1, 2], [2, 3], [0, 2, 3]):
+        some = train_many(task, [runs[i] for i in group], 25)
+        for i, result in zip(group, some, strict=True):
+            assert torch.equal(_parameters(result), _parameters(everything[i]))
+
+
+def test_spread_chunks_by_key_and_size_and_keeps_the_order():
+    seen: list[list[tuple[str, int]]] = []
+
+    def run(chunks):
+        seen.extend(chunks)
+        return [[f"{key}{n}" for key, n in chunk] for chunk in chunks]
+
+    items = [("a", n) for n in range(5)] + [("b", 0), ("a", 5), ("b", 1)]
+    assert spread(run, items, key=lambda item: item[0], size=4) == [
+        f"{key}{n}" for key, n in items]
+    # six "a" items in chunks of at most 4: two of 3; the two "b" items together
+    assert sorted(len(chunk) for chunk in seen) == [2, 3, 3]
+    assert all(len({key for key, _ in chunk}) == 1 for chunk in seen)
+    seen.clear()
+    assert len(spread(run, items, key=lambda item: item[0], size=1)) == len(items)
+    assert all(len(chunk) == 1 for chunk in seen)

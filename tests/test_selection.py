@@ -116,20 +116,24 @@ def test_selection_rates_sit_on_the_ladder_around_the_search_rate():
 
 
 def test_a_loss_that_trains_worse_with_adam_cannot_win(sine_task, tiny_settings):
-    """Every finalist is also trained with Adam; a learned loss that does worse there than
-    the plain baseline is ranked after every eligible finalist, whatever its SGD mean."""
+    """Every finalist no worse than the plain baseline with SGD is also trained with Adam;
+    a learned loss that does worse there than the plain baseline is ranked after every
+    eligible finalist, whatever its SGD mean."""
     settings = tiny_settings.replace(selection_top_k=2, selection_seeds=2, selection_steps=60,
-                                     fitness_steps=20, lr=0.01, selection_lr_width=0,
+                                     fitness_steps=20, lr=0.03, selection_lr_width=0,
                                      selection_adam_lr=0.01)
     evaluations = [record("abs(f - y)", 0.1), record("square(f - y) * 0.001", 0.2)]
     ranked = select(sine_task, settings, evaluations, seed=0)
-    plain = next(r for r in ranked if r.evaluation.expression == "square(f - y)")
+    plain = next(r for r in ranked if r.evaluation.expression == "square(f - y)"
+                 and not r.evaluation.weights)
+    absolute = next(r for r in ranked if r.evaluation.expression == "abs(f - y)")
+    assert absolute.mean <= plain.mean  # so that Adam decides
     assert all(len(r.adam_metrics) == 2 for r in ranked)
     assert all(len(r.adam_curve) == ADAM_CHECKPOINTS and r.adam_curve[-1] == r.adam_mean
                for r in ranked)
-    absolute = next(r for r in ranked if r.evaluation.expression == "abs(f - y)")
     # the median regression loss fits the sine's mean worse with Adam than squared error
-    assert absolute.adam_mean > plain.adam_mean and not absolute.eligible
+    assert not absolute.eligible and any(
+        ours > theirs for ours, theirs in zip(absolute.adam_curve, plain.adam_curve, strict=True))
     # normalised, 0.001 * MSE is MSE, and Adam ignores scale anyway: eligible
     scaled = next(r for r in ranked if r.evaluation.expression == "square(f - y) * 0.001")
     assert scaled.eligible and scaled.adam_metrics == pytest.approx(plain.adam_metrics, rel=1e-4)
@@ -165,3 +169,19 @@ def test_a_learned_loss_must_match_the_plain_baseline_in_both_loops_throughout()
     assert not _no_worse(finalist(0.19, (0.35, 0.18, 0.12, 0.08)), plain)
     # ahead with Adam throughout, behind with SGD at its best rate
     assert not _no_worse(finalist(0.21, (0.25, 0.18, 0.12, 0.08)), plain)
+
+
+def test_a_finalist_beaten_with_sgd_is_not_trained_with_adam(sine_task, tiny_settings):
+    """Worse than the plain baseline with SGD, it cannot be chosen whatever Adam shows:
+    its Adam runs are skipped, and it is ineligible."""
+    settings = tiny_settings.replace(selection_top_k=1, selection_seeds=2, selection_steps=60,
+                                     fitness_steps=20, lr=0.01, selection_lr_width=0,
+                                     selection_adam_lr=0.01)
+    ranked = select(sine_task, settings, [record("abs(f - y)", 0.1)], seed=0)
+    plain = next(r for r in ranked if r.evaluation.expression == "square(f - y)"
+                 and not r.evaluation.weights)
+    absolute = next(r for r in ranked if r.evaluation.expression == "abs(f - y)")
+    assert absolute.mean > plain.mean
+    assert absolute.adam_metrics == () and absolute.adam_curve == () and not absolute.eligible
+    assert len(plain.adam_metrics) == 2 and ranked[0] is not absolute
+    assert absolute.to_dict()["adam_metrics"] == []
