@@ -67,6 +67,7 @@ STACKED_LAYERS: tuple[type[nn.Module], ...] = (
     nn.Flatten, nn.Linear, nn.ReLU, nn.Conv2d, nn.MaxPool2d)
 """Layer types with a stacked (K models at once) form."""
 _CHECK_EVERY = 50  # as symloss.training.train: steps between finiteness checks
+_INDEX_BLOCK = 50  # training steps whose batch indices are drawn at once
 CHUNK_SIZE = 8
 """Most runs :func:`spread` stacks into one chunk: with MLP-sized models the gain per run
 levels off near there on the CPU (docs/batched.md), and smaller chunks keep several
@@ -187,6 +188,7 @@ def spread(
     items: Sequence[Any],
     key: Callable[[Any], Hashable],
     size: int = CHUNK_SIZE,
+    done: Callable[[Sequence[Any], Sequence[Any]], None] | None = None,
 ) -> list[Any]:
     """Results of ``items`` in order, computed by ``run`` over chunks of them.
 
@@ -195,7 +197,8 @@ def spread(
     items, of near-equal sizes (``size=1``: one run at a time). ``run`` maps a list of
     chunks to a list of per-chunk result lists, spreading the chunks over its workers.
     The chunks depend on the items alone, not on the number of workers, so neither do
-    the results."""
+    the results. ``done(chunk, results)`` is called as each chunk's results arrive (in
+    chunk order; ``run`` may return an iterator that gives them as they finish)."""
     groups: dict[Hashable, list[int]] = {}
     for index, item in enumerate(items):
         groups.setdefault(key(item), []).append(index)
@@ -213,6 +216,8 @@ def spread(
     for chunk, output in zip(chunks, outputs, strict=True):
         for i, result in zip(chunk, output, strict=True):
             results[i] = result
+        if done is not None:
+            done([items[i] for i in chunk], output)
     return results
 
 
@@ -271,9 +276,14 @@ def _train_stacked(
             for curve, model in zip(curves, models, strict=True):
                 curve.append((0, task.metric(model, curve_split)))
     for step in range(1, steps + 1):
-        # the indices Split.batch draws for each run, gathered in one indexing operation
-        index = torch.stack([torch.randint(0, size, (sgd.batch_size,), generator=g)
-                             for g in generators]).to(task.train.x.device)
+        # the indices Split.batch draws for each run, _INDEX_BLOCK steps at a time: one
+        # draw of [steps, batch] from a generator gives the same numbers as that many
+        # draws of [batch] in turn
+        if (step - 1) % _INDEX_BLOCK == 0:
+            block = min(_INDEX_BLOCK, steps - step + 1)
+            indices = torch.stack([torch.randint(0, size, (block, sgd.batch_size), generator=g)
+                                   for g in generators]).to(task.train.x.device)
+        index = indices[:, (step - 1) % _INDEX_BLOCK]
         values = losses(network(task.train.x[index]), task.train.y[index])
         grads = torch.autograd.grad(values.sum(), stacked)
         optimizer.step(grads)

@@ -328,7 +328,8 @@ class SymbolicLossSearch(BaseEstimator):
 
             selection = []
             if settings.selection_top_k > 0:
-                selection = select(task, settings, all_evaluations, seed, executor)
+                selection = select(task, settings, all_evaluations, seed, executor,
+                                   run.training_cache())
                 _save_or_warn(run, "the final selection",
                               lambda: run.save_selection([r.to_dict() for r in selection]))
             else:  # a rerun without the final selection: an earlier one no longer applies

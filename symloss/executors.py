@@ -203,17 +203,23 @@ class ProcessExecutor(Executor):
 @contextlib.contextmanager
 def mapping(
     kind: str, n_jobs: int, fn: Callable[[Any, Any], Any], payload: Any,
-    work: int | None = None,
-) -> Iterator[Callable[[Sequence[Any]], list]]:
+    work: int | None = None, lazy: bool = False,
+) -> Iterator[Callable[[Sequence[Any]], Any]]:
     """A function giving ``fn(payload, item)`` of every item, in order, spread over the
     executor :func:`make_executor` builds for ``kind`` and ``n_jobs``, with torch on one
     intra-op thread here; the executor serves the whole block, so work asked for in
     several rounds starts its workers once, and it is closed on the way out (stopping
-    work still running after an error or a Ctrl-C)."""
+    work still running after an error or a Ctrl-C). It returns a list, or with ``lazy``
+    an iterator that gives each result as soon as it and those before it are done."""
     pool = make_executor(kind, n_jobs, fn, payload, work)
+
+    def run(items: Sequence[Any]) -> Any:
+        results = pool.map(list(items)) if items else iter(())
+        return results if lazy else list(results)
+
     try:
         with single_torch_thread():
-            yield lambda items: list(pool.map(list(items))) if items else []
+            yield run
     finally:
         pool.close()
 

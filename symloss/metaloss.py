@@ -100,7 +100,9 @@ class MetaLossNetwork(nn.Module):
     ) -> None:
         super().__init__()
         self.expression = Expression.parse(expression)
-        self.class_prior = checked_prior(class_prior) if self.expression.uses_class_prior else None
+        # read on every forward call; Expression.variables walks the tree each time
+        self._uses_prior = self.expression.uses_class_prior
+        self.class_prior = checked_prior(class_prior) if self._uses_prior else None
         self._prior_tensors: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
         self._program = self.expression.program()
         n_edges = len(self._program) - 1
@@ -142,7 +144,7 @@ class MetaLossNetwork(nn.Module):
             If the expression holds ``p`` but no class prior is known, or the prior's
             length is not the number of columns of ``f``.
         """
-        if prior is None and self.expression.uses_class_prior:
+        if prior is None and self._uses_prior:
             prior = self._prior_tensor(f)
         if weights is None and not self.weights.requires_grad:
             scales: Sequence[Any] = self._frozen_scales()

@@ -9,6 +9,8 @@ Layout::
     selection.json      the finalists of the final selection and their metrics
     best_loss.json      the chosen loss (symloss.load reads it)
     passed.jsonl        candidates that passed the poor-training check (a cache for resume)
+    training.jsonl      validation metrics of the final selection's training runs (a
+                        cache: a resumed selection trains only the runs it lacks)
     lock                the process searching in the directory now (pid and host)
     task.json           what the data and model were (for reports)
     metatest.json       the meta-test of the chosen loss (written by ``symloss search``)
@@ -32,10 +34,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,9 @@ from typing import Any
 from symloss.config import LATER_STAGES, fields_by_stage
 from symloss.records import Evaluation, GenerationStats, generation_stats
 from symloss.serialization import read_json, write_json, write_text
+from symloss.version import __version__
+
+logger = logging.getLogger("symloss")
 
 RUN_FILE = "run.json"
 EVALUATIONS_FILE = "evaluations.jsonl"
@@ -52,6 +58,7 @@ BEST_LOSS_FILE = "best_loss.json"
 SELECTION_FILE = "selection.json"
 SEARCH_LR_FILE = "search_lr.json"
 PASSED_FILE = "passed.jsonl"
+TRAINING_FILE = "training.jsonl"
 LOCK_FILE = "lock"
 TASK_FILE = "task.json"
 METATEST_FILE = "metatest.json"
@@ -297,6 +304,10 @@ class RunDirectory:
                 continue
         return passed
 
+    def training_cache(self) -> TrainingCache:
+        """The cache of training runs kept in this directory (``training.jsonl``)."""
+        return TrainingCache(self.path / TRAINING_FILE)
+
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
         """Save the engine state after a generation."""
         write_json(self.path / CHECKPOINT_FILE, state)
@@ -362,3 +373,50 @@ class RunDirectory:
     def best_loss_path(self) -> Path:
         """Where the chosen loss is saved."""
         return self.path / BEST_LOSS_FILE
+
+
+class TrainingCache:
+    """Results of training runs done in one run directory, by what was trained.
+
+    A training run of the final selection is fixed by its item (expression, weights,
+    steps, seed, rate, optimiser, checkpoints; :data:`symloss.step_size.TrainItem`) and
+    by what ``run.json`` fixes (data, model, search settings, search seed), so within one
+    directory its result can be reused: a selection interrupted by a crash, or run again
+    with more finalists or seeds, trains only the runs it lacks. Lines written by another
+    version of symloss are ignored (its arithmetic may round differently), as are
+    unreadable ones (a torn last line).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._known: dict[str, Any] = {}
+        if path.exists():
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    entry = json.loads(line)
+                    if entry["version"] == __version__:
+                        self._known[entry["item"]] = entry["value"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._known
+
+    def __getitem__(self, key: str) -> Any:
+        return self._known[key]
+
+    def add(self, pairs: Sequence[tuple[str, Any]]) -> None:
+        """Store ``(key, value)`` pairs (JSON values), flushed to disk before returning.
+        A file that cannot be written is logged, not raised: the values are kept in
+        memory, and only a resume would train those runs again."""
+        self._known.update(pairs)
+        lines = "".join(json.dumps({"version": __version__, "item": key, "value": value}) + "\n"
+                        for key, value in pairs)
+        try:
+            with open(self.path, "a") as handle:
+                handle.write(lines)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            logger.warning("could not write %s (%s); a resumed selection will train these "
+                           "runs again", self.path, error)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from symloss.config import Settings
 from symloss.expression import Expression
 from symloss.records import OK, Evaluation
+from symloss.runs import TrainingCache
 from symloss.step_size import (
     TrainItem,
     best_rate,
@@ -142,19 +143,21 @@ def select(
     evaluations: Sequence[Evaluation],
     seed: int,
     executor: tuple[str, int] = ("auto", 1),
+    cache: TrainingCache | None = None,
 ) -> list[Selection]:
     """Rank the finalists by validation metric after longer training, best first, each
     at its best learning rate around ``settings.lr`` (:func:`rate_ladder`); with Adam runs,
     eligible finalists first, by :attr:`Selection.score` (see the module docstring).
 
     ``executor`` is ``(kind, n_jobs)`` as for :func:`symloss.executors.make_executor`:
-    the training runs are independent and spread over its workers.
+    the training runs are independent and spread over its workers. With ``cache`` (the
+    run directory's), runs done before are not trained again (:func:`trainer`).
     """
     seeds = [seed + SELECTION_SEED_OFFSET + i for i in range(settings.selection_seeds)]
     rates = selection_rates(settings)
     chosen = finalists(evaluations, task.baseline, settings.selection_top_k,
                        task.baseline_weights)
-    with trainer(task, settings, seed, executor) as run:
+    with trainer(task, settings, seed, executor, cache) as run:
         # the plain baseline was never scored: score it as the search would have
         scored = iter(run([(e.expression, tuple(e.weights), settings.fitness_steps, seed,
                             settings.lr) for e in chosen if not math.isfinite(e.fitness)]))

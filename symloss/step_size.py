@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import statistics
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from symloss.batched import CHUNK_SIZE, Run, batch_rule, spread, train_many
 from symloss.config import Settings
 from symloss.executors import mapping
+from symloss.runs import TrainingCache
 from symloss.scale import reference_batch, search_loss
 from symloss.serialization import MAX_ABS_VALUE
 from symloss.task import Task
@@ -93,19 +96,56 @@ def trainer(
     settings: Settings,
     search_seed: int,
     executor: tuple[str, int] = ("auto", 1),
+    cache: TrainingCache | None = None,
 ) -> Iterator[Callable[[Sequence[TrainItem]], list]]:
     """A function giving :func:`validation_metric` of every item, in order, spread over
     ``executor``'s workers (``(kind, n_jobs)`` as for
     :func:`symloss.executors.make_executor`). One pool serves the whole block, so a
     search over rates that asks in several rounds starts its workers once.
 
+    With ``cache`` (a run directory's :class:`~symloss.runs.TrainingCache`), items it
+    holds are not trained again, and each chunk's results are stored as they arrive.
+
     Where :func:`symloss.batched.batch_rule` allows, the runs of one rate (and steps and
     optimiser) train in chunks of up to :data:`~symloss.batched.CHUNK_SIZE`, each as one
     stacked computation; elsewhere one at a time. The chunks do not depend on the
     workers, so neither do the results."""
     size = CHUNK_SIZE if batch_rule(task.new_model(0), task.device) is None else 1
-    with mapping(*executor, validation_metrics, (task, settings, search_seed)) as run:
-        yield lambda items: spread(run, items, _run_key, size)
+    with mapping(*executor, validation_metrics, (task, settings, search_seed),
+                 lazy=True) as run:
+        def metrics(items: Sequence[TrainItem]) -> list:
+            if cache is None:
+                return spread(run, items, _run_key, size)
+            keys = [_cache_key(item) for item in items]
+            missing = [item for item, key in zip(items, keys, strict=True) if key not in cache]
+            spread(run, missing, _run_key, size, done=lambda chunk, values: cache.add(
+                [(_cache_key(item), _to_json(value))
+                 for item, value in zip(chunk, values, strict=True)]))
+            return [_from_json(cache[key]) for key in keys]
+
+        yield metrics
+
+
+def _cache_key(item: TrainItem) -> str:
+    """An item's key in a :class:`~symloss.runs.TrainingCache`: every field spelt out."""
+    expression, weights, _, seed, *_ = item
+    steps, lr, adam, checkpoints = _run_key(item)
+    return json.dumps([expression, [float(w) for w in weights], steps, seed, lr, adam,
+                       checkpoints])
+
+
+def _to_json(value: float | tuple[float, ...]) -> Any:
+    """A :func:`validation_metric` result as JSON (inf as null)."""
+    if isinstance(value, tuple):
+        return [v if math.isfinite(v) else None for v in value]
+    return value if math.isfinite(value) else None
+
+
+def _from_json(value: Any) -> float | tuple[float, ...]:
+    """Inverse of :func:`_to_json`."""
+    if isinstance(value, list):
+        return tuple(math.inf if v is None else float(v) for v in value)
+    return math.inf if value is None else float(value)
 
 
 @dataclass(frozen=True)
