@@ -10,7 +10,7 @@ learned loss's test metric over the baseline's.
   (the conditional median) beats squared error (the mean) under MAE.
 - ``skewed`` / ``pinball:0.9``: exponential noise; the pinball loss of quantile 0.9
   beats squared error under the pinball metric.
-- ``imbalanced`` / ``balanced_error_rate``: a two-class problem with 10% positives;
+- ``imbalanced`` / ``balanced_error_rate``: a two-class problem with 5% positives;
   class-weighted cross-entropy (the known answer, written in torch) beats plain
   cross-entropy under balanced error. The search is given the class-frequency terminal
   ``p`` (``class_prior=True``), which lets a loss re-weight classes.
@@ -57,9 +57,14 @@ class WeightedCrossEntropy(nn.Module):
 
 
 def imbalanced(seed: int = 0) -> dict:
-    """2,000 examples, 10 features, 10% positives, split 60/20/20 by :func:`make_task`."""
-    x, y = make_classification(n_samples=2000, n_features=10, n_informative=4,
-                               weights=[0.9, 0.1], class_sep=0.6, flip_y=0.02,
+    """3,000 examples, 10 features, 5% positives, split 60/20/20 by :func:`make_task`.
+
+    At this imbalance the known answer matters: on data seeds 0, 1 and 2 (meta-test seeds
+    1..3, 1000 SGD steps, each loss at its best rate) class-weighted cross-entropy reaches
+    0.71x to 0.74x plain cross-entropy's test balanced error (at 10% positives and 2,000
+    examples, 0.82x to 0.92x)."""
+    x, y = make_classification(n_samples=3000, n_features=10, n_informative=4,
+                               weights=[0.95, 0.05], class_sep=0.6, flip_y=0.0,
                                random_state=seed)
     return {"train": (x.astype(np.float32), y.astype(np.int64))}
 
