@@ -45,7 +45,7 @@ from typing import Any
 
 from symloss.config import LATER_STAGES, fields_by_stage
 from symloss.records import Evaluation, GenerationStats, generation_stats
-from symloss.serialization import read_json, write_json, write_text
+from symloss.serialization import append_lines, read_json, write_json, write_text
 from symloss.version import __version__
 
 logger = logging.getLogger("symloss")
@@ -239,11 +239,8 @@ class RunDirectory:
 
     def append(self, generation: int, index: int, evaluation: Evaluation) -> None:
         """Append one evaluation record and flush it to disk."""
-        line = json.dumps({"generation": generation, "index": index, **evaluation.to_dict()})
-        with open(self.path / EVALUATIONS_FILE, "a") as handle:
-            handle.write(line + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_lines(self.path / EVALUATIONS_FILE, [
+            json.dumps({"generation": generation, "index": index, **evaluation.to_dict()})])
 
     def records(self) -> list[Record]:
         """All evaluation records, in the order written.
@@ -285,10 +282,7 @@ class RunDirectory:
 
     def append_passed(self, expression: str) -> None:
         """Record that ``expression`` passed the poor-training check."""
-        with open(self.path / PASSED_FILE, "a") as handle:
-            handle.write(json.dumps({"expression": expression}) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_lines(self.path / PASSED_FILE, [json.dumps({"expression": expression})])
 
     def passed(self) -> set[str]:
         """Expressions recorded by :meth:`append_passed`; unreadable lines (a torn last
@@ -410,13 +404,9 @@ class TrainingCache:
         A file that cannot be written is logged, not raised: the values are kept in
         memory, and only a resume would train those runs again."""
         self._known.update(pairs)
-        lines = "".join(json.dumps({"version": __version__, "item": key, "value": value}) + "\n"
-                        for key, value in pairs)
         try:
-            with open(self.path, "a") as handle:
-                handle.write(lines)
-                handle.flush()
-                os.fsync(handle.fileno())
+            append_lines(self.path, [json.dumps({"version": __version__, "item": key,
+                                                 "value": value}) for key, value in pairs])
         except OSError as error:
             logger.warning("could not write %s (%s); a resumed selection will train these "
                            "runs again", self.path, error)

@@ -10,7 +10,7 @@ import json
 import math
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,23 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def append_lines(path: str | os.PathLike[str], lines: Sequence[str]) -> None:
+    """Append ``lines`` (each without its newline) to a JSON-lines file and flush them
+    to disk. A last line torn by a killed writer (no newline at the end) is closed
+    first, so that it stays the only unreadable line instead of swallowing the first
+    new one."""
+    with open(path, "a+b") as handle:
+        handle.seek(0, os.SEEK_END)
+        torn = False
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            torn = handle.read(1) != b"\n"
+        text = ("\n" if torn else "") + "".join(line + "\n" for line in lines)
+        handle.write(text.encode())
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from symloss.config import Settings
 from symloss.expression import Expression
 from symloss.records import CACHED, OK, REJECTED, Evaluation
+from symloss.runs import TrainingCache
 from symloss.selection import ADAM_CHECKPOINTS, SELECTION_SEED_OFFSET, Selection, finalists, select
 from symloss.step_size import validation_metric
 
@@ -185,3 +187,31 @@ def test_a_finalist_beaten_with_sgd_is_not_trained_with_adam(sine_task, tiny_set
     assert absolute.adam_metrics == () and absolute.adam_curve == () and not absolute.eligible
     assert len(plain.adam_metrics) == 2 and ranked[0] is not absolute
     assert absolute.to_dict()["adam_metrics"] == []
+
+
+def test_a_repeated_selection_reads_its_runs_from_the_run_directory(
+        sine_task, tiny_settings, tmp_path):
+    """The run directory's training cache: the second selection trains nothing (the
+    file does not grow) and ranks the same; an inf (a diverged run) comes back as inf;
+    lines of another version and torn lines are ignored."""
+    settings = tiny_settings.replace(selection_top_k=2, selection_seeds=2, selection_steps=30,
+                                     fitness_steps=20, selection_lr_width=0,
+                                     selection_adam_lr=0.01)
+    evaluations = [record("abs(f - y)", 0.1), record("square(f - y) * 1e30", 0.2)]
+    path = tmp_path / "training.jsonl"
+    first = select(sine_task, settings, evaluations, seed=0, cache=TrainingCache(path))
+    written = path.read_text()
+    assert len(written.splitlines()) > 0
+    again = select(sine_task, settings, evaluations, seed=0, cache=TrainingCache(path))
+    assert path.read_text() == written
+    assert [(r.evaluation.expression, r.metrics, r.adam_metrics) for r in again] == [
+        (r.evaluation.expression, r.metrics, r.adam_metrics) for r in first]
+    assert [r.metrics for r in first] == [r.metrics for r in select(
+        sine_task, settings, evaluations, seed=0)]
+    # another version's results, and a torn line, are not read
+    entry = json.loads(written.splitlines()[0])
+    path.write_text(json.dumps({**entry, "version": "0.0.1", "value": 123.0}) + "\n{\"ver")
+    cache = TrainingCache(path)
+    assert entry["item"] not in cache
+    cache.add([(entry["item"], None)])
+    assert TrainingCache(path)[entry["item"]] is None
