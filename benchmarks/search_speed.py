@@ -6,14 +6,17 @@ Runs, one after the other in this process:
    small GP (population 12, 6 generations; 250 meta-steps, 1 unrolled step, meta-lr
    1e-3; 500 fitness steps; 1,000 poor-training steps; SGD lr 0.01, momentum 0.9,
    Nesterov, weight decay 5e-4) -- the configuration the reference was timed on;
-2. ``digits / mlp`` with the ``quick`` preset (final selection included).
+2. ``digits / mlp`` with the ``quick`` preset (final selection included);
+3. ``noisy-digits / mlp``: what ``examples/noisy_labels.py`` runs in symloss (digits with
+   40% of the training labels replaced, the ``quick`` search, then ``symloss.evaluate``
+   at the preset's meta-test steps and seeds), its plain PyTorch loops aside.
 
 Each search runs with ``n_jobs=1`` and ``n_jobs=2``, ``--repeat`` times (3 by default,
 the ``n_jobs`` values interleaved), and the median run is reported; the script prints
-the wall time,
-the seconds and candidate counts of every stage, the speed-up of two workers over one,
-whether both gave identical results (they must), and the ratio to the reference's
-figures (measured on a 2-core machine of the same kind, see ``REFERENCE``).
+the wall time, the seconds and candidate counts of every stage, the speed-up of two
+workers over one, whether both gave identical results (they must), the chosen loss and
+its rate, and the ratio to the reference's figures (measured on a 2-core machine of the
+same kind, see ``REFERENCE``).
 
 Timings on a shared machine are noisy: the 1-minute load average is printed before and
 after each run; with 2 cores, a load above ~1 while a one-worker search runs (above ~2
@@ -21,19 +24,26 @@ for two workers) means other work competed for the cores and the numbers are slo
 
 Usage::
 
-    python benchmarks/search_speed.py             # the benchmark (a few minutes)
+    python benchmarks/search_speed.py             # the benchmark (several minutes)
     python benchmarks/search_speed.py --quick     # a smoke run with tiny budgets
-    python benchmarks/search_speed.py --before /path/to/old/checkout   # same run, old code
+    python benchmarks/search_speed.py --before /path/to/old/checkout   # old code too
+    python benchmarks/search_speed.py --decisions --before /path/to/old/checkout
     python benchmarks/search_speed.py --quality --json after.json [--compare before.json]
     python benchmarks/search_speed.py --only digits --set local_search_guard=false  # no guard
 
-``--before DIR`` also times the reference-budget search at ``n_jobs=1`` with the symloss
-found in ``DIR`` (a checkout of an earlier version, run in a subprocess), right before
-the current code, so the speed-up is measured on the same machine in the same run.
+``--before DIR`` first times the same searches (same ``--only``, ``--jobs``, ``--repeat``
+and ``--set``) with the symloss found in ``DIR`` (a checkout of an earlier version, run
+in a subprocess), so that the speed-up is measured on the same machine in the same run;
+each configuration's report then says how much faster this code is at each ``n_jobs``
+and whether it chose the same loss at the same rate.
 
-``--quality`` instead searches on three seeds per configuration and meta-tests each
-chosen loss (test metric, mean over the preset's meta-test seeds), so that a speed
-change can be checked not to change what the search finds.
+``--decisions`` instead searches on ``--seeds`` (0, 1, 2) for digits, noisy digits and
+sine (``quick``) and prints each chosen loss and its rate, beside the earlier code's with
+``--before``: a speed change must not change what the search decides.
+
+``--quality`` searches on three seeds per configuration and meta-tests each chosen loss
+(test metric, mean over the preset's meta-test seeds), so that a speed change can be
+checked not to change what the search finds.
 """
 
 from __future__ import annotations
@@ -52,7 +62,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import symloss
 from symloss import SymbolicLossSearch
+from symloss.datasets import load_dataset
 from symloss.metatest import meta_test
 from symloss.records import CACHED, OK, REJECTED, rejection_category
 from symloss.training import sgd_settings
@@ -91,17 +103,32 @@ class Config:
     population: int
     generations: int
     settings: dict[str, Any] = field(default_factory=dict)
+    label_noise: float = 0.0
+    """Fraction of training labels replaced (``load_dataset(..., label_noise=)``)."""
+    metatest: bool = False
+    """Also time the meta-test the README's examples run after the search
+    (``symloss.evaluate`` at the preset's steps and seeds, its default rate grid)."""
 
 
 CONFIGS = (
     Config("diabetes/linear (reference budget)", "diabetes", "linear", "paper", 12, 6,
            REFERENCE_SETTINGS),
     Config("digits/mlp (quick preset)", "digits", "mlp", "quick", 12, 6),
+    # the search and meta-test of examples/noisy_labels.py (its plain PyTorch loops aside)
+    Config("noisy-digits/mlp (noisy-labels example)", "digits", "mlp", "quick", 12, 6,
+           label_noise=0.4, metatest=True),
+)
+# the tasks whose chosen losses --decisions compares between two versions
+DECISIONS = (
+    CONFIGS[1], CONFIGS[2],
+    Config("sine/mlp (quick preset)", "sine", "mlp", "quick", 12, 6),
 )
 # Small enough for a GPU check on CPU and CUDA in a few minutes (benchmarks/gpu_check.sh).
 MNIST = Config("mnist-5k/lenet5 (small quick search)", "mnist", "lenet5", "quick", 6, 2,
                dict(meta_steps=10, fitness_steps=100, poor_training_steps=50,
                     selection_top_k=0))
+ONLY = {"diabetes": CONFIGS[0], "digits": CONFIGS[1], "noisy-digits": CONFIGS[2],
+        "mnist": MNIST}
 
 
 @dataclass
@@ -119,6 +146,11 @@ class Run:
     outcome: list[tuple[Any, ...]]
     chosen: str
     load: tuple[float, float]
+    chosen_lr: float | None = None
+    """The final selection's rate for the chosen loss."""
+    metatest: tuple[float, float] | None = None
+    """Mean test metric of the learned loss and the baseline, where the config
+    meta-tests."""
     walls: list[float] = field(default_factory=list)
     """Wall seconds of every repeat (the run kept is the median one)."""
     repeats_identical: bool = True
@@ -139,13 +171,22 @@ def _search(
     config: Config, n_jobs: int, seed: int, smoke: bool, device: str = "cpu"
 ) -> SymbolicLossSearch:
     settings = {**config.settings, **(SMOKE if smoke else {})}
+    data = (load_dataset(config.dataset, label_noise=config.label_noise, seed=seed)
+            if config.label_noise else config.dataset)
     with tempfile.TemporaryDirectory() as run_dir:
-        return SymbolicLossSearch(
+        search = SymbolicLossSearch(
             preset=config.preset, population_size=config.population,
             generations=min(2, config.generations) if smoke else config.generations,
             n_jobs=n_jobs, device=device, random_state=seed, settings=settings,
             verbose=False, run_dir=run_dir,
-        ).fit(config.dataset, config.model)
+        ).fit(data, config.model)
+    if config.metatest:
+        loss = search.best_loss_
+        search.metatest_ = symloss.evaluate(
+            loss, data, config.model, steps=50 if smoke else search.settings_.metatest_steps,
+            seeds=search.settings_.metatest_seeds, lr=loss.learned_with.lr, n_jobs=n_jobs,
+            device=device)
+    return search
 
 
 def timed(config: Config, n_jobs: int, seed: int, smoke: bool, device: str = "cpu") -> Run:
@@ -165,15 +206,19 @@ def timed(config: Config, n_jobs: int, seed: int, smoke: bool, device: str = "cp
                          if e.status == REJECTED)
     outcome = [(e.expression, e.status, e.fitness, e.weights) for e in search.evaluations_]
     name = config.name if device == "cpu" else f"{config.name} on {device}"
+    test = getattr(search, "metatest_", None)
     return Run(name, n_jobs, wall, sum(h.seconds for h in search.history_),
                dict(seconds), dict(counts), dict(statuses), dict(rejections), outcome,
-               str(search.best_loss_.expression), (load_before, os.getloadavg()[0]))
+               str(search.best_loss_.expression), (load_before, os.getloadavg()[0]),
+               search.best_loss_.learned_with.recommended_lr,
+               None if test is None else (test.learned.mean, test.baseline.mean))
 
 
-def report(runs: list[Run], before: Run | None = None, smoke: bool = False) -> str:
-    """The benchmark's text output (``before``: the same search with earlier code; a
+def report(runs: list[Run], earlier: list[Run] | None = None, smoke: bool = False) -> str:
+    """The benchmark's text output (``earlier``: the same searches with earlier code; a
     ``smoke`` run has tiny budgets and is not compared with the reference)."""
     lines = []
+    earlier = earlier or []
     for name in dict.fromkeys(r.config for r in runs):
         group = [r for r in runs if r.config == name]
         lines.append(f"\n== {name} ==")
@@ -198,10 +243,14 @@ def report(runs: list[Run], before: Run | None = None, smoke: bool = False) -> s
             f"candidates: {sum(first.statuses.values())} evaluated, "
             f"{first.statuses.get(OK, 0)} trained, {first.statuses.get(REJECTED, 0)} rejected "
             f"({', '.join(f'{k} {v}' for k, v in sorted(first.rejections.items()))}), "
-            f"{first.statuses.get(CACHED, 0)} cached; chosen loss: {first.chosen}")
+            f"{first.statuses.get(CACHED, 0)} cached; chosen loss: {first.chosen}"
+            + (f" at lr {first.chosen_lr:g}" if first.chosen_lr else "")
+            + (f"; meta-test: learned {first.metatest[0]:.4f}, baseline {first.metatest[1]:.4f}"
+               if first.metatest else ""))
         lines.append("stage cells: seconds summed over candidates (worker seconds, which "
                      "overlap when n_jobs > 1) and, in brackets, candidates that ran the stage;"
-                     " 'other' = wall - search: task set-up, pool start, final selection")
+                     " 'other' = wall - search: task set-up, pool start, search-rate choice,"
+                     " final selection" + (" and meta-test" if first.metatest else ""))
         raced = first.rejections.get("raced", 0)
         trained = first.statuses.get(OK, 0)
         if raced and trained:
@@ -218,6 +267,21 @@ def report(runs: list[Run], before: Run | None = None, smoke: bool = False) -> s
             for r in group[1:]:
                 lines.append(f"n_jobs={r.n_jobs} vs n_jobs={first.n_jobs}: "
                              f"{first.wall / r.wall:.2f}x faster")
+        for r in group:
+            old_run = next((e for e in earlier if e.config == name and e.n_jobs == r.n_jobs),
+                           None)
+            if old_run is None:
+                continue
+            same = (old_run.chosen, old_run.chosen_lr) == (r.chosen, r.chosen_lr)
+            lines.append(
+                f"earlier code, n_jobs={r.n_jobs}: {old_run.wall:.1f} s (repeats "
+                f"{', '.join(f'{w:.1f}' for w in old_run.walls)}; search {old_run.search:.1f} s,"
+                f" other {old_run.wall - old_run.search:.1f} s); this code "
+                f"{old_run.wall / r.wall:.2f}x faster; chosen loss "
+                + ("the same" if same else
+                   f"DIFFERENT (earlier: {old_run.chosen} at lr {old_run.chosen_lr})")
+                + (f"; earlier meta-test: learned {old_run.metatest[0]:.4f}, baseline "
+                   f"{old_run.metatest[1]:.4f}" if old_run.metatest else ""))
         if name.startswith(REFERENCE["config"]) and not smoke:
             ref = REFERENCE["seconds"]
             lines.append(
@@ -225,15 +289,13 @@ def report(runs: list[Run], before: Run | None = None, smoke: bool = False) -> s
                 f" candidates (local search 48 s, rejection filter 24 s, fitness 18 s); "
                 f"{REFERENCE['source']}")
             old, source = BEFORE["seconds"], BEFORE["source"]
+            before = next((e for e in earlier if e.config == name and e.n_jobs == 1), None)
             if before is not None:
                 old, source = before.wall, "earlier code, measured in this run at n_jobs=1"
-                repeats = (f" (median of {', '.join(f'{w:.1f}' for w in before.walls)})"
-                           if len(before.walls) > 1 else "")
                 lines.append(
-                    f"earlier code, n_jobs=1: {before.wall:.1f} s{repeats}; stages "
+                    "earlier code, n_jobs=1, stages "
                     + ", ".join(f"{s} {before.stage_seconds.get(s, 0.0):.2f}" for s in STAGES)
-                    + f"; chosen loss {before.chosen}"
-                    f"; load avg {before.load[0]:.2f} / {before.load[1]:.2f}")
+                    + f"; load avg {before.load[0]:.2f} / {before.load[1]:.2f}")
             lines.append(f"symloss before: {old:.1f} s ({source})")
             lines.append("targets: n_jobs=1 at least 2.5x faster than before, n_jobs=2 at least "
                          "1.7x faster than n_jobs=1; together at least 5x the reference")
@@ -296,12 +358,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run")
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", choices=["diabetes", "digits", "mnist"],
-                        help="time one configuration only (mnist: the GPU check's search)")
+    parser.add_argument("--only", nargs="+", choices=sorted(ONLY),
+                        help="time these configurations only (mnist: the GPU check's search)")
     parser.add_argument("--devices", nargs="+", default=["cpu"],
                         help="torch devices to time each search on, e.g. cuda cpu")
     parser.add_argument("--quality", action="store_true",
                         help="meta-test the chosen losses of three seeds instead of timing")
+    parser.add_argument("--decisions", action="store_true",
+                        help="search on --seeds for digits, noisy digits and sine and print "
+                             "each chosen loss and rate (with --before: beside the earlier "
+                             "code's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--json", help="write the quality results here")
     parser.add_argument("--compare", help="quality results of an earlier run to compare with")
@@ -331,14 +397,17 @@ def main() -> None:
                 print(compare(results, json.load(handle)))
         return
 
-    configs = [c for c in (*CONFIGS, MNIST) if c.dataset == args.only] if args.only else CONFIGS
+    if args.decisions:
+        print(decisions(args, overrides))
+        return
+    configs = [ONLY[name] for name in args.only] if args.only else CONFIGS
     configs = [dataclasses.replace(c, settings={**c.settings, **overrides}) for c in configs]
     print(f"{os.cpu_count()} CPU cores; torch on one intra-op thread per worker; seed "
           f"{args.seed}{'; SMOKE RUN (tiny budgets)' if args.quick else ''}", flush=True)
     for config in configs:  # untimed: first-call costs (SymPy caches, torch kernels)
         for device in args.devices:
             _search(config, 1, args.seed, True, device)
-    before = _time_before(args) if args.before else None
+    earlier = _earlier(args) if args.before else None
     if args.repeat < 1:
         parser.error(f"--repeat must be at least 1, got {args.repeat}")
     runs = []
@@ -357,27 +426,72 @@ def main() -> None:
         with open(args.runs_json, "w") as handle:
             json.dump([dataclasses.asdict(r) for r in runs], handle)
         return
-    print(report(runs, before, args.quick))
+    print(report(runs, earlier, args.quick))
 
 
-def _time_before(args: argparse.Namespace) -> Run:
-    """The reference-budget search at n_jobs=1 with the symloss in ``args.before``."""
+def _earlier(args: argparse.Namespace) -> list[Run]:
+    """The same searches with the symloss in ``args.before`` (a subprocess running this
+    script with that checkout first on the path), timed before this code's."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        command = [sys.executable, __file__, "--only", "diabetes", "--jobs", "1",
+        command = [sys.executable, __file__, "--jobs", *map(str, args.jobs),
                    "--seed", str(args.seed), "--repeat", str(args.repeat),
                    "--runs-json", out.name]
-        if args.quick:
-            command.append("--quick")
+        command += ["--only", *args.only] if args.only else []
+        command += ["--set", *args.set] if args.set else []
+        command += ["--quick"] if args.quick else []
         env = {**os.environ, "PYTHONPATH": os.path.abspath(args.before)}
         subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
         with open(out.name) as handle:
-            data = json.load(handle)[0]
-    data["outcome"] = [tuple(o) for o in data["outcome"]]
-    data["load"] = tuple(data["load"])
-    run = Run(**data)
-    print(f"  done: {run.config}, n_jobs=1, symloss from {args.before}: {run.wall:.1f} s",
-          flush=True)
-    return run
+            data = json.load(handle)
+    runs = []
+    for row in data:
+        row["outcome"] = [tuple(o) for o in row["outcome"]]
+        row["load"] = tuple(row["load"])
+        row["metatest"] = tuple(row["metatest"]) if row.get("metatest") else None
+        runs.append(Run(**row))
+        print(f"  done: {row['config']}, n_jobs={row['n_jobs']}, symloss from {args.before}: "
+              f"{row['wall']:.1f} s", flush=True)
+    return runs
+
+
+def decisions(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
+    """The chosen loss and rate of a search on each of ``args.seeds`` for the
+    :data:`DECISIONS` tasks, beside the earlier code's with ``args.before``."""
+    n_jobs = max(args.jobs)
+    rows: dict[str, Any] = {}
+    for config in DECISIONS:
+        config = dataclasses.replace(config, settings={**config.settings, **overrides})
+        for seed in args.seeds:
+            search = _search(config, n_jobs, seed, args.quick)
+            loss = search.best_loss_
+            rows[f"{config.name} seed {seed}"] = [str(loss.expression), list(loss.weights),
+                                                  loss.learned_with.recommended_lr]
+            print(f"  done: {config.name} seed {seed}: {loss.expression} at lr "
+                  f"{loss.learned_with.recommended_lr}", flush=True)
+    if args.runs_json:
+        with open(args.runs_json, "w") as handle:
+            json.dump(rows, handle)
+        return "written to " + args.runs_json
+    earlier: dict[str, Any] = {}
+    if args.before:
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            command = [sys.executable, __file__, "--decisions", "--jobs", str(n_jobs),
+                       "--seeds", *map(str, args.seeds), "--runs-json", out.name]
+            command += ["--set", *args.set] if args.set else []
+            command += ["--quick"] if args.quick else []
+            env = {**os.environ, "PYTHONPATH": os.path.abspath(args.before)}
+            subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+            with open(out.name) as handle:
+                earlier = json.load(handle)
+    lines = [f"{'search':48} {'chosen loss (lr)':44} {'earlier code':44} same"]
+    for key, (loss, weights, lr) in rows.items():
+        old = earlier.get(key)
+        old_text = "-" if old is None else f"{old[0]} ({old[2]:g})"
+        same = "-" if old is None else "yes" if (old[0], old[2]) == (loss, lr) and all(
+            math.isclose(a, b, rel_tol=1e-6) for a, b in zip(old[1], weights, strict=False)
+        ) and len(old[1]) == len(weights) else "NO"
+        lines.append(f"{key:48} {f'{loss} ({lr:g})':44} {old_text:44} {same}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
