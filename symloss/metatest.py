@@ -163,36 +163,42 @@ def _train_runs(
 
 
 def _run(
-    run: Callable[[Sequence[tuple[int, float, int]]], list[_Run]], index: int, name: str,
+    run: Callable[[Sequence[tuple[int, float, int]]], list[_Run]], names: Sequence[str],
     seeds: Sequence[int], sgd: SGDSettings, lr_grid: Sequence[float],
-) -> LossResult:
-    """Train loss ``index`` of the payload of ``run`` (a :func:`_train_runs` item's result
-    per item) on every seed; with a grid, at the learning rate
-    best on validation (the grid grows past an edge while the best rate sits there, see
-    :func:`symloss.step_size.ladder_search`). The runs of each round go to ``run``
-    together, so that they spread over its workers."""
-    runs_at: dict[float, list[_Run]] = {}
+) -> list[LossResult]:
+    """Train every loss of the payload of ``run`` (a :func:`_train_runs` item's result per
+    item; ``names[i]`` names loss ``i``) on every seed; with a grid, each at the learning
+    rate best for it on validation (the grid grows past an edge while the best rate sits
+    there, see :func:`symloss.step_size.ladder_search`). The runs of each round, every
+    loss's, go to ``run`` together, so that they spread over its workers."""
+    runs_at: dict[tuple[int, float], list[_Run]] = {}
 
     def measure(pairs: list[tuple[int, float]]) -> list[float]:
-        results = iter(run([(index, lr, seed) for _, lr in pairs for seed in seeds]))
+        results = iter(run([(index, lr, seed) for index, lr in pairs for seed in seeds]))
         means = []
-        for _, lr in pairs:
-            runs_at[lr] = [next(results) for _ in seeds]
-            means.append(mean_or_inf([r.val for r in runs_at[lr]]))
+        for pair in pairs:
+            runs_at[pair] = [next(results) for _ in seeds]
+            means.append(mean_or_inf([r.val for r in runs_at[pair]]))
         return means
 
     if len(lr_grid) > 1:
-        (by_lr,) = ladder_search(measure, 1, lr_grid)
-        try:
-            lr = best_rate(by_lr).lr
-        except ValueError:  # diverged everywhere: report the first rate's runs
-            lr = lr_grid[0]
+        chosen = []
+        for by_lr in ladder_search(measure, len(names), lr_grid):
+            try:
+                chosen.append(best_rate(by_lr).lr)
+            except ValueError:  # diverged everywhere: report the first rate's runs
+                chosen.append(lr_grid[0])
     else:
         lr = lr_grid[0] if lr_grid else sgd.lr
-        measure([(0, lr)])
-    runs = runs_at[lr]
-    return LossResult(name, tuple(r.test for r in runs), tuple(r.diverged for r in runs),
-                      tuple(r.curve for r in runs), lr)
+        measure([(index, lr) for index in range(len(names))])
+        chosen = [lr] * len(names)
+    results = []
+    for index, (name, lr) in enumerate(zip(names, chosen, strict=True)):
+        runs = runs_at[(index, lr)]
+        results.append(LossResult(name, tuple(r.test for r in runs),
+                                  tuple(r.diverged for r in runs), tuple(r.curve for r in runs),
+                                  lr))
+    return results
 
 
 def check_seeds(seeds: Sequence[Any]) -> tuple[int, ...]:
@@ -247,23 +253,22 @@ def meta_test(
         logger.info("batch_size=%d is larger than the %d training examples; using %d",
                     sgd.batch_size, len(task.train), len(task.train))
         sgd = dataclasses.replace(sgd, batch_size=len(task.train))
-    base = None
     losses = (loss, task.baseline_loss()) if baseline else (loss,)
     workers = n_jobs if task.device.type == "cpu" else 1
     # One torch thread, as in the search: bit-identical results on any core count, and
     # small models train faster than with threads competing for the cores.
     payload = (task, losses, sgd, steps, curve_points)
     # the runs of one rate train together, in chunks that do not depend on the workers;
-    # a round trains every seed at up to every rate of the grid
+    # a round trains every loss on every seed at up to every rate of the grid
     size = CHUNK_SIZE if batch_rule(task.new_model(0), task.device) is None else 1
-    work = -(-len(seeds) // size) * max(1, len(lr_grid))
+    work = -(-len(seeds) * len(losses) // size) * max(1, len(lr_grid))
     with mapping("auto", workers, _train_runs, payload, work) as run_chunks:
         def run(items: Sequence[tuple[int, float, int]]) -> list[_Run]:
             return spread(run_chunks, items, lambda item: item[1], size)
 
-        learned = _run(run, 0, "learned", seeds, sgd, lr_grid)
-        if baseline:
-            base = _run(run, 1, task.baseline_name, seeds, sgd, lr_grid)
+        names = ["learned", task.baseline_name][:len(losses)]
+        learned, *others = _run(run, names, seeds, sgd, lr_grid)
+    base = others[0] if others else None
     extras = {"lr_grid": list(lr_grid)} if len(lr_grid) > 1 else {}
     return MetaTestResult(task.kind_metric, seeds, steps, learned, base, extras)
 
