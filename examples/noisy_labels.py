@@ -14,6 +14,7 @@ Run it::
 
     python examples/noisy_labels.py                  # the quick preset, a few minutes
     python examples/noisy_labels.py --budget tiny    # the tiny preset: a smoke run of seconds
+    python examples/noisy_labels.py --jobs 2         # two worker processes, same results
 
 The budget is a symloss preset (its meta-test settings included) and the plain loop's
 epochs and seeds.
@@ -67,6 +68,9 @@ def main() -> None:
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="quick")
     parser.add_argument("--output-dir", type=Path, default=Path("symloss_examples"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="worker processes for the search and meta-test (-1: one per "
+                             "core); the results do not depend on it")
     args = parser.parse_args()
     overrides, epochs, n_seeds = BUDGETS[args.budget]
 
@@ -75,7 +79,7 @@ def main() -> None:
 
     # 1. Search (the run directory keeps every record; rerunning resumes it).
     search = symloss.fit(data, "mlp", preset=args.budget, settings=overrides,
-                         random_state=args.seed, verbose=False,
+                         random_state=args.seed, verbose=False, n_jobs=args.jobs,
                          run_dir=args.output_dir / f"noisy-digits-{args.budget}")
     loss = search.best_loss_
     path = loss.save(args.output_dir / "noisy_digits_loss.json")
@@ -88,7 +92,8 @@ def main() -> None:
     #    SGD rate on validation (symloss.evaluate's default grid around lr).
     print()
     print(symloss.evaluate(loss, data, "mlp", steps=search.settings_.metatest_steps,
-                           seeds=search.settings_.metatest_seeds, lr=loss.learned_with.lr))
+                           seeds=search.settings_.metatest_seeds, lr=loss.learned_with.lr,
+                           n_jobs=args.jobs))
 
     # 3. Someone else's loop: load the file and train as with any criterion.
     learned = symloss.load(path)
