@@ -230,8 +230,9 @@ def _report(args: argparse.Namespace, search: SymbolicLossSearch, started: float
         print(f"\nfinal selection: validation {search.task_.kind_metric} after {s.selection_steps}"
               f" steps, mean of {s.selection_seeds} seeds, each loss at its best SGD rate of "
               f"{rates}" + (f"; and with Adam at {s.selection_adam_lr:g}, ranked by the "
-                            "average of both (x: worse than the plain baseline with SGD or "
-                            f"at one of {ADAM_CHECKPOINTS} points of the Adam runs; cannot win)"
+                            "average of both (x: worse than the plain baseline with SGD, "
+                            "then not run with Adam, or at one of "
+                            f"{ADAM_CHECKPOINTS} points of the Adam runs; cannot win)"
                             if s.selection_adam_lr > 0 else ""))
         kind = search.task_.kind
         for finalist in search.selection_:
@@ -239,7 +240,8 @@ def _report(args: argparse.Namespace, search: SymbolicLossSearch, started: float
             form = LearnedLoss(e.expression, kind, e.weights or None).sympy()
             tuned = "learned weights" if e.weights else "plain"
             adam = (f"  Adam {finalist.adam_mean:.4f}{' ' if finalist.eligible else 'x'}"
-                    if finalist.adam_metrics else "")
+                    if finalist.adam_metrics else
+                    "  Adam  not run x" if s.selection_adam_lr > 0 else "")
             print(f"  {finalist.mean:10.4f}  lr {finalist.lr:<7g}{adam}  {form}   ({tuned})")
     seeds = s.metatest_seeds_for(args.seed)
     grid = rate_ladder(s.lr, 1)
