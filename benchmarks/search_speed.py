@@ -432,17 +432,9 @@ def main() -> None:
 def _earlier(args: argparse.Namespace) -> list[Run]:
     """The same searches with the symloss in ``args.before`` (a subprocess running this
     script with that checkout first on the path), timed before this code's."""
-    with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        command = [sys.executable, __file__, "--jobs", *map(str, args.jobs),
-                   "--seed", str(args.seed), "--repeat", str(args.repeat),
-                   "--runs-json", out.name]
-        command += ["--only", *args.only] if args.only else []
-        command += ["--set", *args.set] if args.set else []
-        command += ["--quick"] if args.quick else []
-        env = {**os.environ, "PYTHONPATH": os.path.abspath(args.before)}
-        subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
-        with open(out.name) as handle:
-            data = json.load(handle)
+    data = _with_earlier_code(args, ["--jobs", *map(str, args.jobs), "--seed", str(args.seed),
+                                     "--repeat", str(args.repeat)]
+                              + (["--only", *args.only] if args.only else []))
     runs = []
     for row in data:
         row["outcome"] = [tuple(o) for o in row["outcome"]]
@@ -452,6 +444,19 @@ def _earlier(args: argparse.Namespace) -> list[Run]:
         print(f"  done: {row['config']}, n_jobs={row['n_jobs']}, symloss from {args.before}: "
               f"{row['wall']:.1f} s", flush=True)
     return runs
+
+
+def _with_earlier_code(args: argparse.Namespace, options: list[str]) -> Any:
+    """What this script writes to ``--runs-json`` when run with ``options`` (and the
+    ``--set`` and ``--quick`` of ``args``) on the symloss in ``args.before``."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        command = [sys.executable, __file__, *options, "--runs-json", out.name]
+        command += ["--set", *args.set] if args.set else []
+        command += ["--quick"] if args.quick else []
+        env = {**os.environ, "PYTHONPATH": os.path.abspath(args.before)}
+        subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+        with open(out.name) as handle:
+            return json.load(handle)
 
 
 def decisions(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
@@ -474,15 +479,8 @@ def decisions(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
         return "written to " + args.runs_json
     earlier: dict[str, Any] = {}
     if args.before:
-        with tempfile.NamedTemporaryFile(suffix=".json") as out:
-            command = [sys.executable, __file__, "--decisions", "--jobs", str(n_jobs),
-                       "--seeds", *map(str, args.seeds), "--runs-json", out.name]
-            command += ["--set", *args.set] if args.set else []
-            command += ["--quick"] if args.quick else []
-            env = {**os.environ, "PYTHONPATH": os.path.abspath(args.before)}
-            subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
-            with open(out.name) as handle:
-                earlier = json.load(handle)
+        earlier = _with_earlier_code(args, ["--decisions", "--jobs", str(n_jobs),
+                                            "--seeds", *map(str, args.seeds)])
     lines = [f"{'search':48} {'chosen loss (lr)':44} {'earlier code':44} same"]
     for key, (loss, weights, lr) in rows.items():
         old = earlier.get(key)
