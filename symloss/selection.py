@@ -179,10 +179,7 @@ def select(
         means = [mean_or_inf(per_run[(i, lr)]) for i, lr in enumerate(best)]
         plain = next(i for i, e in enumerate(chosen) if e.key == task.baseline.key()
                      and tuple(e.weights) == task.baseline_weights)
-        # a finalist already worse than the plain baseline with SGD cannot be chosen,
-        # whatever Adam shows: its Adam runs would decide nothing
-        contenders = [i for i in range(len(chosen)) if settings.selection_adam_lr > 0
-                      and (i == plain or means[i] <= means[plain])]
+        contenders = _adam_contenders(means, plain) if settings.selection_adam_lr > 0 else []
         adam = dict(zip(contenders, _adam_metrics(settings, [chosen[i] for i in contenders],
                                                   seeds, run), strict=True))
     results = []
@@ -197,6 +194,13 @@ def select(
         results = [dataclasses.replace(r, eligible=i == plain or (
             i in adam and _no_worse(r, results[plain]))) for i, r in enumerate(results)]
     return sorted(results, key=lambda r: (not r.eligible, r.score, r.evaluation.fitness))
+
+
+def _adam_contenders(means: Sequence[float], plain: int) -> list[int]:
+    """The finalists (by index) to train with Adam: the plain baseline and those no worse
+    than it with SGD. One already worse cannot be chosen whatever Adam shows, so its
+    Adam runs would decide nothing."""
+    return [i for i, mean in enumerate(means) if i == plain or mean <= means[plain]]
 
 
 def _best_lr(by_lr: dict[float, float], default: float) -> float:

@@ -7,12 +7,15 @@ import math
 
 import pytest
 
+from symloss import batched, selection, step_size
 from symloss.config import Settings
 from symloss.expression import Expression
+from symloss.kinds import CLASSIFICATION
 from symloss.records import CACHED, OK, REJECTED, Evaluation
 from symloss.runs import TrainingCache
 from symloss.selection import ADAM_CHECKPOINTS, SELECTION_SEED_OFFSET, Selection, finalists, select
 from symloss.step_size import validation_metric
+from symloss.task import make_task, resolve_data
 
 BASELINE = Expression.parse("square(f - y)")
 
@@ -215,3 +218,27 @@ def test_a_repeated_selection_reads_its_runs_from_the_run_directory(
     assert entry["item"] not in cache
     cache.add([(entry["item"], None)])
     assert TrainingCache(path)[entry["item"]] is None
+
+
+@pytest.mark.parametrize("data", ["digits", "sine"])
+def test_stacked_runs_and_skipped_adam_runs_decide_as_the_full_selection(
+        data, tiny_settings, monkeypatch):
+    """The chosen loss and its rate, on three seeds, are those of the full selection:
+    every run trained one at a time with ``train`` and every finalist run with Adam."""
+    arrays, kind = resolve_data(data)
+    task = make_task(arrays, "mlp", task=kind)
+    texts = [text for text in ("-(y * log(f))", "square(f - y)", "abs(f - y)",
+                               "log(1 + square(f - y))", "sqrt(1 + square(f - y)) - 1")
+             if kind == CLASSIFICATION or "log(f)" not in text]
+    evaluations = [record(text, 0.1 + i / 100) for i, text in enumerate(texts)]
+    settings = tiny_settings.replace(selection_top_k=3, selection_seeds=2, selection_steps=80,
+                                     fitness_steps=20, lr=0.03, selection_adam_lr=0.003)
+    fast = [select(task, settings, evaluations, seed=seed)[0] for seed in range(3)]
+    monkeypatch.setattr(selection, "_adam_contenders", lambda means, plain: list(range(len(means))))
+    for module in (step_size, batched):
+        monkeypatch.setattr(module, "batch_rule", lambda model, device="cpu": "one at a time")
+    full = [select(task, settings, evaluations, seed=seed)[0] for seed in range(3)]
+    assert [(r.evaluation.expression, r.evaluation.weights, r.lr) for r in fast] == [
+        (r.evaluation.expression, r.evaluation.weights, r.lr) for r in full]
+    for ours, theirs in zip(fast, full, strict=True):
+        assert ours.metrics == pytest.approx(theirs.metrics, abs=0.02)
