@@ -35,8 +35,9 @@ from symloss.kinds import CLASSIFICATION, REGRESSION
 from symloss.library import baseline
 from symloss.lossfile import load
 from symloss.metaloss import prepare_outputs, reduce_loss
-from symloss.metrics import Metric, MetricFn, default_metric, resolve_metric
+from symloss.metrics import ClassObjective, Metric, MetricFn, default_metric, resolve_metric
 from symloss.network import LearnedLoss
+from symloss.prior import class_frequencies
 
 ModelSpec = nn.Module | Callable[[], nn.Module] | str
 MetricSpec = str | MetricFn | Metric | None
@@ -193,7 +194,12 @@ class Task:
     def meta_objective(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The differentiable objective of the local search: the metric's own
         differentiable form where it has one (MSE, MAE, pinball), summed over the
-        outputs and averaged over the batch, else the baseline loss (:meth:`base_loss`)."""
+        outputs and averaged over the batch; the metric's surrogate for a balanced
+        classification metric with the default baseline (class-balanced cross-entropy);
+        else the baseline loss (:meth:`base_loss`)."""
+        surrogate = self._class_surrogate
+        if surrogate is not None:
+            return surrogate(outputs, targets, class_frequencies(self))
         objective = self.scoring.objective
         if objective is None or self.kind != REGRESSION:
             return self.base_loss(outputs, targets)
@@ -201,8 +207,19 @@ class Task:
         return reduce_loss(objective(f, y), "regression")
 
     @property
+    def _class_surrogate(self) -> ClassObjective | None:
+        """The classification metric's surrogate where :meth:`meta_objective` is it (else
+        None): the surrogate re-weights the default cross-entropy, so with the user's own
+        baseline the local search keeps that baseline."""
+        if self.kind != CLASSIFICATION or self.custom_baseline:
+            return None
+        return self.scoring.class_objective
+
+    @property
     def meta_objective_name(self) -> str:
         """What :meth:`meta_objective` computes, in words (for records and reports)."""
+        if self._class_surrogate is not None:
+            return str(self.scoring.objective_name)
         if self.scoring.objective is not None and self.kind == REGRESSION:
             return str(self.scoring.objective_name)
         return f"the baseline loss {self.baseline}"
