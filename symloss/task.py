@@ -133,6 +133,22 @@ class Task:
         """Whether the user gave the baseline (``baseline=``)."""
         return self._baseline is not None
 
+    @property
+    def default_baseline(self) -> bool:
+        """Whether the baseline is the kind's default loss (:attr:`baseline` without
+        ``baseline=``): none given, or one given with the default's canonical form
+        (:meth:`~symloss.expression.Expression.key`), unit edge weights and scale 1,
+        such as ``baseline="-(y * log(f))"``."""
+        if self._baseline is None:
+            return True
+        cache = self.__dict__.setdefault("_default_baseline", {})
+        if self.single_output not in cache:  # the key costs SymPy: once per task
+            loss = self._baseline
+            cache[self.single_output] = (
+                loss.expression.key() == baseline(self.kind, self.single_output).key()
+                and all(w == 1.0 for w in loss.weights) and loss.scale == 1.0)
+        return bool(cache[self.single_output])
+
     def baseline_loss(self) -> LearnedLoss:
         """The baseline as the user trains with it (a saved loss keeps its scale)."""
         if self._baseline is not None:
@@ -195,7 +211,8 @@ class Task:
         """The differentiable objective of the local search: the metric's own
         differentiable form where it has one (MSE, MAE, pinball), summed over the
         outputs and averaged over the batch; the metric's surrogate for a balanced
-        classification metric with the default baseline (class-balanced cross-entropy);
+        classification metric with the default baseline, given or not
+        (class-balanced cross-entropy);
         else the baseline loss (:meth:`base_loss`)."""
         surrogate = self._class_surrogate
         if surrogate is not None:
@@ -209,11 +226,12 @@ class Task:
     @property
     def _class_surrogate(self) -> ClassObjective | None:
         """The classification metric's surrogate where :meth:`meta_objective` is it (else
-        None): the surrogate re-weights the default cross-entropy, so with the user's own
-        baseline the local search keeps that baseline."""
-        if self.kind != CLASSIFICATION or self.custom_baseline:
+        None): the surrogate re-weights cross-entropy, so it stands in for the baseline
+        only where that is the default (:attr:`default_baseline`); with another loss of
+        the user's the local search keeps that loss."""
+        if self.kind != CLASSIFICATION or self.scoring.class_objective is None:
             return None
-        return self.scoring.class_objective
+        return self.scoring.class_objective if self.default_baseline else None
 
     @property
     def meta_objective_name(self) -> str:

@@ -208,6 +208,21 @@ def test_a_balanced_metric_refines_by_class_balanced_cross_entropy(metric):
     assert float(weights[task.train.y].mean()) == pytest.approx(1.0)
 
 
+def test_cross_entropy_given_as_the_baseline_is_the_default():
+    """Plain cross-entropy passed as baseline= (as README's example does) is re-weighted
+    like the default: any text of the same canonical form."""
+    logits = torch.tensor([[1.0, -1.0], [0.0, 2.0], [0.5, 0.25]])
+    labels = torch.tensor([0, 1, 1])
+    default = make_task(_classification(), "linear", metric="balanced_error_rate")
+    for text in ("-(y * log(f))", "-y*log(f)", "log(f) * y * -1"):
+        task = make_task(_classification(), "linear", metric="balanced_error_rate",
+                         baseline=text)
+        assert task.custom_baseline and task.default_baseline
+        assert task.meta_objective_name == default.meta_objective_name
+        assert torch.equal(task.meta_objective(logits, labels),
+                           default.meta_objective(logits, labels))
+
+
 def test_the_class_balanced_surrogate_with_one_output_column():
     task = make_task(_classification(), torch.nn.Linear(4, 1), metric="balanced_error_rate")
     assert task.single_output
@@ -231,6 +246,10 @@ def test_meta_objectives_of_other_metrics_are_unchanged():
                      baseline="abs(f - y)")
     assert task.meta_objective_name == "the baseline loss abs(f - y)"
     assert torch.equal(task.meta_objective(logits, labels), task.base_loss(logits, labels))
+    for text in ("-(y * log(f)) * 2", "-(y * log(f * f))"):  # not plain cross-entropy
+        task = make_task(_classification(), "linear", metric="f1_macro", baseline=text)
+        assert task.meta_objective_name.startswith("the baseline loss")
+        assert torch.equal(task.meta_objective(logits, labels), task.base_loss(logits, labels))
     names = {"mse": "squared error (the metric)", "mae": "absolute error (the metric)",
              "pinball:0.9": "pinball loss q=0.9 (the metric)"}
     outputs, targets = torch.tensor([[1.0], [2.0], [4.0]]), torch.tensor([1.5, 2.0, 0.0])
