@@ -46,7 +46,7 @@ ClassObjective = Callable[[torch.Tensor, torch.Tensor, tuple[float, ...]], torch
 """A classification metric's differentiable surrogate ``objective(outputs, labels,
 frequencies)``: logits ``[batch, n_classes]`` (or ``[batch, 1]`` for one output column),
 integer labels ``[batch]`` and each class's frequency in the training split (one per
-class, :func:`symloss.prior.class_frequencies`) -> the batch's value, a scalar."""
+class, :attr:`symloss.task.Task.class_frequencies`) -> the batch's value, a scalar."""
 
 DEFAULTS = {"classification": "error_rate", "regression": "mse"}
 """The metric of a task kind when none is given."""

@@ -51,19 +51,6 @@ _PRIORS: weakref.WeakKeyDictionary[Task, tuple[float, ...] | None] = (
 )
 
 
-_FREQUENCIES: weakref.WeakKeyDictionary[Task, tuple[float, ...]] = weakref.WeakKeyDictionary()
-
-
-def class_frequencies(task: Task) -> tuple[float, ...]:
-    """Each class's frequency in a classification task's training split, one per class
-    even for a model with one output column (where :func:`task_prior` gives only class
-    1's); computed once per task. What a balanced metric's surrogate weighs classes by
-    (:attr:`symloss.metrics.Metric.class_objective`)."""
-    if task not in _FREQUENCIES:
-        _FREQUENCIES[task] = class_prior(task.train.y, int(task.n_classes or 0))
-    return _FREQUENCIES[task]
-
-
 def task_prior(task: Task) -> tuple[float, ...] | None:
     """The class prior of a task's training split (None for regression, which has none);
     computed once per task."""

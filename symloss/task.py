@@ -37,7 +37,6 @@ from symloss.lossfile import load
 from symloss.metaloss import prepare_outputs, reduce_loss
 from symloss.metrics import ClassObjective, Metric, MetricFn, default_metric, resolve_metric
 from symloss.network import LearnedLoss
-from symloss.prior import class_frequencies
 
 ModelSpec = nn.Module | Callable[[], nn.Module] | str
 MetricSpec = str | MetricFn | Metric | None
@@ -149,6 +148,18 @@ class Task:
                 and all(w == 1.0 for w in loss.weights) and loss.scale == 1.0)
         return bool(cache[self.single_output])
 
+    @property
+    def class_frequencies(self) -> tuple[float, ...]:
+        """Each class's frequency in the training split, one per class even for a model
+        with one output column (:func:`symloss.prior.task_prior` gives only class 1's
+        there); computed once. What a balanced metric's surrogate weighs classes by
+        (:attr:`symloss.metrics.Metric.class_objective`). Classification only."""
+        if "_class_frequencies" not in self.__dict__:
+            labels = self.train.y.detach().reshape(-1).long().cpu()
+            counts = torch.bincount(labels, minlength=self.n_classes or 0).double()
+            self.__dict__["_class_frequencies"] = tuple((counts / labels.numel()).tolist())
+        return tuple(self.__dict__["_class_frequencies"])
+
     def baseline_loss(self) -> LearnedLoss:
         """The baseline as the user trains with it (a saved loss keeps its scale)."""
         if self._baseline is not None:
@@ -216,7 +227,7 @@ class Task:
         else the baseline loss (:meth:`base_loss`)."""
         surrogate = self._class_surrogate
         if surrogate is not None:
-            return surrogate(outputs, targets, class_frequencies(self))
+            return surrogate(outputs, targets, self.class_frequencies)
         objective = self.scoring.objective
         if objective is None or self.kind != REGRESSION:
             return self.base_loss(outputs, targets)
