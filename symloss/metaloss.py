@@ -48,8 +48,9 @@ def checked_prior(class_prior: Sequence[float] | None) -> tuple[float, ...] | No
 def prior_values(
     class_prior: Sequence[float] | None, f: torch.Tensor, expression: Expression
 ) -> torch.Tensor:
-    """The values of ``p`` in ``expression`` for predictions ``f`` (``[batch, classes]``):
-    ``class_prior`` as a tensor of ``f``'s dtype and device, one value per column.
+    """The values of ``p`` in ``expression`` for predictions ``f`` (``[batch, classes]``,
+    or ``[runs, batch, classes]`` stacked by :mod:`symloss.batched`): ``class_prior`` as a
+    tensor of ``f``'s dtype and device, one value per column (the last dimension).
 
     Raises
     ------
@@ -61,7 +62,7 @@ def prior_values(
             f"the loss {expression} uses the class prior p but has none; build it with "
             "class_prior= (the training frequency of each class)"
         )
-    if f.dim() != 2 or f.shape[1] != len(class_prior):
+    if f.dim() < 2 or f.shape[-1] != len(class_prior):
         raise ValueError(
             f"the loss {expression} has a class prior of {len(class_prior)} value(s) but the "
             f"predictions have shape {tuple(f.shape)}; it needs one value per class column"

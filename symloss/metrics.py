@@ -12,7 +12,11 @@ the model's softmax says instead (which the loss itself shapes), so it would no 
 compare losses fairly.
 
 Where a metric has a differentiable form (MSE, MAE, pinball), the local search uses it
-as its meta-objective (:attr:`Metric.objective`); otherwise it uses the baseline loss.
+as its meta-objective (:attr:`Metric.objective`). The balanced classification metrics
+(balanced error rate, macro F1) have a differentiable surrogate instead, class-balanced
+cross-entropy (:attr:`Metric.class_objective`), used while the baseline is the default
+cross-entropy. Otherwise (error rate, a callable, a classification metric with the
+user's own baseline) the local search uses the baseline loss.
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
 Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """An elementwise differentiable form ``objective(f, y)`` on ``[batch, k]`` tensors."""
+
+ClassObjective = Callable[[torch.Tensor, torch.Tensor, tuple[float, ...]], torch.Tensor]
+"""A classification metric's differentiable surrogate ``objective(outputs, labels,
+frequencies)``: logits ``[batch, n_classes]`` (or ``[batch, 1]`` for one output column),
+integer labels ``[batch]`` and each class's frequency in the training split (one per
+class, :attr:`symloss.task.Task.class_frequencies`) -> the batch's value, a scalar."""
 
 DEFAULTS = {"classification": "error_rate", "regression": "mse"}
 """The metric of a task kind when none is given."""
@@ -69,9 +79,13 @@ class Metric:
         True for registered names: a stored name gives the metric back. False for a
         callable, which must be passed again to resume its run.
     objective : callable or None
-        The differentiable form the local search uses, where the metric has one.
+        The differentiable form the local search uses, where a regression metric has one.
+    class_objective : callable or None
+        The differentiable surrogate the local search uses for a classification metric
+        (:data:`ClassObjective`), where it has one, while the baseline is the default
+        cross-entropy: the surrogate re-weights that baseline.
     objective_name : str or None
-        How reports name :attr:`objective`.
+        How reports name :attr:`objective` or :attr:`class_objective`.
     bound : float or None
         The largest value the metric can take (1 for rates), where it has one.
     seeds : tuple of Expression
@@ -86,6 +100,7 @@ class Metric:
     restorable: bool = True
     objective: Objective | None = None
     objective_name: str | None = None
+    class_objective: ClassObjective | None = None
     bound: float | None = None
     seeds: tuple[Expression, ...] = ()
     tensor_form: Callable[[torch.Tensor, torch.Tensor], float] | None = None
@@ -190,14 +205,54 @@ def _pinball_error(q: float, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.maximum(q * residual, (q - 1.0) * residual)
 
 
+def class_balanced_weights(frequencies: tuple[float, ...]) -> tuple[float, ...]:
+    """Each class's weight in :func:`class_balanced_cross_entropy`: ``1 / (K * p_c)`` for
+    a class of training frequency ``p_c > 0`` among ``K`` such classes, 0 for a label
+    number no class uses (the numbers 0..C-1 may skip some). The weights average 1 over
+    the training split (``sum_c p_c / (K * p_c) = 1``), so the loss keeps
+    cross-entropy's scale; they are scikit-learn's ``class_weight="balanced"``."""
+    present = sum(1 for p in frequencies if p > 0)
+    return tuple(1.0 / (present * p) if p > 0 else 0.0 for p in frequencies)
+
+
+def class_balanced_cross_entropy(outputs: torch.Tensor, labels: torch.Tensor,
+                                 frequencies: tuple[float, ...]) -> torch.Tensor:
+    """Cross-entropy of each example weighted by its class's :func:`class_balanced_weights`,
+    averaged over the batch (divided by the batch size, not by the batch's sum of
+    weights): binary cross-entropy of the logit for one output column.
+
+    The surrogate of the balanced error rate by the identity that makes cross-entropy
+    the surrogate of the error rate: the balanced error rate is
+    ``(1/K) sum_c P(wrong | c) = E[w_y * 1(wrong)]`` with ``w_c = 1 / (K * p_c)``, and this
+    is the same expectation with cross-entropy in place of the 0-1 indicator. Dividing
+    by the batch size keeps each batch an unbiased estimate of it; a batch's sum of
+    weights would swing with how many rare examples a small batch happens to hold."""
+    labels = labels.reshape(-1).long()
+    if outputs.shape[1] == 1:
+        per_example = F.binary_cross_entropy_with_logits(
+            outputs.reshape(-1), labels.to(outputs.dtype), reduction="none")
+    else:
+        per_example = F.cross_entropy(outputs, labels, reduction="none")
+    weights = torch.tensor(class_balanced_weights(frequencies), dtype=per_example.dtype,
+                           device=per_example.device)
+    return (weights[labels] * per_example).mean()
+
+
+_BALANCED_CE = ("class-balanced cross-entropy (each class weighted by its inverse training "
+                "frequency)")
+
 # Module-level functions (and partials of them) only: a task, metric included, is
 # pickled to spawned workers and Ray.
 _FIXED: dict[str, Metric] = {
     "error_rate": Metric("error_rate", "error rate", _error_rate, "classification",
                          bound=1.0, tensor_form=_error_rate_tensors),
     "balanced_error_rate": Metric("balanced_error_rate", "balanced error rate",
-                                  _balanced_error_rate, "classification", bound=1.0),
-    "f1_macro": Metric("f1_macro", "1 - macro F1", _f1_macro, "classification", bound=1.0),
+                                  _balanced_error_rate, "classification", bound=1.0,
+                                  class_objective=class_balanced_cross_entropy,
+                                  objective_name=_BALANCED_CE),
+    "f1_macro": Metric("f1_macro", "1 - macro F1", _f1_macro, "classification", bound=1.0,
+                       class_objective=class_balanced_cross_entropy,
+                       objective_name=_BALANCED_CE),
     "mse": Metric("mse", "MSE", _mse, "regression", objective=_squared_error,
                   objective_name="squared error (the metric)", tensor_form=_mse_tensors),
     "mae": Metric("mae", "MAE", _mae, "regression", objective=_absolute_error,

@@ -35,7 +35,7 @@ from symloss.kinds import CLASSIFICATION, REGRESSION
 from symloss.library import baseline
 from symloss.lossfile import load
 from symloss.metaloss import prepare_outputs, reduce_loss
-from symloss.metrics import Metric, MetricFn, default_metric, resolve_metric
+from symloss.metrics import ClassObjective, Metric, MetricFn, default_metric, resolve_metric
 from symloss.network import LearnedLoss
 
 ModelSpec = nn.Module | Callable[[], nn.Module] | str
@@ -132,6 +132,34 @@ class Task:
         """Whether the user gave the baseline (``baseline=``)."""
         return self._baseline is not None
 
+    @property
+    def default_baseline(self) -> bool:
+        """Whether the baseline is the kind's default loss (:attr:`baseline` without
+        ``baseline=``): none given, or one given with the default's canonical form
+        (:meth:`~symloss.expression.Expression.key`), unit edge weights and scale 1,
+        such as ``baseline="-(y * log(f))"``."""
+        if self._baseline is None:
+            return True
+        cache = self.__dict__.setdefault("_default_baseline", {})
+        if self.single_output not in cache:  # the key costs SymPy: once per task
+            loss = self._baseline
+            cache[self.single_output] = (
+                loss.expression.key() == baseline(self.kind, self.single_output).key()
+                and all(w == 1.0 for w in loss.weights) and loss.scale == 1.0)
+        return bool(cache[self.single_output])
+
+    @property
+    def class_frequencies(self) -> tuple[float, ...]:
+        """Each class's frequency in the training split, one per class even for a model
+        with one output column (:func:`symloss.prior.task_prior` gives only class 1's
+        there); computed once. What a balanced metric's surrogate weighs classes by
+        (:attr:`symloss.metrics.Metric.class_objective`). Classification only."""
+        if "_class_frequencies" not in self.__dict__:
+            labels = self.train.y.detach().reshape(-1).long().cpu()
+            counts = torch.bincount(labels, minlength=self.n_classes or 0).double()
+            self.__dict__["_class_frequencies"] = tuple((counts / labels.numel()).tolist())
+        return tuple(self.__dict__["_class_frequencies"])
+
     def baseline_loss(self) -> LearnedLoss:
         """The baseline as the user trains with it (a saved loss keeps its scale)."""
         if self._baseline is not None:
@@ -193,7 +221,13 @@ class Task:
     def meta_objective(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The differentiable objective of the local search: the metric's own
         differentiable form where it has one (MSE, MAE, pinball), summed over the
-        outputs and averaged over the batch, else the baseline loss (:meth:`base_loss`)."""
+        outputs and averaged over the batch; the metric's surrogate for a balanced
+        classification metric with the default baseline, given or not
+        (class-balanced cross-entropy);
+        else the baseline loss (:meth:`base_loss`)."""
+        surrogate = self._class_surrogate
+        if surrogate is not None:
+            return surrogate(outputs, targets, self.class_frequencies)
         objective = self.scoring.objective
         if objective is None or self.kind != REGRESSION:
             return self.base_loss(outputs, targets)
@@ -201,8 +235,20 @@ class Task:
         return reduce_loss(objective(f, y), "regression")
 
     @property
+    def _class_surrogate(self) -> ClassObjective | None:
+        """The classification metric's surrogate where :meth:`meta_objective` is it (else
+        None): the surrogate re-weights cross-entropy, so it stands in for the baseline
+        only where that is the default (:attr:`default_baseline`); with another loss of
+        the user's the local search keeps that loss."""
+        if self.kind != CLASSIFICATION or self.scoring.class_objective is None:
+            return None
+        return self.scoring.class_objective if self.default_baseline else None
+
+    @property
     def meta_objective_name(self) -> str:
         """What :meth:`meta_objective` computes, in words (for records and reports)."""
+        if self._class_surrogate is not None:
+            return str(self.scoring.objective_name)
         if self.scoring.objective is not None and self.kind == REGRESSION:
             return str(self.scoring.objective_name)
         return f"the baseline loss {self.baseline}"

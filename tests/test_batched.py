@@ -65,6 +65,17 @@ def test_seeds_of_one_loss_and_several_rates_train_as_they_do_alone():
     _assert_same(train_many(task, runs, 20), _single(task, runs, 20), task)
 
 
+def test_losses_with_the_class_prior_train_as_they_do_alone():
+    """The stacked outputs are [runs, batch, classes]: p is one value per last column."""
+    task = _classification("mlp", (5,))
+    prior = (0.5, 0.3, 0.2)
+    sgd = SGDSettings(lr=0.05, batch_size=16)
+    runs = [Run(LearnedLoss(text, "classification", class_prior=prior), seed, sgd)
+            for seed, text in enumerate(("y * log(f) * log(p)", "y * log(f) * log(p)",
+                                         "-(y * log(f)) * (1 - p)"))]
+    _assert_same(train_many(task, runs, 20, batched=True), _single(task, runs, 20), task)
+
+
 def test_adam_and_regression_and_curves_train_as_they_do_alone():
     task = _regression()
     sgd = SGDSettings(lr=0.01, adam=True, batch_size=8)

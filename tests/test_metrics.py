@@ -171,6 +171,107 @@ def test_meta_objective_is_the_metric_where_differentiable_else_the_baseline():
     assert f1.meta_objective_name == "the baseline loss abs(f - y)"
 
 
+def _hand_balanced_ce(logits, labels, train_labels):
+    """Cross-entropy weighted by n / (K * n_c), divided by the batch size, by hand."""
+    counts = {c: int((train_labels == c).sum()) for c in (0, 1)}
+    n = len(train_labels)
+    total = 0.0
+    for row, label in zip(logits.tolist(), labels.tolist(), strict=True):
+        if len(row) == 1:  # one output column: binary cross-entropy of the logit
+            p1 = 1.0 / (1.0 + math.exp(-row[0]))
+            ce = -math.log(p1 if label == 1 else 1.0 - p1)
+        else:
+            ce = math.log(sum(math.exp(v) for v in row)) - row[label]
+        total += n / (2 * counts[label]) * ce
+    return total / len(labels)
+
+
+@pytest.mark.parametrize("metric", ["balanced_error_rate", "f1_macro"])
+def test_a_balanced_metric_refines_by_class_balanced_cross_entropy(metric):
+    task = make_task(_classification(), "linear", metric=metric)
+    assert task.meta_objective_name == (
+        "class-balanced cross-entropy (each class weighted by its inverse training frequency)")
+    train_labels = task.train.y.numpy()
+    assert 0.1 < train_labels.mean() < 0.4  # imbalanced: the weights differ
+    logits = torch.tensor([[1.0, -1.0], [0.0, 2.0], [0.5, 0.25], [-1.0, 3.0], [2.0, 1.0]],
+                          requires_grad=True)
+    labels = torch.tensor([0, 1, 1, 0, 0])
+    value = task.meta_objective(logits, labels)
+    expected = _hand_balanced_ce(logits, labels, train_labels)
+    assert float(value.detach()) == pytest.approx(expected, rel=1e-6)
+    value.backward()
+    assert logits.grad is not None and bool(torch.isfinite(logits.grad).all())
+    # the weights average 1 over the training split: on it, the mean weight is 1
+    from symloss.metrics import class_balanced_weights
+    from symloss.prior import class_prior
+    assert task.class_frequencies == class_prior(task.train.y, 2)
+    weights = torch.tensor(class_balanced_weights(task.class_frequencies), dtype=torch.float64)
+    assert float(weights[task.train.y].mean()) == pytest.approx(1.0)
+
+
+def test_cross_entropy_given_as_the_baseline_is_the_default():
+    """Plain cross-entropy passed as baseline= (as README's example does) is re-weighted
+    like the default: any text of the same canonical form."""
+    logits = torch.tensor([[1.0, -1.0], [0.0, 2.0], [0.5, 0.25]])
+    labels = torch.tensor([0, 1, 1])
+    default = make_task(_classification(), "linear", metric="balanced_error_rate")
+    for text in ("-(y * log(f))", "-y*log(f)", "log(f) * y * -1"):
+        task = make_task(_classification(), "linear", metric="balanced_error_rate",
+                         baseline=text)
+        assert task.custom_baseline and task.default_baseline
+        assert task.meta_objective_name == default.meta_objective_name
+        assert torch.equal(task.meta_objective(logits, labels),
+                           default.meta_objective(logits, labels))
+
+
+def test_the_class_balanced_surrogate_with_one_output_column():
+    task = make_task(_classification(), torch.nn.Linear(4, 1), metric="balanced_error_rate")
+    assert task.single_output
+    logits = torch.tensor([[1.0], [-2.0], [0.5], [0.0]])
+    labels = torch.tensor([1, 0, 0, 1])
+    expected = _hand_balanced_ce(logits, labels, task.train.y.numpy())
+    assert float(task.meta_objective(logits, labels)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_meta_objectives_of_other_metrics_are_unchanged():
+    """Error rate keeps the baseline (cross-entropy, bit for bit); a balanced metric with
+    the user's baseline keeps that baseline; a callable keeps the baseline."""
+    logits = torch.tensor([[1.0, -1.0], [0.0, 2.0], [0.5, 0.25]])
+    labels = torch.tensor([0, 1, 1])
+    for metric in (None, "error_rate", macro_f1_error):
+        task = make_task(_classification(), "linear", metric=metric)
+        assert task.meta_objective_name == "the baseline loss -(y * log(f))"
+        assert torch.equal(task.meta_objective(logits, labels),
+                           torch.nn.functional.cross_entropy(logits, labels))
+    task = make_task(_classification(), "linear", metric="balanced_error_rate",
+                     baseline="abs(f - y)")
+    assert task.meta_objective_name == "the baseline loss abs(f - y)"
+    assert torch.equal(task.meta_objective(logits, labels), task.base_loss(logits, labels))
+    for text in ("-(y * log(f)) * 2", "-(y * log(f * f))"):  # not plain cross-entropy
+        task = make_task(_classification(), "linear", metric="f1_macro", baseline=text)
+        assert task.meta_objective_name.startswith("the baseline loss")
+        assert torch.equal(task.meta_objective(logits, labels), task.base_loss(logits, labels))
+    names = {"mse": "squared error (the metric)", "mae": "absolute error (the metric)",
+             "pinball:0.9": "pinball loss q=0.9 (the metric)"}
+    outputs, targets = torch.tensor([[1.0], [2.0], [4.0]]), torch.tensor([1.5, 2.0, 0.0])
+    for metric, name in names.items():
+        task = make_task(_regression(), "linear", metric=metric)
+        assert task.meta_objective_name == name
+    assert torch.equal(make_task(_regression(), "linear", metric="mse").meta_objective(
+        outputs, targets), torch.square(outputs.reshape(-1) - targets).mean())
+
+
+def test_a_balanced_search_records_its_meta_objective(tmp_path):
+    search = symloss.fit(_classification(), "linear", population_size=4, generations=1,
+                         settings=TINY, verbose=False,
+                         run_dir=tmp_path, metric="balanced_error_rate", random_state=0)
+    name = search.task_.meta_objective_name
+    assert name.startswith("class-balanced cross-entropy")
+    assert search.best_loss_.metadata["meta_objective"] == name
+    assert json.loads((tmp_path / "task.json").read_text())["meta_objective"] == name
+    assert any(e.refined_fitness is not None for e in search.evaluations_)  # it ran
+
+
 def test_every_scoring_stage_scores_the_metric(tmp_path):
     """Search fitness and the selection's training runs report sklearn's MAE of the
     trained model on validation, not MSE."""
