@@ -28,8 +28,16 @@ method: candidates improved and worse, the geometric mean of refined / unrefined
 and as kept by the guard), the best unrefined against the best refined fitness, and how
 many candidates within 10% of the best unrefined one end more than 1% worse.
 
+A candidate's fitness is one training run (seed 0): on noisy digits its error count
+varies by tens of examples from one training seed to the next, so one candidate's
+fitness is partly the luck of its seed. ``--fitness-seeds N`` therefore also trains
+every candidate, as written and as refined by each method (the weights the search's
+local search gives it, kept or not), on ``N`` further training seeds, and prints the
+mean validation metric over them: what each loss does, not what one run of it did.
+
 Usage: python benchmarks/local_search.py --quick     (a few minutes on two CPU cores)
        python benchmarks/local_search.py --population --tasks sine diabetes noisy-digits
+       python benchmarks/local_search.py --population --tasks noisy-digits --fitness-seeds 8
 """
 
 from __future__ import annotations
@@ -64,7 +72,7 @@ from symloss.records import CACHED, Evaluation  # noqa: E402
 from symloss.scale import reference_batch, search_loss  # noqa: E402
 from symloss.step_size import tune_search_lr  # noqa: E402
 from symloss.task import Task, make_task, resolve_data  # noqa: E402
-from symloss.training import SGDSettings, train  # noqa: E402
+from symloss.training import SGDSettings, sgd_settings, train  # noqa: E402
 
 METHODS: dict[str, dict[str, object]] = {
     "none (starting expression)": {"meta_steps": 0},
@@ -265,13 +273,40 @@ def population_summary(records: Sequence[Evaluation]) -> dict[str, object]:
     }
 
 
+FRESH_SEED_OFFSET = 1000
+"""``--fitness-seeds``: the further training seeds are ``seed + 1000, seed + 1001, ...``,
+none of them a seed that the search's fitness run or its local search initialises from."""
+
+
+def seeds_mean(task: Task, settings: Settings, seed: int, expression: str,
+               weights: Sequence[float], seeds: Sequence[int]) -> float:
+    """Mean validation metric of the loss as the search trains it (normalised at the
+    search's reference batch, fitness optimiser and steps) over training ``seeds``;
+    ``inf`` if a run diverges or the loss cannot be normalised."""
+    reference = reference_batch(task, seed) if settings.normalize else None
+    try:
+        loss = search_loss(task, settings, expression, weights, reference)
+    except ValueError:
+        return math.inf
+    values = []
+    for fresh in seeds:
+        result = train(task, loss, settings.fitness_steps, sgd_settings(settings), fresh)
+        values.append(math.inf if result.diverged else task.metric(result.model, task.val))
+    return statistics.fmean(values)
+
+
 def run_population(
-    name: str, methods: Sequence[str], seed: int = 0, **overrides: object
-) -> tuple[list[str], dict[str, list[Evaluation]], dict[str, float]]:
+    name: str, methods: Sequence[str], seed: int = 0, fitness_seeds: int = 0,
+    **overrides: object,
+) -> tuple[list[str], dict[str, list[Evaluation]], dict[str, float],
+           dict[str, dict[str, float]]]:
     """Generation 0 of a ``quick`` search on task ``name``, evaluated once per method:
-    the candidates trained (in order), each method's records of them, and each
-    method's mean seconds per candidate in its local search, plain and refined fitness
-    runs (keys ``"<method> <stage>"``)."""
+    the candidates trained (in order), each method's records of them, each method's
+    mean seconds per candidate in its local search, plain and refined fitness runs
+    (keys ``"<method> <stage>"``), and with ``fitness_seeds`` the mean validation
+    metric over that many further training seeds (:func:`seeds_mean`) of each
+    candidate, by expression, as written (key ``"unrefined"``) and as each method
+    refined it (its weights recomputed as the evaluator computes them)."""
     task = population_task(name)
     settings = preset("quick", **overrides)
     settings = settings.replace(lr=tune_search_lr(task, settings, seed).lr)
@@ -290,7 +325,24 @@ def run_population(
               f"{seconds[f'{method} local_search']:.1f} s local search per candidate",
               file=sys.stderr, flush=True)
     expressions = [e.expression for e in records[methods[0]]]
-    return expressions, records, seconds
+    means: dict[str, dict[str, float]] = {}
+    if fitness_seeds:
+        fresh = range(seed + FRESH_SEED_OFFSET, seed + FRESH_SEED_OFFSET + fitness_seeds)
+        reference = reference_batch(task, seed) if settings.normalize else None
+        means["unrefined"] = {x: seeds_mean(task, settings, seed, x, (), fresh)
+                              for x in expressions}
+        for method in methods:
+            method_settings = settings.replace(**POPULATION_METHODS[method])
+            means[method] = {}
+            for e in records[method]:
+                # as the evaluator refines (symloss.scoring._refine): meta-seed seed + 1
+                weights = local_search(task, e.expression, method_settings, seed + 1,
+                                       reference).weights
+                means[method][e.expression] = seeds_mean(task, method_settings, seed,
+                                                         e.expression, weights, fresh)
+        print(f"  {name}: means over {fitness_seeds} further training seeds done",
+              file=sys.stderr, flush=True)
+    return expressions, records, seconds, means
 
 
 def population_table(
@@ -327,6 +379,37 @@ def population_table(
     return "\n".join(lines)
 
 
+def seeds_table(name: str, expressions: Sequence[str], records: dict[str, list[Evaluation]],
+                means: dict[str, dict[str, float]], n: int) -> str:
+    """``--fitness-seeds``: per candidate, the mean validation metric over ``n`` further
+    training seeds, as written and as each method refined it (``*``: the guard kept the
+    refined loss on the search's own seed); per method, the best candidate's and the
+    geometric mean of refined / unrefined, raw and for what the guard kept."""
+    methods = list(records)
+    lines = [f"### {name}: mean over {n} further training seeds", "",
+             "| candidate | unrefined | " + " | ".join(methods) + " |",
+             "|---|---:|" + "---:|" * len(methods)]
+    kept_by = {m: {e.expression: e.refined for e in records[m]} for m in methods}
+    plain = means["unrefined"]
+    for expression in expressions:
+        cells = [f"`{expression}`", f"{plain[expression]:.4f}"]
+        for m in methods:
+            value = means[m].get(expression)
+            cells.append("-" if value is None else
+                         f"{value:.4f}{'*' if kept_by[m][expression] else ''}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| method | best unrefined -> refined (kept) | geo-mean refined/unrefined "
+              "(kept) |", "|---|---|---|"]
+    for m in methods:
+        pairs = [(plain[x], r, r if kept_by[m][x] else plain[x]) for x, r in means[m].items()]
+        raw = [v for u, r, _ in pairs if (v := _ratio(r, u)) is not None]
+        kept = [v for u, _, k in pairs if (v := _ratio(k, u)) is not None]
+        lines.append(
+            f"| {m} | {min(u for u, _, _ in pairs):.4f} -> {min(r for _, r, _ in pairs):.4f} "
+            f"({min(k for _, _, k in pairs):.4f}) | {_geomean(raw):.3f} ({_geomean(kept):.3f}) |")
+    return "\n".join(lines)
+
+
 def population_main(args: argparse.Namespace) -> None:
     """The ``--population`` mode."""
     torch.set_num_threads(1)
@@ -336,10 +419,14 @@ def population_main(args: argparse.Namespace) -> None:
           "diabetes) / error rate (digits) after the search's fitness training; `*`: the "
           "guard kept the refined loss. Geo-mean and best: raw refined (and as kept).")
     for name in args.tasks:
-        expressions, records, seconds = run_population(name, args.methods, args.seed,
-                                                       **overrides)
+        expressions, records, seconds, means = run_population(
+            name, args.methods, args.seed, args.fitness_seeds, **overrides)
         print()
         print(population_table(name, expressions, records, seconds), flush=True)
+        if means:
+            print()
+            print(seeds_table(name, expressions, records, means, args.fitness_seeds),
+                  flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
@@ -359,6 +446,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--seed", type=int, default=0, help="--population: search seed")
     parser.add_argument("--set", nargs="+", default=[], metavar="NAME=VALUE",
                         help="--population: settings overrides, VALUE in JSON")
+    parser.add_argument("--fitness-seeds", type=int, default=0, metavar="N",
+                        help="--population: also the mean validation metric of every "
+                             "candidate, unrefined and refined, over N further training "
+                             "seeds")
     args = parser.parse_args(argv)
     if args.population:
         if args.tasks == ["quantile", "mixture", "digits"]:
