@@ -44,7 +44,7 @@ same bit for bit in any group (``tests/test_batched.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,10 +68,9 @@ STACKED_LAYERS: tuple[type[nn.Module], ...] = (
 """Layer types with a stacked (K models at once) form."""
 _CHECK_EVERY = 50  # as symloss.training.train: steps between finiteness checks
 _INDEX_BLOCK = 50  # training steps whose batch indices are drawn at once
-CHUNK_SIZE = 8
+CHUNK_SIZE = 16
 """Most runs :func:`spread` stacks into one chunk: with MLP-sized models the gain per run
-levels off near there on the CPU (docs/batched.md), and smaller chunks keep several
-workers busy."""
+levels off near there on the CPU (docs/batched.md)."""
 
 
 @dataclass(frozen=True)
@@ -184,27 +183,29 @@ def train_many(
 
 
 def spread(
-    run: Callable[[Sequence[Sequence[Any]]], list[Sequence[Any]]],
+    run: Callable[[Sequence[Sequence[Any]]], Iterable[Sequence[Any]]],
     items: Sequence[Any],
     key: Callable[[Any], Hashable],
+    parts: int,
     size: int = CHUNK_SIZE,
     done: Callable[[Sequence[Any], Sequence[Any]], None] | None = None,
 ) -> list[Any]:
     """Results of ``items`` in order, computed by ``run`` over chunks of them.
 
     The items of each ``key`` (runs that can train as one stacked computation: the same
-    steps and optimiser settings) are split into the fewest chunks of at most ``size``
-    items, of near-equal sizes (``size=1``: one run at a time). ``run`` maps a list of
-    chunks to a list of per-chunk result lists, spreading the chunks over its workers.
-    The chunks depend on the items alone, not on the number of workers, so neither do
-    the results. ``done(chunk, results)`` is called as each chunk's results arrive (in
-    chunk order; ``run`` may return an iterator that gives them as they finish)."""
+    steps and optimiser settings) are split into near-equal chunks: at least ``parts``
+    (the workers ``run`` spreads chunks over, so that each has a share) and as many as
+    keep every chunk within ``size`` items (``size=1``: one run at a time), never more
+    chunks than items. ``run`` maps a list of chunks to their per-chunk result lists (a
+    list, or an iterator giving them as they finish). A stacked run's numbers do not
+    depend on its chunk, so the results do not depend on ``parts``. ``done(chunk,
+    results)`` is called as each chunk's results arrive, in chunk order."""
     groups: dict[Hashable, list[int]] = {}
     for index, item in enumerate(items):
         groups.setdefault(key(item), []).append(index)
     chunks: list[list[int]] = []
     for indices in groups.values():
-        n = -(-len(indices) // size)
+        n = min(len(indices), max(parts, -(-len(indices) // size)))
         step, extra = divmod(len(indices), n)
         start = 0
         for j in range(n):

@@ -260,12 +260,12 @@ def check_n_jobs(n_jobs: Any) -> int:
     return int(n_jobs)
 
 
-def workers_for(n_jobs: int, work: int | None = None) -> int:
+def workers_for(n_jobs: int, work: int | None = None, warn: bool = True) -> int:
     """Worker processes for ``n_jobs`` (see :func:`check_n_jobs`): never more than the
     CPU cores (more only compete for them, each holding a copy of the task; asking for
-    more warns) nor than ``work`` items, when known."""
+    more warns, where ``warn``) nor than ``work`` items, when known."""
     cores = os.cpu_count() or 1
-    if check_n_jobs(n_jobs) > cores:
+    if check_n_jobs(n_jobs) > cores and warn:
         warnings.warn(f"n_jobs={n_jobs} is more than the {cores} CPU cores; using {cores} "
                       "worker processes", stacklevel=1)  # one place: shown once
     workers = cores if n_jobs == -1 else min(n_jobs, cores)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from symloss.batched import CHUNK_SIZE, Run, batch_rule, spread, train_many
-from symloss.executors import mapping
+from symloss.executors import mapping, workers_for
 from symloss.network import LearnedLoss
 from symloss.serialization import positive_number
 from symloss.step_size import best_rate, ladder_search, mean_or_inf, rate_ladder
@@ -258,13 +258,14 @@ def meta_test(
     # One torch thread, as in the search: bit-identical results on any core count, and
     # small models train faster than with threads competing for the cores.
     payload = (task, losses, sgd, steps, curve_points)
-    # the runs of one rate train together, in chunks that do not depend on the workers;
-    # a round trains every loss on every seed at up to every rate of the grid
+    # a round trains every loss on every seed at up to every rate of the grid; the runs
+    # of one rate train together, in a chunk per worker
+    work = len(seeds) * len(losses) * max(1, len(lr_grid))
+    parallel = workers_for(workers, work, warn=False)
     size = CHUNK_SIZE if batch_rule(task.new_model(0), task.device) is None else 1
-    work = -(-len(seeds) * len(losses) // size) * max(1, len(lr_grid))
     with mapping("auto", workers, _train_runs, payload, work) as run_chunks:
         def run(items: Sequence[tuple[int, float, int]]) -> list[_Run]:
-            return spread(run_chunks, items, lambda item: item[1], size)
+            return spread(run_chunks, items, lambda item: item[1], parallel, size)
 
         names = ["learned", task.baseline_name][:len(losses)]
         learned, *others = _run(run, names, seeds, sgd, lr_grid)

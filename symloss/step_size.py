@@ -21,7 +21,7 @@ from typing import Any
 
 from symloss.batched import CHUNK_SIZE, Run, batch_rule, spread, train_many
 from symloss.config import Settings
-from symloss.executors import mapping
+from symloss.executors import mapping, workers_for
 from symloss.runs import TrainingCache
 from symloss.scale import reference_batch, search_loss
 from symloss.serialization import MAX_ABS_VALUE
@@ -107,18 +107,19 @@ def trainer(
     holds are not trained again, and each chunk's results are stored as they arrive.
 
     Where :func:`symloss.batched.batch_rule` allows, the runs of one rate (and steps and
-    optimiser) train in chunks of up to :data:`~symloss.batched.CHUNK_SIZE`, each as one
-    stacked computation; elsewhere one at a time. The chunks do not depend on the
-    workers, so neither do the results."""
+    optimiser) train in a chunk per worker (:func:`symloss.batched.spread`), each as one
+    stacked computation; elsewhere one at a time. A stacked run's numbers do not depend
+    on its chunk, so the results do not depend on the workers."""
     size = CHUNK_SIZE if batch_rule(task.new_model(0), task.device) is None else 1
+    parts = workers_for(executor[1], warn=False)
     with mapping(*executor, validation_metrics, (task, settings, search_seed),
                  lazy=True) as run:
         def metrics(items: Sequence[TrainItem]) -> list:
             if cache is None:
-                return spread(run, items, _run_key, size)
+                return spread(run, items, _run_key, parts, size)
             keys = [_cache_key(item) for item in items]
             missing = [item for item, key in zip(items, keys, strict=True) if key not in cache]
-            spread(run, missing, _run_key, size, done=lambda chunk, values: cache.add(
+            spread(run, missing, _run_key, parts, size, done=lambda chunk, values: cache.add(
                 [(_cache_key(item), _to_json(value))
                  for item, value in zip(chunk, values, strict=True)]))
             return [_from_json(cache[key]) for key in keys]

@@ -179,19 +179,24 @@ def test_a_runs_numbers_do_not_depend_on_the_runs_stacked_with_it():
             assert torch.equal(_parameters(result), _parameters(everything[i]))
 
 
-def test_spread_chunks_by_key_and_size_and_keeps_the_order():
+def test_spread_chunks_by_key_workers_and_size_and_keeps_the_order():
     seen: list[list[tuple[str, int]]] = []
 
     def run(chunks):
         seen.extend(chunks)
-        return [[f"{key}{n}" for key, n in chunk] for chunk in chunks]
+        return iter([[f"{key}{n}" for key, n in chunk] for chunk in chunks])
 
     items = [("a", n) for n in range(5)] + [("b", 0), ("a", 5), ("b", 1)]
-    assert spread(run, items, key=lambda item: item[0], size=4) == [
+    finished = []
+    assert spread(run, items, key=lambda item: item[0], parts=1, size=4,
+                  done=lambda chunk, values: finished.append(len(values))) == [
         f"{key}{n}" for key, n in items]
     # six "a" items in chunks of at most 4: two of 3; the two "b" items together
-    assert sorted(len(chunk) for chunk in seen) == [2, 3, 3]
+    assert sorted(len(chunk) for chunk in seen) == [2, 3, 3] == sorted(finished)
     assert all(len({key for key, _ in chunk}) == 1 for chunk in seen)
     seen.clear()
-    assert len(spread(run, items, key=lambda item: item[0], size=1)) == len(items)
+    spread(run, items, key=lambda item: item[0], parts=3, size=16)  # a share per worker
+    assert sorted(len(chunk) for chunk in seen) == [1, 1, 2, 2, 2]
+    seen.clear()
+    assert len(spread(run, items, key=lambda item: item[0], parts=2, size=1)) == len(items)
     assert all(len(chunk) == 1 for chunk in seen)
