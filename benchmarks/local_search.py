@@ -49,7 +49,7 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -351,18 +351,15 @@ def population_table(
 ) -> str:
     """Per candidate and per method, as markdown."""
     methods = list(records)
-    lines = [f"### {name}", "",
-             "| candidate | unrefined | " + " | ".join(methods) + " |",
-             "|---|---:|" + "---:|" * len(methods)]
     by_method = {m: {e.expression: e for e in records[m]} for m in methods}
-    for expression in expressions:
-        first = by_method[methods[0]][expression]
-        cells = [f"`{expression}`", f"{first.unrefined_fitness:.4f}"]
-        for m in methods:
-            e = by_method[m].get(expression)
-            cells.append("-" if e is None else
-                         f"{e.refined_fitness:.4f}{'*' if e.refined else ''}")
-        lines.append("| " + " | ".join(cells) + " |")
+
+    def cell(method: str, expression: str) -> str:
+        e = by_method[method].get(expression)
+        return "-" if e is None else f"{e.refined_fitness:.4f}{'*' if e.refined else ''}"
+
+    lines = _candidate_rows(
+        f"### {name}", expressions, methods,
+        lambda x: by_method[methods[0]][x].unrefined_fitness, cell)
     lines += ["", "| method | s per candidate: local search, plain fitness, refined fitness "
               "| improved / worse | geo-mean refined/unrefined "
               "(kept) | best unrefined -> refined (kept) | within 10% of best: >1% worse "
@@ -379,6 +376,21 @@ def population_table(
     return "\n".join(lines)
 
 
+def _candidate_rows(
+    title: str, expressions: Sequence[str], methods: Sequence[str],
+    unrefined: Callable[[str], float], cell: Callable[[str, str], str],
+) -> list[str]:
+    """A markdown table of one row per candidate: its unrefined value, then ``cell(method,
+    expression)`` per method."""
+    lines = [title, "", "| candidate | unrefined | " + " | ".join(methods) + " |",
+             "|---|---:|" + "---:|" * len(methods)]
+    for expression in expressions:
+        cells = [f"`{expression}`", f"{unrefined(expression):.4f}"]
+        cells += [cell(m, expression) for m in methods]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def seeds_table(name: str, expressions: Sequence[str], records: dict[str, list[Evaluation]],
                 means: dict[str, dict[str, float]], n: int) -> str:
     """``--fitness-seeds``: per candidate, the mean validation metric over ``n`` further
@@ -386,18 +398,15 @@ def seeds_table(name: str, expressions: Sequence[str], records: dict[str, list[E
     refined loss on the search's own seed); per method, the best candidate's and the
     geometric mean of refined / unrefined, raw and for what the guard kept."""
     methods = list(records)
-    lines = [f"### {name}: mean over {n} further training seeds", "",
-             "| candidate | unrefined | " + " | ".join(methods) + " |",
-             "|---|---:|" + "---:|" * len(methods)]
     kept_by = {m: {e.expression: e.refined for e in records[m]} for m in methods}
     plain = means["unrefined"]
-    for expression in expressions:
-        cells = [f"`{expression}`", f"{plain[expression]:.4f}"]
-        for m in methods:
-            value = means[m].get(expression)
-            cells.append("-" if value is None else
-                         f"{value:.4f}{'*' if kept_by[m][expression] else ''}")
-        lines.append("| " + " | ".join(cells) + " |")
+
+    def cell(method: str, expression: str) -> str:
+        value = means[method].get(expression)
+        return "-" if value is None else f"{value:.4f}{'*' if kept_by[method][expression] else ''}"
+
+    lines = _candidate_rows(f"### {name}: mean over {n} further training seeds", expressions,
+                            methods, plain.__getitem__, cell)
     lines += ["", "| method | best unrefined -> refined (kept) | geo-mean refined/unrefined "
               "(kept) |", "|---|---|---|"]
     for m in methods:
