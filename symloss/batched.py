@@ -52,7 +52,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from symloss.kinds import CLASSIFICATION
 from symloss.metaloss import prepare_outputs
 from symloss.models import MLP, LeNet5, LinearModel
 from symloss.network import LearnedLoss
@@ -399,7 +398,8 @@ class _StackedLosses:
         parts = []
         if self.groups:
             n_runs, batch = outputs.shape[:2]
-            f, y = _outputs(outputs.flatten(0, 1), targets.flatten(0, 1), self.kind)
+            f, y = prepare_outputs(outputs.flatten(0, 1), targets.flatten(0, 1),
+                                   self.kind, long_softmax=True)
             f, y = f.unflatten(0, (n_runs, batch)), y.unflatten(0, (n_runs, batch))
             for network, ks, scales in self.groups:
                 if ks == list(range(ks[0], ks[-1] + 1)):  # contiguous runs: a view
@@ -414,22 +414,6 @@ class _StackedLosses:
         parts += [self.runs[k].loss(outputs[k], targets[k]).reshape(1) for k in self.others]
         values = parts[0] if len(parts) == 1 else torch.cat(parts)
         return values if self.order is None else values[self.order.to(values.device)]
-
-
-def _outputs(
-    outputs: torch.Tensor, targets: torch.Tensor, kind: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`~symloss.metaloss.prepare_outputs` of the stacked runs' outputs. For class
-    logits and integer labels on the CPU, the softmax runs along the first dimension of the
-    transposed logits: PyTorch's CPU softmax along a short last dimension (10 classes)
-    measured about 6x slower, forward and backward, than along a long first one, and at
-    ``K * batch`` rows it was a fifth of a stacked step. It rounds differently from
-    ``torch.softmax(outputs, dim=1)``, which batched results are not bound to match."""
-    if (kind == CLASSIFICATION and outputs.device.type == "cpu" and outputs.shape[1] > 1
-            and targets.dim() == 1 and not torch.is_floating_point(targets)):
-        f = torch.softmax(outputs.t(), dim=0).t()
-        return f, torch.zeros_like(f).scatter_(1, targets.long().unsqueeze(1), 1.0)
-    return prepare_outputs(outputs, targets, kind)
 
 
 def _scales(runs: Sequence[Run], ks: list[int]) -> torch.Tensor | None:

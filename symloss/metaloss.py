@@ -192,7 +192,7 @@ class MetaLossNetwork(nn.Module):
 
 
 def prepare_outputs(
-    y_pred: torch.Tensor, y_true: torch.Tensor, task: str
+    y_pred: torch.Tensor, y_true: torch.Tensor, task: str, *, long_softmax: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Turn model outputs and targets into the loss tree's ``(f, y)``.
 
@@ -201,6 +201,13 @@ def prepare_outputs(
     they are. Regression: predictions and targets as ``[B, k]`` float tensors (``[B]``
     becomes ``[B, 1]``; further dimensions are flattened into ``k``).
     :func:`reduce_loss` sums the tree's values over ``k`` and averages over the batch.
+
+    With ``long_softmax``, on the CPU the softmax runs along the first dimension of the
+    transposed logits: PyTorch's CPU softmax along a short last dimension (10 classes)
+    measured about 6x slower, forward and backward, than along a long first one, which
+    matters for the many rows of stacked runs (:mod:`symloss.batched`). It rounds
+    differently from ``torch.softmax(y_pred, dim=1)``, so it is for callers that are not
+    bound to match one model's training bit for bit.
 
     Raises
     ------
@@ -225,7 +232,9 @@ def prepare_outputs(
             if y_true.dim() == 1 or (y_true.dim() == 2 and y_true.shape[1] == 1):
                 return f, y_true.reshape(batch, 1).to(f.dtype)
         else:
-            f = torch.softmax(y_pred, dim=1)
+            f = (torch.softmax(y_pred.t(), dim=0).t()
+                 if long_softmax and y_pred.device.type == "cpu"
+                 else torch.softmax(y_pred, dim=1))
             if y_true.dim() == 1 and not torch.is_floating_point(y_true):
                 # scatter builds the float one-hot directly (F.one_hot makes an integer
                 # tensor, scans the labels for their maximum and needs a cast)

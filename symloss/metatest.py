@@ -20,7 +20,7 @@ from typing import Any
 from symloss.batched import CHUNK_SIZE, Run, batch_rule, spread, train_many
 from symloss.executors import mapping, workers_for
 from symloss.network import LearnedLoss
-from symloss.serialization import positive_number
+from symloss.serialization import finite_or_none, none_as_inf, positive_number
 from symloss.step_size import best_rate, ladder_search, mean_or_inf, rate_ladder
 from symloss.task import BaselineSpec, MetricSpec, ModelSpec, Task, make_task, resolve_data
 from symloss.training import SGDSettings
@@ -95,10 +95,10 @@ class MetaTestResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
         def one(r: LossResult) -> dict[str, Any]:
-            return {"name": r.name, "metrics": [_finite_or_none(m) for m in r.metrics],
-                    "diverged": list(r.diverged), "mean": _finite_or_none(r.mean),
-                    "std": _finite_or_none(r.std), "lr": r.lr,
-                    "curves": [[[step, _finite_or_none(v)] for step, v in c] for c in r.curves]}
+            return {"name": r.name, "metrics": [finite_or_none(m) for m in r.metrics],
+                    "diverged": list(r.diverged), "mean": finite_or_none(r.mean),
+                    "std": finite_or_none(r.std), "lr": r.lr,
+                    "curves": [[[step, finite_or_none(v)] for step, v in c] for c in r.curves]}
 
         return {
             "metric": self.metric, "seeds": list(self.seeds), "steps": self.steps,
@@ -111,23 +111,15 @@ class MetaTestResult:
     def from_dict(cls, data: dict[str, Any]) -> MetaTestResult:
         """Inverse of :meth:`to_dict` (``null`` metrics read back as ``inf``)."""
         def one(d: dict[str, Any]) -> LossResult:
-            def number(v: Any) -> float:
-                return math.inf if v is None else float(v)
-
-            curves = tuple(tuple((int(step), number(v)) for step, v in c)
+            curves = tuple(tuple((int(step), none_as_inf(v)) for step, v in c)
                            for c in d.get("curves", ()))
-            return LossResult(d["name"], tuple(number(m) for m in d["metrics"]),
+            return LossResult(d["name"], tuple(none_as_inf(m) for m in d["metrics"]),
                               tuple(bool(x) for x in d["diverged"]), curves, d.get("lr"))
 
         baseline = data.get("baseline")
         return cls(data["metric"], tuple(int(s) for s in data["seeds"]), int(data["steps"]),
                    one(data["learned"]), one(baseline) if baseline else None,
                    dict(data.get("extras") or {}))
-
-
-def _finite_or_none(value: float) -> float | None:
-    """JSON has no infinity: a diverged run's metric is written as ``null``."""
-    return value if math.isfinite(value) else None
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from symloss.config import Settings
 from symloss.expression import Expression
 from symloss.records import OK, Evaluation
 from symloss.runs import TrainingCache
+from symloss.serialization import finite_or_none
 from symloss.step_size import (
     TrainItem,
     best_rate,
@@ -86,12 +87,12 @@ class Selection:
             "weights": list(self.evaluation.weights),
             "search_fitness": self.evaluation.fitness,
             "lr": self.lr,
-            "metrics": [m if math.isfinite(m) else None for m in self.metrics],
-            "mean": self.mean if math.isfinite(self.mean) else None,
-            "score": self.score if math.isfinite(self.score) else None,
-            "by_lr": {str(lr): m if math.isfinite(m) else None for lr, m in self.by_lr.items()},
-            "adam_metrics": [m if math.isfinite(m) else None for m in self.adam_metrics],
-            "adam_curve": [m if math.isfinite(m) else None for m in self.adam_curve],
+            "metrics": [finite_or_none(m) for m in self.metrics],
+            "mean": finite_or_none(self.mean),
+            "score": finite_or_none(self.score),
+            "by_lr": {str(lr): finite_or_none(m) for lr, m in self.by_lr.items()},
+            "adam_metrics": [finite_or_none(m) for m in self.adam_metrics],
+            "adam_curve": [finite_or_none(m) for m in self.adam_curve],
             "eligible": self.eligible,
         }
 

@@ -38,6 +38,17 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return path
 
 
+def finite_or_none(value: float) -> float | None:
+    """``value`` for JSON, which has no infinity: a non-finite metric (a diverged run) is
+    written as ``null``."""
+    return value if math.isfinite(value) else None
+
+
+def none_as_inf(value: Any) -> float:
+    """Inverse of :func:`finite_or_none`: ``null`` reads back as ``inf``."""
+    return math.inf if value is None else float(value)
+
+
 def append_lines(path: str | os.PathLike[str], lines: Sequence[str]) -> None:
     """Append ``lines`` (each without its newline) to a JSON-lines file and flush them
     to disk. A last line torn by a killed writer (no newline at the end) is closed

@@ -24,7 +24,7 @@ from symloss.config import Settings
 from symloss.executors import mapping, workers_for
 from symloss.runs import TrainingCache
 from symloss.scale import reference_batch, search_loss
-from symloss.serialization import MAX_ABS_VALUE
+from symloss.serialization import MAX_ABS_VALUE, finite_or_none, none_as_inf
 from symloss.task import Task
 from symloss.training import sgd_settings
 
@@ -138,15 +138,15 @@ def _cache_key(item: TrainItem) -> str:
 def _to_json(value: float | tuple[float, ...]) -> Any:
     """A :func:`validation_metric` result as JSON (inf as null)."""
     if isinstance(value, tuple):
-        return [v if math.isfinite(v) else None for v in value]
-    return value if math.isfinite(value) else None
+        return [finite_or_none(v) for v in value]
+    return finite_or_none(value)
 
 
 def _from_json(value: Any) -> float | tuple[float, ...]:
     """Inverse of :func:`_to_json`."""
     if isinstance(value, list):
-        return tuple(math.inf if v is None else float(v) for v in value)
-    return math.inf if value is None else float(value)
+        return tuple(none_as_inf(v) for v in value)
+    return none_as_inf(value)
 
 
 @dataclass(frozen=True)
@@ -159,13 +159,13 @@ class RateChoice:
     def to_dict(self) -> dict[str, object]:
         """JSON-serialisable form (non-finite metrics as ``None``)."""
         return {"lr": self.lr, "metrics": {
-            str(lr): m if math.isfinite(m) else None for lr, m in self.metrics.items()}}
+            str(lr): finite_or_none(m) for lr, m in self.metrics.items()}}
 
     @classmethod
     def from_dict(cls, data: dict) -> RateChoice:
         """Inverse of :meth:`to_dict`."""
         return cls(float(data["lr"]), {
-            float(lr): math.inf if m is None else float(m) for lr, m in data["metrics"].items()})
+            float(lr): none_as_inf(m) for lr, m in data["metrics"].items()})
 
 
 def best_rate(metrics: dict[float, float]) -> RateChoice:

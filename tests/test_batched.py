@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from symloss.batched import Run, batch_rule, spread, train_many
+from symloss.metaloss import prepare_outputs
 from symloss.models import MLP
 from symloss.network import LearnedLoss
 from symloss.task import Task, make_task
@@ -200,3 +201,12 @@ def test_spread_chunks_by_key_workers_and_size_and_keeps_the_order():
     seen.clear()
     assert len(spread(run, items, key=lambda item: item[0], parts=2, size=1)) == len(items)
     assert all(len(chunk) == 1 for chunk in seen)
+
+
+def test_the_long_softmax_is_the_softmax_to_rounding():
+    logits = torch.randn(300, 10, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(300) % 10
+    f, y = prepare_outputs(logits, labels, "classification")
+    g, z = prepare_outputs(logits, labels, "classification", long_softmax=True)
+    torch.testing.assert_close(g, f, rtol=1e-6, atol=1e-7)
+    assert torch.equal(z, y)
