@@ -32,9 +32,12 @@ from torch.func import functional_call
 
 from symloss.config import Settings
 from symloss.task import Task
-from symloss.training import sgd_settings
+from symloss.training import LossFn, sgd_settings
 
-Candidate = Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
+Candidate = Callable[[dict[str, torch.Tensor]], LossFn]
+"""A loss with trainable parameters: ``candidate(leaves)`` is the loss ``(outputs, targets)
+-> value`` with the parameters ``leaves``. Binding once per set of values lets a
+normalised loss compute its scale once for many training steps."""
 Tensors = list[torch.Tensor]
 logger = logging.getLogger(__name__)
 
@@ -122,7 +125,7 @@ def hypergradient(
 
     objective = task.meta_objective(outputs(val_batch[0]), val_batch[1])
     v = _grad([objective], weights)
-    train_loss = candidate(outputs(train_batch[0]), train_batch[1], leaves)
+    train_loss = candidate(leaves)(outputs(train_batch[0]), train_batch[1])
     train_grad = _grad([train_loss], weights, create_graph=True)
     decay = settings.weight_decay
 
@@ -145,7 +148,7 @@ def meta_train(
     """Train ``leaves`` (the loss's parameters) by implicit differentiation, in place.
 
     One model, initialised from ``seed + 1``, is trained on throughout with
-    ``candidate(outputs, targets, leaves)`` (the fitness-training optimiser, momentum kept
+    ``candidate(leaves)`` (the fitness-training optimiser, momentum kept
     across meta-steps): ``settings.implicit_inner_steps`` steps per meta-step. Then the
     baseline objective on a random validation batch, and its implicit hypergradient
     (:func:`hypergradient`, Hessian of the loss on a random training batch of
@@ -163,10 +166,10 @@ def meta_train(
     optimizer = sgd.optimizer(model)
     history: list[float] = []
     for step in range(settings.meta_steps):
-        frozen = {k: v.detach() for k, v in leaves.items()}
+        frozen = candidate({k: v.detach() for k, v in leaves.items()})
         for _ in range(settings.implicit_inner_steps):
             x, y = task.train.batch(sgd.batch_size, generator)
-            loss = candidate(model(x), y, frozen)
+            loss = frozen(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

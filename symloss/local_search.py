@@ -23,13 +23,14 @@ from torch.func import functional_call
 
 from symloss.config import Settings
 from symloss.expression import Expression
+from symloss.implicit import Candidate
 from symloss.implicit import meta_train as implicit_meta_train
 from symloss.network import LearnedLoss
 from symloss.optim import Adam
 from symloss.prior import task_prior
 from symloss.scale import Reference, baseline_norm, gradient_norm
 from symloss.task import Task
-from symloss.training import SGDSettings, sgd_settings, unrolled_sgd
+from symloss.training import LossFn, SGDSettings, sgd_settings, unrolled_sgd
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def meta_train(
     settings: Settings,
     seed: int,
     leaves: dict[str, torch.Tensor],
-    candidate: Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]], torch.Tensor],
+    candidate: Candidate,
 ) -> tuple[list[float], bool]:
     """Train ``leaves`` (the loss's parameters) by the configured local search, in place.
 
@@ -155,9 +156,10 @@ def meta_train(
 
     Each meta-step initialises the model afresh, takes ``settings.unroll_steps``
     differentiable SGD steps (the fitness optimiser: learning rate, momentum, Nesterov and
-    weight decay of ``settings``) with ``candidate(outputs, targets, leaves)`` on random
+    weight decay of ``settings``) with the loss ``candidate(leaves)`` on random
     training batches, scores the stepped model with the baseline objective on a random
-    validation batch and updates ``leaves`` with Adam. Returns the objective at every
+    validation batch and updates ``leaves`` with Adam. ``candidate(leaves)`` is bound
+    once per meta-step (its weights do not change within one). Returns the objective at every
     completed meta-step and whether a non-finite objective or gradient stopped it early
     (the leaves then keep their last finite values).
     """
@@ -171,17 +173,12 @@ def meta_train(
     history: list[float] = []
     # functional_call replaces every parameter and buffer: one module serves all steps
     model = task.new_model(seed)
-
-    def inner_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return candidate(outputs, targets, leaves)
-
     for step in _meta_steps(task, settings, seed):
         # buffers (batch-norm statistics) are updated in place: copies keep the shared
         # schedule unchanged for the next candidate
         buffers = {k: v.clone() for k, v in step.buffers.items()}
-        value = unrolled_objective(
-            task, model, step.params, buffers, inner_loss, step.batches, step.validation, sgd
-        )
+        value = unrolled_objective(task, model, step.params, buffers, candidate(leaves),
+                                   step.batches, step.validation, sgd)
         grads = torch.autograd.grad(value, tensors, allow_unused=True)
         grads = tuple(
             torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads, strict=True)
@@ -209,7 +206,7 @@ def online_meta_train(
     settings: Settings,
     seed: int,
     leaves: dict[str, torch.Tensor],
-    candidate: Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]], torch.Tensor],
+    candidate: Candidate,
 ) -> tuple[list[float], bool]:
     """Train ``leaves`` by unrolled differentiation along one training run, in place.
 
@@ -236,10 +233,6 @@ def online_meta_train(
     buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
     trained, restarts = 0, 0
     history: list[float] = []
-
-    def inner_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return candidate(outputs, targets, leaves)
-
     for _ in range(settings.meta_steps):
         if trained + plain_steps + unrolled_steps > settings.fitness_steps:
             restarts += 1
@@ -248,17 +241,16 @@ def online_meta_train(
             buffers = {k: v.detach().clone() for k, v in fresh.named_buffers()}
             trained = 0
         if plain_steps:
-            frozen = {k: v.detach() for k, v in leaves.items()}
+            frozen = candidate({k: v.detach() for k, v in leaves.items()})
             batches = [task.train.batch(settings.meta_batch_size, generator)
                        for _ in range(plain_steps)]
-            params = unrolled_sgd(
-                model, params, buffers, lambda o, t, w=frozen: candidate(o, t, w), batches,
-                sgd, create_graph=False)
+            params = unrolled_sgd(model, params, buffers, frozen, batches, sgd,
+                                  create_graph=False)
             params = {k: v.detach() for k, v in params.items()}
         batches = [task.train.batch(settings.meta_batch_size, generator)
                    for _ in range(unrolled_steps)]
         validation = task.val.batch(settings.meta_batch_size, generator)
-        stepped = unrolled_sgd(model, params, buffers, inner_loss, batches, sgd)
+        stepped = unrolled_sgd(model, params, buffers, candidate(leaves), batches, sgd)
         value = validation_objective(task, model, stepped, buffers, validation)
         grads = torch.autograd.grad(value, tensors, allow_unused=True)
         grads = tuple(
@@ -274,22 +266,24 @@ def online_meta_train(
     return history, False
 
 
-def normalised_candidate(
-    loss: LearnedLoss, task: Task, reference: Reference
-) -> Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
+def normalised_candidate(loss: LearnedLoss, task: Task, reference: Reference) -> Candidate:
     """``loss`` with edge weights ``leaves["weights"]``, divided by its gradient scale.
 
     The factor is part of the differentiated graph, so the meta-gradient has no
-    component that only rescales the loss: the edge weights learn its shape.
+    component that only rescales the loss: the edge weights learn its shape. It is
+    computed once per binding (:data:`~symloss.implicit.Candidate`), not once per
+    training step: the weights do not change between the steps of one meta-step.
     """
     base = baseline_norm(task, reference)
 
-    def candidate(
-        outputs: torch.Tensor, targets: torch.Tensor, leaves: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
+    def candidate(leaves: dict[str, torch.Tensor]) -> LossFn:
         weights = leaves["weights"]
-        norm = gradient_norm(lambda o, t: loss(o, t, weights), reference, create_graph=True)
-        return loss(outputs, targets, weights) * (base / norm)
+        # frozen weights (plain training steps) give a constant factor: a graph kept
+        # from it would be freed by the first step's backward pass
+        norm = gradient_norm(lambda o, t: loss(o, t, weights), reference,
+                             create_graph=weights.requires_grad)
+        factor = base / norm
+        return lambda outputs, targets: loss(outputs, targets, weights) * factor
 
     return candidate
 
@@ -314,10 +308,8 @@ def local_search(
         return LocalSearchResult(tuple(weights.tolist()), (), False)
     leaves = {"weights": weights.to(task.device).requires_grad_(True)}
     if reference is None:
-        def candidate(
-            outputs: torch.Tensor, targets: torch.Tensor, leaves: dict[str, torch.Tensor]
-        ) -> torch.Tensor:
-            return loss(outputs, targets, leaves["weights"])
+        def candidate(leaves: dict[str, torch.Tensor]) -> LossFn:
+            return lambda outputs, targets: loss(outputs, targets, leaves["weights"])
     else:
         candidate = normalised_candidate(loss, task, reference)
     history, stopped = meta_train(task, settings, seed, leaves, candidate)

@@ -49,7 +49,7 @@ def linear_task():
 
 def _candidate(expression):
     loss = LearnedLoss(expression, "regression")
-    return lambda outputs, targets, leaves: loss(outputs, targets, leaves["weights"])
+    return lambda leaves: lambda outputs, targets: loss(outputs, targets, leaves["weights"])
 
 
 def _leaves(values):
@@ -141,7 +141,7 @@ def test_hypergradient_leaves_the_model_unchanged(digits_task):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     loss = LearnedLoss("-(y * log(f))", "classification")
     hypergradient(digits_task, model,
-                  lambda out, tgt, w: loss(out, tgt, w["weights"]), _leaves([1.0] * 5),
+                  lambda w: lambda out, tgt: loss(out, tgt, w["weights"]), _leaves([1.0] * 5),
                   digits_task.train.head(32), digits_task.val.head(32), Settings())
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -157,8 +157,9 @@ def test_piecewise_linear_losses_do_not_crash(linear_task):
                                _leaves([1.0] * 6), train, val, Settings())
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
-    def detached(outputs, targets, leaves):
-        return (outputs.reshape(-1) - targets).abs().mean() + leaves["weights"].sum()
+    def detached(leaves):
+        return lambda outputs, targets: (
+            (outputs.reshape(-1) - targets).abs().mean() + leaves["weights"].sum())
 
     _, (grad,) = hypergradient(linear_task, model, detached, _leaves([1.0, 2.0]), train, val,
                                Settings())

@@ -267,7 +267,8 @@ def fit_ml3(task: Task, settings: Settings, seed: int = 0) -> ML3Loss:
     }
     history, stopped_early = meta_train(
         task, settings, seed, leaves,
-        lambda outputs, targets, weights: functional_call(loss, weights, (outputs, targets)),
+        lambda weights: lambda outputs, targets: functional_call(
+            loss, weights, (outputs, targets)),
     )
     with torch.no_grad():
         for name, p in loss.named_parameters():
