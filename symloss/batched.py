@@ -44,6 +44,7 @@ same bit for bit in any group (``tests/test_batched.py``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -130,8 +131,9 @@ def train_many(
     """Train one fresh model per run for ``steps`` steps, batching runs where possible.
 
     Each result is what ``train(task, run.loss, steps, run.sgd, run.seed, ...)`` returns,
-    to float rounding. Runs with equal optimiser settings (learning rate included) train
-    together as one stacked computation when :func:`batch_rule` allows.
+    to float rounding. Runs with equal optimiser settings train together as one stacked
+    computation when :func:`batch_rule` allows; SGD runs of different learning rates
+    too (:func:`stack_key`: a rate per model), Adam runs only at one rate.
 
     Parameters
     ----------
@@ -162,14 +164,14 @@ def train_many(
     results: list[TrainResult | None] = [None] * len(runs)
     groups: dict[SGDSettings, list[int]] = {}
     for index, run in enumerate(runs):
-        groups.setdefault(run.sgd, []).append(index)
-    for sgd, indices in groups.items():
+        groups.setdefault(stack_key(run.sgd), []).append(index)
+    for indices in groups.values():
         models = {i: task.new_model(runs[i].seed) for i in indices}
         joining = [i for i in indices
                    if _may_batch(models[i], runs[i], task.device, batched)]
         if joining:
             trained = _train_stacked(task, [runs[i] for i in joining],
-                                     [models[i] for i in joining], steps, sgd,
+                                     [models[i] for i in joining], steps,
                                      curve_split, curve_points)
             for i, result in zip(joining, trained, strict=True):
                 results[i] = result
@@ -179,6 +181,13 @@ def train_many(
                 results[i] = train(task, run.loss, steps, run.sgd, run.seed,
                                    curve_split=curve_split, curve_points=curve_points)
     return [result for result in results if result is not None]
+
+
+def stack_key(sgd: SGDSettings) -> SGDSettings:
+    """What runs must share to train as one stacked computation: their optimiser
+    settings, the learning rate aside for SGD (each model steps at its own rate; Adam's
+    bias-corrected step is one number per step)."""
+    return sgd if sgd.adam else dataclasses.replace(sgd, lr=0.0)
 
 
 def spread(
@@ -253,16 +262,25 @@ def _train_stacked(
     runs: list[Run],
     models: list[nn.Module],
     steps: int,
-    sgd: SGDSettings,
     curve_split: Split | None,
     curve_points: int,
 ) -> list[TrainResult]:
-    """:func:`symloss.training.train` of every run, as one stacked computation."""
+    """:func:`symloss.training.train` of every run, as one stacked computation (the
+    runs share their :func:`stack_key`)."""
+    if len(runs) == 1:
+        # torch's batched products take other kernels for a batch of one (matrix-vector
+        # ones where a side is a vector: a model with one input or one output), which
+        # round differently: a lone run trains beside a copy of itself, so that its
+        # numbers are those it gets in any larger stack
+        twin = task.new_model(runs[0].seed)
+        return _train_stacked(task, runs * 2, [models[0], twin], steps, curve_split,
+                              curve_points)[:1]
     per_model = [list(m.parameters()) for m in models]
     stacked = [torch.stack([params[j].detach() for params in per_model]).requires_grad_(True)
                for j in range(len(per_model[0]))]
+    sgd = runs[0].sgd
     optimizer = Adam(stacked, sgd.lr) if sgd.adam else SGD(
-        stacked, sgd.lr, sgd.momentum, sgd.nesterov, sgd.weight_decay)
+        stacked, [run.sgd.lr for run in runs], sgd.momentum, sgd.nesterov, sgd.weight_decay)
     network = _StackedChain(models[0], stacked)
     losses = _StackedLosses(runs, task.kind)
     generators = [torch.Generator().manual_seed(run.seed) for run in runs]

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from symloss.batched import CHUNK_SIZE, Run, batch_rule, spread, train_many
+from symloss.batched import CHUNK_SIZE, Run, batch_rule, spread, stack_key, train_many
 from symloss.executors import mapping, workers_for
 from symloss.network import LearnedLoss
 from symloss.serialization import finite_or_none, none_as_inf, positive_number
@@ -138,7 +138,7 @@ def _train_runs(
     items: Sequence[tuple[int, float, int]],
 ) -> list[_Run]:
     """Train with loss ``item[0]`` of the payload at rate ``item[1]`` from seed ``item[2]``,
-    for every item (one rate), as one stacked computation where the model allows
+    for every item, as one stacked computation where the model allows
     (:func:`symloss.batched.train_many`). Module-level so that worker processes can run
     it."""
     task, losses, sgd, steps, curve_points = payload
@@ -251,13 +251,15 @@ def meta_test(
     # small models train faster than with threads competing for the cores.
     payload = (task, losses, sgd, steps, curve_points)
     # a round trains every loss on every seed at up to every rate of the grid; the runs
-    # of one rate train together, in a chunk per worker
+    # train together (a rate per stacked model), in a chunk per worker
     work = len(seeds) * len(losses) * max(1, len(lr_grid))
     parallel = workers_for(workers, work, warn=False)
     size = CHUNK_SIZE if batch_rule(task.new_model(0), task.device) is None else 1
     with mapping("auto", workers, _train_runs, payload, work) as run_chunks:
         def run(items: Sequence[tuple[int, float, int]]) -> list[_Run]:
-            return spread(run_chunks, items, lambda item: item[1], parallel, size)
+            return spread(run_chunks, items,
+                          lambda item: stack_key(dataclasses.replace(sgd, lr=item[1])),
+                          parallel, size)
 
         names = ["learned", task.baseline_name][:len(losses)]
         learned, *others = _run(run, names, seeds, sgd, lr_grid)

@@ -70,7 +70,11 @@ class SGD:
     ----------
     tensors : sequence of torch.Tensor
         The tensors to optimise.
-    lr, momentum, weight_decay : float
+    lr : float or sequence of float
+        As for ``torch.optim.SGD``; or one rate per slice along the first dimension of
+        every tensor (stacked models, :mod:`symloss.batched`), each slice updated
+        bit-identically to a tensor of its own at that rate.
+    momentum, weight_decay : float
         As for ``torch.optim.SGD`` (no dampening).
     nesterov : bool
         Use Nesterov momentum.
@@ -79,7 +83,7 @@ class SGD:
     def __init__(
         self,
         tensors: Sequence[torch.Tensor],
-        lr: float,
+        lr: float | Sequence[float],
         momentum: float = 0.0,
         nesterov: bool = False,
         weight_decay: float = 0.0,
@@ -88,6 +92,20 @@ class SGD:
         self.lr, self.momentum, self.nesterov = lr, momentum, nesterov
         self.weight_decay = weight_decay
         self._buffers: list[torch.Tensor | None] = [None] * len(self.tensors)
+        # -lr per tensor, or per slice shaped to broadcast over it: addcmul_ with that
+        # rounds as add_(alpha=-lr) does (one fused multiply-add per element)
+        self._negative_rates: list[float | torch.Tensor]
+        if isinstance(lr, int | float):
+            self._negative_rates = [-float(lr)] * len(self.tensors)
+        else:
+            rates = [-float(rate) for rate in lr]
+            shapes = [tuple(t.shape) for t in self.tensors]
+            if any(shape[:1] != (len(rates),) for shape in shapes):
+                raise ValueError(f"{len(rates)} learning rates for tensors of shapes {shapes}; "
+                                 "give one rate per slice along the first dimension")
+            self._negative_rates = [
+                torch.tensor(rates, dtype=t.dtype, device=t.device).view(-1, *(1,) * (t.dim() - 1))
+                for t in self.tensors]
 
     @torch.no_grad()
     def step(self, grads: Sequence[torch.Tensor | None]) -> None:
@@ -104,7 +122,11 @@ class SGD:
                 else:
                     buffer.mul_(self.momentum).add_(grad)
                 grad = grad.add(buffer, alpha=self.momentum) if self.nesterov else buffer
-            tensor.add_(grad, alpha=-self.lr)
+            rate = self._negative_rates[i]
+            if isinstance(rate, float):
+                tensor.add_(grad, alpha=rate)
+            else:
+                tensor.addcmul_(grad, rate)
 
 
 class ArrayAdam:

@@ -54,21 +54,23 @@ def validation_metrics(
 ) -> list[float | tuple[float, ...]]:
     """:func:`validation_metric` of every item, the runs trained together by
     :func:`symloss.batched.train_many` (one stacked computation where the model allows).
-    The items share their steps, rate, optimiser and checkpoints (:func:`_run_key`).
-    Module-level so worker processes can run it."""
+    The items share their steps, optimiser and checkpoints (:func:`_stack_key`; SGD
+    runs may differ in rate). Module-level so worker processes can run it."""
     task, settings, search_seed = payload
-    steps, lr, adam, checkpoints = _run_key(items[0])
+    steps, _, _, checkpoints = _run_key(items[0])
     failed = (math.inf,) * checkpoints if checkpoints else math.inf
     reference = reference_batch(task, search_seed) if settings.normalize else None
-    sgd = dataclasses.replace(sgd_settings(settings), lr=lr, adam=adam)
     results: list[float | tuple[float, ...]] = [failed] * len(items)
     runs, slots = [], []
-    for slot, (expression, weights, _, seed, *_) in enumerate(items):
+    for slot, item in enumerate(items):
+        expression, weights, _, seed, *_ = item
+        _, lr, adam, _ = _run_key(item)
         try:
             loss = search_loss(task, settings, expression, weights, reference)
         except ValueError:
             continue
-        runs.append(Run(loss, seed, sgd))
+        runs.append(Run(loss, seed, dataclasses.replace(sgd_settings(settings), lr=lr,
+                                                         adam=adam)))
         slots.append(slot)
     if not runs:
         return results
@@ -84,10 +86,17 @@ def validation_metrics(
 
 
 def _run_key(item: TrainItem) -> tuple[int, float, bool, int]:
-    """``(steps, lr, adam, checkpoints)`` of an item: runs with equal keys train together."""
+    """``(steps, lr, adam, checkpoints)`` of an item."""
     _, _, steps, _, lr, *options = item
     adam, checkpoints = (*options, False, 0)[:2]
     return steps, lr, bool(adam), checkpoints
+
+
+def _stack_key(item: TrainItem) -> tuple[int, float | None, bool, int]:
+    """What items must share to train as one stacked computation: :func:`_run_key`,
+    the rate aside for SGD (:func:`symloss.batched.stack_key`)."""
+    steps, lr, adam, checkpoints = _run_key(item)
+    return steps, lr if adam else None, adam, checkpoints
 
 
 @contextlib.contextmanager
@@ -106,9 +115,10 @@ def trainer(
     With ``cache`` (a run directory's :class:`~symloss.runs.TrainingCache`), items it
     holds are not trained again, and each chunk's results are stored as they arrive.
 
-    Where :func:`symloss.batched.batch_rule` allows, the runs of one rate (and steps and
-    optimiser) train in a chunk per worker (:func:`symloss.batched.spread`), each as one
-    stacked computation; elsewhere one at a time. A stacked run's numbers do not depend
+    Where :func:`symloss.batched.batch_rule` allows, the runs of one optimiser and steps
+    (SGD's rates may differ) train in a chunk per worker
+    (:func:`symloss.batched.spread`), each as one stacked computation; elsewhere one at
+    a time. A stacked run's numbers do not depend
     on its chunk, so the results do not depend on the workers."""
     size = CHUNK_SIZE if batch_rule(task.new_model(0), task.device) is None else 1
     parts = workers_for(executor[1], warn=False)
@@ -116,10 +126,10 @@ def trainer(
                  lazy=True) as run:
         def metrics(items: Sequence[TrainItem]) -> list:
             if cache is None:
-                return spread(run, items, _run_key, parts, size)
+                return spread(run, items, _stack_key, parts, size)
             keys = [_cache_key(item) for item in items]
             missing = [item for item, key in zip(items, keys, strict=True) if key not in cache]
-            spread(run, missing, _run_key, parts, size, done=lambda chunk, values: cache.add(
+            spread(run, missing, _stack_key, parts, size, done=lambda chunk, values: cache.add(
                 [(_cache_key(item), _to_json(value))
                  for item, value in zip(chunk, values, strict=True)]))
             return [_from_json(cache[key]) for key in keys]

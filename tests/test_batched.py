@@ -52,7 +52,10 @@ def _single(task: Task, runs: list[Run], steps: int, **curve) -> list[TrainResul
                                               ("lenet5", (1, 12, 12))])
 def test_different_candidate_losses_train_as_they_do_alone(model, shape):
     task = _classification(model, shape)
-    sgd = SGDSettings(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3, batch_size=16)
+    # at lr 0.05 (0.5 with Nesterov momentum) a ReLU or |f - y| near its kink amplifies
+    # the rounding difference of stacked and single products past any tolerance within
+    # 30 steps on some CPUs: a chaotic run, not a wrong one
+    sgd = SGDSettings(lr=0.02, momentum=0.9, nesterov=True, weight_decay=1e-3, batch_size=16)
     runs = [Run(LearnedLoss(text, "classification", scale=1.0 + i / 4), i, sgd)
             for i, text in enumerate(CANDIDATES)]
     _assert_same(train_many(task, runs, 30, batched=True), _single(task, runs, 30), task)
@@ -166,12 +169,18 @@ def _parameters(result: TrainResult) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in result.model.parameters()])
 
 
-def test_a_runs_numbers_do_not_depend_on_the_runs_stacked_with_it():
-    """Bit for bit, alone (K = 1) or in any group: what makes results independent of
-    how runs are chunked over workers."""
-    task = _classification("mlp", (5,))
-    sgd = SGDSettings(lr=0.1, momentum=0.9, batch_size=16)
-    runs = [Run(LearnedLoss(text, "classification", scale=1.0 + i), 10 + i, sgd)
+@pytest.mark.parametrize("kind", ["classification", "regression"])
+def test_a_runs_numbers_do_not_depend_on_the_runs_stacked_with_it(kind):
+    """Bit for bit, alone (K = 1) or in any group, at its own rate among others: what
+    makes results independent of how runs are chunked over workers. The regression
+    model has one input and one output, where a batch of one would take torch's
+    matrix-vector kernels."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(120, 1)).astype(np.float32)
+    task = (_classification("mlp", (5,)) if kind == "classification"
+            else make_task((x, np.sin(x).astype(np.float32)), "mlp"))
+    runs = [Run(LearnedLoss(text, kind, scale=1.0 + i), 10 + i,
+                SGDSettings(lr=0.1 / (1 + i % 2), momentum=0.9, batch_size=16))
             for i, text in enumerate(CANDIDATES)]
     everything = train_many(task, runs, 25)
     for group in ([2], [1, 2], [2, 3], [0, 2, 3]):

@@ -57,6 +57,29 @@ def test_sgd_skips_tensors_without_a_gradient():
     assert torch.equal(a, torch.full((3,), 0.5)) and torch.equal(b, torch.ones(2))
 
 
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_with_a_rate_per_slice_steps_each_slice_as_alone(momentum):
+    """Stacked models at their own rates: each slice's steps are bit for bit those of a
+    tensor of its own at its rate (what lets runs of different rates train together)."""
+    generator = torch.Generator().manual_seed(1)
+    rates = [0.3, 0.01, 0.1]
+    stacked = [torch.randn(3, 33, 7, generator=generator), torch.randn(3, 5, generator=generator,
+                                                                        dtype=torch.float64)]
+    alone = [[t[k].clone() for t in stacked] for k in range(3)]
+    together = SGD(stacked, lr=rates, momentum=momentum, weight_decay=1e-3)
+    singles = [SGD(tensors, lr=rate, momentum=momentum, weight_decay=1e-3)
+               for tensors, rate in zip(alone, rates, strict=True)]
+    for _ in range(5):
+        grads = [torch.randn(t.shape, generator=generator, dtype=t.dtype) for t in stacked]
+        together.step(grads)
+        for k, optimizer in enumerate(singles):
+            optimizer.step([g[k] for g in grads])
+    for k in range(3):
+        assert all(torch.equal(t[k], a) for t, a in zip(stacked, alone[k], strict=True))
+    with pytest.raises(ValueError, match="one rate per slice"):
+        SGD(stacked, lr=[0.1, 0.2])
+
 @pytest.mark.parametrize("dtype, rtol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
 def test_array_adam_takes_adams_steps_to_rounding(dtype, rtol):
     """The same gradients (of every size, some zero) move both alike. Not bit for bit:
