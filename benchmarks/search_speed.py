@@ -38,8 +38,11 @@ each configuration's report then says how much faster this code is at each ``n_j
 and whether it chose the same loss at the same rate.
 
 ``--decisions`` instead searches on ``--seeds`` (0, 1, 2) for digits, noisy digits and
-sine (``quick``) and prints each chosen loss and its rate, beside the earlier code's with
-``--before``: a speed change must not change what the search decides.
+sine (``quick``) and prints each chosen loss, its rate and its meta-test (test metric of
+the learned loss and the baseline, each at its best rate, the preset's meta-test steps
+and seeds), beside the earlier code's with ``--before``: a speed change must not change
+what the search decides, and where rounding alone changes a choice, the test metrics
+show whether the new one is as good.
 
 ``--quality`` searches on three seeds per configuration and meta-tests each chosen loss
 (test metric, mean over the preset's meta-test seeds), so that a speed change can be
@@ -465,14 +468,17 @@ def decisions(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
     n_jobs = max(args.jobs)
     rows: dict[str, Any] = {}
     for config in DECISIONS:
-        config = dataclasses.replace(config, settings={**config.settings, **overrides})
+        config = dataclasses.replace(config, settings={**config.settings, **overrides},
+                                     metatest=True)
         for seed in args.seeds:
             search = _search(config, n_jobs, seed, args.quick)
-            loss = search.best_loss_
+            loss, test = search.best_loss_, search.metatest_
             rows[f"{config.name} seed {seed}"] = [str(loss.expression), list(loss.weights),
-                                                  loss.learned_with.recommended_lr]
+                                                  loss.learned_with.recommended_lr,
+                                                  test.learned.mean, test.baseline.mean]
             print(f"  done: {config.name} seed {seed}: {loss.expression} at lr "
-                  f"{loss.learned_with.recommended_lr}", flush=True)
+                  f"{loss.learned_with.recommended_lr}, test {test.learned.mean:.4f} "
+                  f"(baseline {test.baseline.mean:.4f})", flush=True)
     if args.runs_json:
         with open(args.runs_json, "w") as handle:
             json.dump(rows, handle)
@@ -481,14 +487,17 @@ def decisions(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
     if args.before:
         earlier = _with_earlier_code(args, ["--decisions", "--jobs", str(n_jobs),
                                             "--seeds", *map(str, args.seeds)])
-    lines = [f"{'search':48} {'chosen loss (lr)':44} {'earlier code':44} same"]
-    for key, (loss, weights, lr) in rows.items():
+    lines = [f"{'search':48} {'chosen loss (lr)':36} {'test':>7} {'earlier code':36} "
+             f"{'test':>7} {'baseline':>8} same"]
+    for key, (loss, weights, lr, test, baseline) in rows.items():
         old = earlier.get(key)
         old_text = "-" if old is None else f"{old[0]} ({old[2]:g})"
+        old_test = "-" if old is None else f"{old[3]:.4f}"
         same = "-" if old is None else "yes" if (old[0], old[2]) == (loss, lr) and all(
             math.isclose(a, b, rel_tol=1e-6) for a, b in zip(old[1], weights, strict=False)
         ) and len(old[1]) == len(weights) else "NO"
-        lines.append(f"{key:48} {f'{loss} ({lr:g})':44} {old_text:44} {same}")
+        lines.append(f"{key:48} {f'{loss} ({lr:g})':36} {test:7.4f} {old_text:36} "
+                     f"{old_test:>7} {baseline:8.4f} {same}")
     return "\n".join(lines)
 
 

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from symloss.metaloss import prepare_outputs
-from symloss.models import MLP, LeNet5, LinearModel
+from symloss.models import MLP, LeNet5, LinearModel, layer_chain
 from symloss.network import LearnedLoss
 from symloss.optim import SGD, Adam
 from symloss.task import Split, Task
@@ -109,7 +109,7 @@ def _unstackable(model: nn.Module) -> str | None:
         return "the model has buffers (e.g. batch-norm statistics)"
     if not all(p.requires_grad for p in model.parameters()):
         return "some of the model's parameters are frozen"
-    for layer in _layers(model):
+    for layer in layer_chain(model):
         if type(layer) not in STACKED_LAYERS or (
             isinstance(layer, nn.Conv2d)
             and (layer.padding_mode != "zeros" or isinstance(layer.padding, str)
@@ -246,17 +246,6 @@ def _may_batch(
     return run.sgd.weight_decay == 0
 
 
-def _layers(model: nn.Module) -> list[nn.Module]:
-    """The chain of layers a built-in model's ``forward`` applies, in order."""
-    if isinstance(model, LinearModel):
-        return [model.flatten, model.linear]
-    if isinstance(model, MLP):
-        return list(model.layers)
-    if isinstance(model, LeNet5):
-        return [*model.features, *model.classifier]
-    raise TypeError(f"no layer chain known for {type(model).__name__}")
-
-
 def _train_stacked(
     task: Task,
     runs: list[Run],
@@ -341,7 +330,7 @@ class _StackedChain:
         position = {id(p): j for j, p in enumerate(model.parameters())}
         self.layers = [
             (layer, [stacked[position[id(p)]] for p in layer.parameters(recurse=False)])
-            for layer in _layers(model)
+            for layer in layer_chain(model)
         ]
         self.grouped = stacked[0].device.type != "cpu"
 

@@ -28,11 +28,10 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch.func import functional_call
 
 from symloss.config import Settings
 from symloss.task import Task
-from symloss.training import LossFn, sgd_settings
+from symloss.training import LossFn, sgd_settings, stateless_forward
 
 Candidate = Callable[[dict[str, torch.Tensor]], LossFn]
 """A loss with trainable parameters: ``candidate(leaves)`` is the loss ``(outputs, targets)
@@ -119,9 +118,10 @@ def hypergradient(
     # Copies: a training-mode forward pass updates normalisation statistics in place,
     # and measuring the hypergradient must not change the model being trained.
     buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
+    forward = stateless_forward(model, buffers)
 
     def outputs(x: torch.Tensor) -> torch.Tensor:
-        return functional_call(model, (params, buffers), (x,))
+        return forward(params, x)
 
     objective = task.meta_objective(outputs(val_batch[0]), val_batch[1])
     v = _grad([objective], weights)

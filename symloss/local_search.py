@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
-from torch.func import functional_call
 
 from symloss.config import Settings
 from symloss.expression import Expression
@@ -30,7 +29,7 @@ from symloss.optim import Adam
 from symloss.prior import task_prior
 from symloss.scale import Reference, baseline_norm, gradient_norm
 from symloss.task import Task
-from symloss.training import LossFn, SGDSettings, sgd_settings, unrolled_sgd
+from symloss.training import LossFn, SGDSettings, sgd_settings, stateless_forward, unrolled_sgd
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ def validation_objective(
 ) -> torch.Tensor:
     """The meta-objective (:meth:`~symloss.task.Task.meta_objective`) of the model ``params`` on
     ``validation`` (the one place the unrolled searches choose it)."""
-    outputs = functional_call(model, (params, buffers), (validation[0],))
+    outputs = stateless_forward(model, buffers)(params, validation[0])
     return task.meta_objective(outputs, validation[1])
 
 
@@ -171,7 +170,8 @@ def meta_train(
     optimizer = Adam(tensors, lr=settings.meta_lr)
     sgd = sgd_settings(settings)
     history: list[float] = []
-    # functional_call replaces every parameter and buffer: one module serves all steps
+    # the stateless forward takes every parameter and buffer as given: one module serves
+    # all steps
     model = task.new_model(seed)
     for step in _meta_steps(task, settings, seed):
         # buffers (batch-norm statistics) are updated in place: copies keep the shared

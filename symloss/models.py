@@ -291,3 +291,54 @@ def build_model(
             f"gru needs vocab_size >= 2 (padding index 0 included), got {vocab_size!r}"
         )
     return functools.partial(CharGRU, int(vocab_size), n_outputs)
+
+
+def layer_chain(model: nn.Module) -> list[nn.Module]:
+    """The layers a built-in :class:`LinearModel`, :class:`MLP` or :class:`LeNet5` applies
+    in its ``forward``, in order."""
+    if isinstance(model, LinearModel):
+        return [model.flatten, model.linear]
+    if isinstance(model, MLP):
+        return list(model.layers)
+    if isinstance(model, LeNet5):
+        return [*model.features, *model.classifier]
+    raise TypeError(f"no layer chain known for {type(model).__name__}")
+
+
+ParameterForward = Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
+
+
+def parameter_forward(model: nn.Module) -> ParameterForward | None:
+    """``model``'s forward pass as a function of parameters given by name (the names of
+    ``model.named_parameters()``) and the input, for exactly a built-in
+    :class:`LinearModel` or :class:`MLP`; None for any other model.
+
+    It runs the operations ``model(x)`` runs (``F.linear``, ``torch.relu``, flattening),
+    so it gives the same numbers as ``torch.func.functional_call(model, params, (x,))``
+    without swapping the tensors into the module at every call, which costs more than
+    a small MLP's arithmetic in the local search's unrolled steps.
+    """
+    if type(model) not in (LinearModel, MLP) or any(True for _ in model.buffers()):
+        return None
+    names = {id(p): name for name, p in model.named_parameters()}
+    steps: list[Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]] = []
+    for layer in layer_chain(model):
+        if type(layer) is nn.Linear:
+            weight = names[id(layer.weight)]
+            bias = None if layer.bias is None else names[id(layer.bias)]
+            steps.append(lambda p, h, w=weight, b=bias: nn.functional.linear(
+                h, p[w], None if b is None else p[b]))
+        elif type(layer) is nn.ReLU and not layer.inplace:
+            steps.append(lambda p, h: torch.relu(h))
+        elif type(layer) is nn.Flatten:
+            steps.append(lambda p, h, a=layer.start_dim, z=layer.end_dim: h.flatten(a, z))
+        else:
+            return None
+
+    def forward(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for step in steps:
+            h = step(params, h)
+        return h
+
+    return forward

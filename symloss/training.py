@@ -10,6 +10,7 @@ from torch import nn
 from torch.func import functional_call
 
 from symloss.config import Settings
+from symloss.models import ParameterForward, parameter_forward
 from symloss.optim import SGD, Adam
 from symloss.task import Split, Task
 
@@ -132,6 +133,17 @@ def sgd_settings(settings: Settings) -> SGDSettings:
     )
 
 
+def stateless_forward(model: nn.Module, buffers: dict[str, torch.Tensor]) -> ParameterForward:
+    """``model``'s forward pass as a function ``(params, x)`` of its parameters by name,
+    with ``buffers``: :func:`symloss.models.parameter_forward` for a built-in linear model
+    or MLP (the same operations, without ``functional_call``'s per-call cost), else
+    ``torch.func.functional_call``."""
+    direct = parameter_forward(model)
+    if direct is not None:
+        return direct
+    return lambda params, x: functional_call(model, (params, buffers), (x,))
+
+
 def unrolled_sgd(
     model: nn.Module,
     params: dict[str, torch.Tensor],
@@ -161,8 +173,9 @@ def unrolled_sgd(
         for name, p in params.items()
     }
     momentum: dict[str, torch.Tensor] = {}
+    forward = stateless_forward(model, buffers)
     for x, y in batches:
-        value = loss_fn(functional_call(model, (params, buffers), (x,)), y)
+        value = loss_fn(forward(params, x), y)
         grads = torch.autograd.grad(value, list(params.values()), create_graph=create_graph)
         with torch.set_grad_enabled(create_graph):
             params = {

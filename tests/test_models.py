@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from symloss.models import MODELS, CharGRU, build_model, model_names
+from symloss.models import MODELS, CharGRU, build_model, model_names, parameter_forward
 
 VOCAB = 34
 T = 20
@@ -189,3 +189,20 @@ def test_build_model_errors(args, kwargs, match):
 def test_vocab_size_is_ignored_by_non_sequence_models():
     model = build_model("mlp", (64,), 10, vocab_size=VOCAB)()
     assert model(torch.rand(2, 64)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(("name", "shape", "hidden"), [("linear", (2, 3), None),
+                                                       ("mlp", (5,), None), ("mlp", (4,), (7,))])
+def test_parameter_forward_is_the_models_forward_bit_for_bit(name, shape, hidden):
+    torch.manual_seed(0)
+    model = build_model(name, shape, 3, hidden=hidden)()
+    params = {k: torch.randn_like(v) for k, v in model.named_parameters()}
+    x = torch.randn(16, *shape)
+    forward = parameter_forward(model)
+    assert forward is not None
+    assert torch.equal(forward(params, x), functional_call(model, params, (x,)))
+
+
+def test_parameter_forward_leaves_other_models_to_functional_call():
+    assert parameter_forward(build_model("lenet5", (1, 28, 28), 10)()) is None
+    assert parameter_forward(nn.Sequential(nn.Linear(2, 1))) is None
