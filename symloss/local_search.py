@@ -270,20 +270,28 @@ def normalised_candidate(loss: LearnedLoss, task: Task, reference: Reference) ->
     """``loss`` with edge weights ``leaves["weights"]``, divided by its gradient scale.
 
     The factor is part of the differentiated graph, so the meta-gradient has no
-    component that only rescales the loss: the edge weights learn its shape. It is
-    computed once per binding (:data:`~symloss.implicit.Candidate`), not once per
-    training step: the weights do not change between the steps of one meta-step.
+    component that only rescales the loss: the edge weights learn its shape. For frozen
+    weights (no gradient: plain training steps) it is a constant, computed once per
+    binding (:data:`~symloss.implicit.Candidate`). For trainable weights it is computed
+    at every call: one factor shared by a meta-step's unrolled steps has the same value
+    but sums the meta-gradient's parts in another order, and on digits that rounding
+    alone changed which loss a `quick` search returns (the search is chaotic in its
+    fitness values), so the cheaper form would change decisions, not only time.
     """
     base = baseline_norm(task, reference)
 
     def candidate(leaves: dict[str, torch.Tensor]) -> LossFn:
         weights = leaves["weights"]
-        # frozen weights (plain training steps) give a constant factor: a graph kept
-        # from it would be freed by the first step's backward pass
-        norm = gradient_norm(lambda o, t: loss(o, t, weights), reference,
-                             create_graph=weights.requires_grad)
-        factor = base / norm
-        return lambda outputs, targets: loss(outputs, targets, weights) * factor
+
+        def factor() -> torch.Tensor:
+            norm = gradient_norm(lambda o, t: loss(o, t, weights), reference,
+                                 create_graph=weights.requires_grad)
+            return base / norm
+
+        if weights.requires_grad:
+            return lambda outputs, targets: loss(outputs, targets, weights) * factor()
+        constant = factor()
+        return lambda outputs, targets: loss(outputs, targets, weights) * constant
 
     return candidate
 
