@@ -36,7 +36,7 @@ from symloss.training import LossFn, sgd_settings, stateless_forward
 Candidate = Callable[[dict[str, torch.Tensor]], LossFn]
 """A loss with trainable parameters: ``candidate(leaves)`` is the loss ``(outputs, targets)
 -> value`` with the parameters ``leaves``. Binding once per set of values lets a
-normalised loss compute its scale once for many training steps."""
+normalised loss with frozen parameters compute its scale once for many training steps."""
 Tensors = list[torch.Tensor]
 logger = logging.getLogger(__name__)
 
