@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from symloss.expression import Expression
+from symloss.serialization import finite_or_none, none_as_inf
 
 OK = "ok"
 REJECTED = "rejected"
@@ -83,7 +84,7 @@ class Evaluation:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (``inf`` fitness is written as ``null``)."""
         data = dataclasses.asdict(self)
-        data["fitness"] = self.fitness if math.isfinite(self.fitness) else None
+        data["fitness"] = finite_or_none(self.fitness)
         data["weights"] = list(self.weights)
         for name in ("unrefined_fitness", "refined_fitness"):
             value = data[name]
@@ -94,12 +95,11 @@ class Evaluation:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Evaluation:
         """Inverse of :meth:`to_dict`."""
-        fitness = data.get("fitness")
         return cls(
             expression=data["expression"],
             key=data["key"],
             status=data["status"],
-            fitness=math.inf if fitness is None else float(fitness),
+            fitness=none_as_inf(data.get("fitness")),
             reason=data.get("reason", ""),
             weights=tuple(float(w) for w in data.get("weights", ())),
             timings={k: float(v) for k, v in data.get("timings", {}).items()},
@@ -133,8 +133,7 @@ class GenerationStats:
         """JSON-serialisable form (``inf`` written as ``null``)."""
         data = dataclasses.asdict(self)
         for name in ("best_fitness", "median_fitness"):
-            if not math.isfinite(data[name]):
-                data[name] = None
+            data[name] = finite_or_none(data[name])
         return data
 
     @classmethod
@@ -142,7 +141,7 @@ class GenerationStats:
         """Inverse of :meth:`to_dict`."""
         values = dict(data)
         for name in ("best_fitness", "median_fitness"):
-            values[name] = math.inf if values[name] is None else float(values[name])
+            values[name] = none_as_inf(values[name])
         return cls(**values)
 
 

@@ -127,12 +127,12 @@ def trainer(
         def metrics(items: Sequence[TrainItem]) -> list:
             if cache is None:
                 return spread(run, items, _stack_key, parts, size)
-            keys = [_cache_key(item) for item in items]
-            missing = [item for item, key in zip(items, keys, strict=True) if key not in cache]
+            keys = {item: _cache_key(item) for item in items}
+            missing = [item for item in keys if keys[item] not in cache]
             spread(run, missing, _stack_key, parts, size, done=lambda chunk, values: cache.add(
-                [(_cache_key(item), _to_json(value))
+                [(keys[item], _to_json(value))
                  for item, value in zip(chunk, values, strict=True)]))
-            return [_from_json(cache[key]) for key in keys]
+            return [_from_json(cache[keys[item]]) for item in items]
 
         yield metrics
 

@@ -31,6 +31,7 @@ from symloss.primitives import (
     VARIABLES,
 )
 from symloss.records import Evaluation, GenerationStats, Guesser, generation_stats
+from symloss.serialization import finite_or_none, none_as_inf
 
 
 class _Fitness(base.Fitness):
@@ -168,7 +169,7 @@ class DeapEngine(Engine):
             state = {"random": _state_from_json(saved["random"])}
             population = [to_tree(Expression.parse(t), pset) for t in saved["population"]]
             for ind, fit in zip(population, saved["fitness"], strict=True):
-                ind.fitness.values = (float("inf") if fit is None else fit,)
+                ind.fitness.values = (none_as_inf(fit),)
             context.history[:] = [GenerationStats.from_dict(h) for h in saved["history"]]
             first = saved["generation"] + 1
 
@@ -287,6 +288,6 @@ class DeapEngine(Engine):
             "generation": generation,
             "random": _state_to_json(state["random"]),
             "population": [str(to_expression(ind)) for ind in population],
-            "fitness": [f if f != float("inf") else None for f in fitness],
+            "fitness": [finite_or_none(f) for f in fitness],
             "history": [h.to_dict() for h in context.history],
         })

@@ -92,6 +92,7 @@ from symloss.engines.base import (
 from symloss.expression import Expression
 from symloss.primitives import PREDICTION, PRIMITIVES, TARGET, VARIABLES
 from symloss.records import Evaluation, GenerationStats, generation_stats
+from symloss.serialization import finite_or_none, none_as_inf
 
 logger = logging.getLogger(__name__)
 
@@ -546,7 +547,7 @@ class OperonEngine(Engine):
             first = 1
         else:
             population = [
-                _Member(Expression.parse(text), math.inf if fit is None else float(fit))
+                _Member(Expression.parse(text), none_as_inf(fit))
                 for text, fit in zip(saved["population"], saved["fitness"], strict=True)
             ]
             context.history[:] = [GenerationStats.from_dict(h) for h in saved["history"]]
@@ -623,6 +624,6 @@ class OperonEngine(Engine):
         context.save_state({
             "generation": generation,
             "population": [str(m.expression) for m in population],
-            "fitness": [m.fitness if math.isfinite(m.fitness) else None for m in population],
+            "fitness": [finite_or_none(m.fitness) for m in population],
             "history": [h.to_dict() for h in context.history],
         })
