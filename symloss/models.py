@@ -311,14 +311,16 @@ ParameterForward = Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tenso
 def parameter_forward(model: nn.Module) -> ParameterForward | None:
     """``model``'s forward pass as a function of parameters given by name (the names of
     ``model.named_parameters()``) and the input, for exactly a built-in
-    :class:`LinearModel` or :class:`MLP`; None for any other model.
+    :class:`LinearModel` or :class:`MLP` without forward hooks; None for any other
+    model.
 
     It runs the operations ``model(x)`` runs (``F.linear``, ``torch.relu``, flattening),
     so it gives the same numbers as ``torch.func.functional_call(model, params, (x,))``
     without swapping the tensors into the module at every call, which costs more than
     a small MLP's arithmetic in the local search's unrolled steps.
     """
-    if type(model) not in (LinearModel, MLP) or any(True for _ in model.buffers()):
+    if type(model) not in (LinearModel, MLP) or any(True for _ in model.buffers()) or any(
+            m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
         return None
     names = {id(p): name for name, p in model.named_parameters()}
     steps: list[Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]] = []

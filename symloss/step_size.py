@@ -19,14 +19,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from symloss.batched import CHUNK_SIZE, Run, batch_rule, spread, train_many
+from symloss.batched import CHUNK_SIZE, Run, batch_rule, spread, stack_key, train_many
 from symloss.config import Settings
 from symloss.executors import mapping, workers_for
 from symloss.runs import TrainingCache
 from symloss.scale import reference_batch, search_loss
 from symloss.serialization import MAX_ABS_VALUE, finite_or_none, none_as_inf
 from symloss.task import Task
-from symloss.training import sgd_settings
+from symloss.training import SGDSettings, sgd_settings
 
 TrainItem = tuple  # (expression, weights, steps, seed, lr[, adam[, checkpoints]])
 """``(expression, weights, steps, seed, lr)``, optionally ``adam`` (train with Adam at
@@ -92,11 +92,12 @@ def _run_key(item: TrainItem) -> tuple[int, float, bool, int]:
     return steps, lr, bool(adam), checkpoints
 
 
-def _stack_key(item: TrainItem) -> tuple[int, float | None, bool, int]:
-    """What items must share to train as one stacked computation: :func:`_run_key`,
-    the rate aside for SGD (:func:`symloss.batched.stack_key`)."""
+def _stack_key(item: TrainItem) -> tuple[int, SGDSettings, int]:
+    """What items must share to train as one stacked computation: their steps,
+    checkpoints and :func:`symloss.batched.stack_key` (the items of one trainer share
+    the rest of their optimiser settings)."""
     steps, lr, adam, checkpoints = _run_key(item)
-    return steps, lr if adam else None, adam, checkpoints
+    return steps, stack_key(SGDSettings(lr=lr, adam=adam)), checkpoints
 
 
 @contextlib.contextmanager

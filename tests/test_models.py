@@ -206,3 +206,6 @@ def test_parameter_forward_is_the_models_forward_bit_for_bit(name, shape, hidden
 def test_parameter_forward_leaves_other_models_to_functional_call():
     assert parameter_forward(build_model("lenet5", (1, 28, 28), 10)()) is None
     assert parameter_forward(nn.Sequential(nn.Linear(2, 1))) is None
+    hooked = build_model("mlp", (3,), 2)()
+    hooked.layers[1].register_forward_hook(lambda module, inputs, output: output * 2)
+    assert parameter_forward(hooked) is None  # functional_call runs the hook
