@@ -119,8 +119,8 @@ def trainer(
     Where :func:`symloss.batched.batch_rule` allows, the runs of one optimiser and steps
     (SGD's rates may differ) train in a chunk per worker
     (:func:`symloss.batched.spread`), each as one stacked computation; elsewhere one at
-    a time. A stacked run's numbers do not depend
-    on its chunk, so the results do not depend on the workers."""
+    a time. A stacked run's numbers do not depend on its chunk, so the results do not
+    depend on the workers."""
     size = CHUNK_SIZE if batch_rule(task.new_model(0), task.device) is None else 1
     parts = workers_for(executor[1], warn=False)
     with mapping(*executor, validation_metrics, (task, settings, search_seed),
