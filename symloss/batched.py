@@ -127,6 +127,7 @@ def train_many(
     batched: bool | None = None,
     curve_split: Split | None = None,
     curve_points: int = 0,
+    stop: Callable[[Sequence[Sequence[tuple[int, float]]]], bool] | None = None,
 ) -> list[TrainResult]:
     """Train one fresh model per run for ``steps`` steps, batching runs where possible.
 
@@ -148,6 +149,12 @@ def train_many(
         time; ``True`` also stacks models with convolutions on the CPU (for measuring).
     curve_split, curve_points
         As for :func:`symloss.training.train`.
+    stop : callable, optional
+        Where all runs train as one stacked computation: called with their curves (in
+        the order of ``runs``) each time a curve point was recorded; when it returns
+        True, training stops there, and each run that had not diverged ends at that step
+        with its curve so far (a result with ``steps`` below the ``steps`` asked for).
+        Otherwise every run goes to the end.
 
     Returns
     -------
@@ -170,9 +177,10 @@ def train_many(
         joining = [i for i in indices
                    if _may_batch(models[i], runs[i], task.device, batched)]
         if joining:
+            together = len(joining) == len(runs)
             trained = _train_stacked(task, [runs[i] for i in joining],
                                      [models[i] for i in joining], steps,
-                                     curve_split, curve_points)
+                                     curve_split, curve_points, stop if together else None)
             for i, result in zip(joining, trained, strict=True):
                 results[i] = result
         for i in indices:
@@ -197,6 +205,7 @@ def spread(
     parts: int,
     size: int = CHUNK_SIZE,
     done: Callable[[Sequence[Any], Sequence[Any]], None] | None = None,
+    unit: Callable[[Any], Hashable | None] | None = None,
 ) -> list[Any]:
     """Results of ``items`` in order, computed by ``run`` over chunks of them.
 
@@ -204,21 +213,28 @@ def spread(
     steps and optimiser settings) are split into near-equal chunks: at least ``parts``
     (the workers ``run`` spreads chunks over, so that each has a share) and as many as
     keep every chunk within ``size`` items (``size=1``: one run at a time), never more
-    chunks than items. ``run`` maps a list of chunks to their per-chunk result lists (a
-    list, or an iterator giving them as they finish). A stacked run's numbers do not
-    depend on its chunk, so the results do not depend on ``parts``. ``done(chunk,
-    results)`` is called as each chunk's results arrive, in chunk order."""
-    groups: dict[Hashable, list[int]] = {}
+    chunks than items. Items of one ``unit(item)`` (not ``None``) stay in one chunk
+    (runs that must see each other, such as the seeds of a loss whose runs stop together);
+    the count above is then of units. ``run`` maps a list of chunks to their per-chunk
+    result lists (a list, or an iterator giving them as they finish). A stacked run's
+    numbers do not depend on its chunk, so the results do not depend on ``parts``.
+    ``done(chunk, results)`` is called as each chunk's results arrive, in chunk order."""
+    groups: dict[Hashable, dict[Hashable, list[int]]] = {}
     for index, item in enumerate(items):
-        groups.setdefault(key(item), []).append(index)
+        together = None if unit is None else unit(item)
+        units = groups.setdefault(key(item), {})
+        units.setdefault(("unit", together) if together is not None else ("item", index),
+                         []).append(index)
     chunks: list[list[int]] = []
-    for indices in groups.values():
-        n = min(len(indices), max(parts, -(-len(indices) // size)))
-        step, extra = divmod(len(indices), n)
+    for units in groups.values():
+        members = list(units.values())
+        n_items = sum(len(m) for m in members)
+        n = min(len(members), max(parts, -(-n_items // size)))
+        step, extra = divmod(len(members), n)
         start = 0
         for j in range(n):
             stop = start + step + (j < extra)
-            chunks.append(indices[start:stop])
+            chunks.append([i for m in members[start:stop] for i in m])
             start = stop
     results: list[Any] = [None] * len(items)
     outputs = run([[items[i] for i in chunk] for chunk in chunks])
@@ -253,9 +269,11 @@ def _train_stacked(
     steps: int,
     curve_split: Split | None,
     curve_points: int,
+    stop: Callable[[Sequence[Sequence[tuple[int, float]]]], bool] | None = None,
 ) -> list[TrainResult]:
     """:func:`symloss.training.train` of every run, as one stacked computation (the
-    runs share their :func:`stack_key`)."""
+    runs share their :func:`stack_key`), ended early where ``stop`` says (see
+    :func:`train_many`)."""
     if len(runs) == 1:
         # torch's batched products take other kernels for a batch of one (matrix-vector
         # ones where a side is a vector: a model with one input or one output), which
@@ -263,7 +281,8 @@ def _train_stacked(
         # numbers are those it gets in any larger stack
         twin = task.new_model(runs[0].seed)
         return _train_stacked(task, runs * 2, [models[0], twin], steps, curve_split,
-                              curve_points)[:1]
+                              curve_points, None if stop is None else
+                              lambda curves: stop(curves[:1]))[:1]
     per_model = [list(m.parameters()) for m in models]
     stacked = [torch.stack([params[j].detach() for params in per_model]).requires_grad_(True)
                for j in range(len(per_model[0]))]
@@ -306,6 +325,9 @@ def _train_stacked(
                 if done[k] is None:
                     curves[k].append((step, task.metric(_load(models[k], stacked, k),
                                                         curve_split)))
+            if stop is not None and step < steps and stop(curves):
+                steps = step
+                break
     return [
         result if result is not None
         else TrainResult(_load(models[k], stacked, k), steps, False, curves[k])

@@ -196,7 +196,8 @@ def _selection(selection: list[dict[str, Any]] | None, metric: str,
             "worse than the plain baseline's with SGD and at every checkpoint of the Adam "
             "runs; the eligible one with the lowest score (the average of the SGD and Adam "
             "means) is chosen (first row). A loss already worse than the plain baseline with "
-            "SGD cannot be chosen, so it is not trained with Adam.")
+            "SGD cannot be chosen, so it is not trained with Adam, and one behind the plain "
+            "baseline at an Adam checkpoint stops there.")
         header = (f"| SGD mean validation {metric} | per seed | SGD rate | Adam at the "
                   "checkpoints | score | eligible | search fitness | expression | "
                   "with learned weights |")
@@ -221,7 +222,10 @@ def _selection(selection: list[dict[str, Any]] | None, metric: str,
         cells = [mean, seeds, rate]
         if adam:
             curve = row.get("adam_curve") or []
-            cells += [_metrics_text(curve) or "not run (worse with SGD)",
+            stopped = 0 < len(curve) < max(len(r.get("adam_curve") or []) for r in selection)
+            cells += [(_metrics_text(curve) + ("; stopped, behind the plain baseline"
+                                               if stopped else ""))
+                      or "not run (worse with SGD)",
                       "diverged" if row.get("score") is None else f"{row['score']:.4f}",
                       "yes" if row.get("eligible", True) else "no"]
         cells += [fitness_text, f"`{row['expression']}`", form.replace("|", chr(92) + "|")]

@@ -15,7 +15,10 @@ must then also do no worse than the plain baseline there, at every one of
 :data:`ADAM_CHECKPOINTS` points of the run (someone else's loop may stop early, and a
 loss that only catches up late, such as a bounded loss under Adam on noisy labels, would
 lose there), and the eligible finalists are ranked by the average of their SGD and Adam
-means, so that both loops count alike.
+means, so that both loops count alike. The plain baseline's Adam runs train with the
+first SGD runs (they are needed whatever SGD shows); a learned loss's Adam runs stop at
+the first checkpoint where its mean is behind the plain baseline's, since it can no
+longer be chosen there (its curve then ends at that checkpoint).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from symloss.serialization import finite_or_none
 from symloss.step_size import (
     TrainItem,
     best_rate,
+    first_over,
     ladder_search,
     mean_or_inf,
     rate_ladder,
@@ -59,14 +63,17 @@ class Selection:
     """Validation metrics of the same runs with Adam (``settings.selection_adam_lr``)."""
     adam_curve: tuple[float, ...] = ()
     """Mean over seeds of the Adam runs' validation metric at each of the
-    :data:`ADAM_CHECKPOINTS` points (the last is :attr:`adam_mean`)."""
+    :data:`ADAM_CHECKPOINTS` points (the last is :attr:`adam_mean`), or at those up to
+    the first where a learned loss was behind the plain baseline (its runs stopped
+    there)."""
     eligible: bool = True
     """False for a learned loss that did worse than the plain baseline with SGD (each at
     its best rate) or with Adam at some checkpoint."""
 
     @property
     def adam_mean(self) -> float:
-        """Mean validation metric of the Adam runs (inf when one diverged or none ran)."""
+        """Mean validation metric of the Adam runs at their last checkpoint (inf when one
+        diverged or none ran)."""
         return mean_or_inf(self.adam_metrics) if self.adam_metrics else math.inf
 
     @property
@@ -165,24 +172,32 @@ def select(
         chosen = [e if math.isfinite(e.fitness) else dataclasses.replace(e, fitness=next(scored))
                   for e in chosen]
         per_run: dict[tuple[int, float], tuple[float, ...]] = {}
+        plain = next(i for i, e in enumerate(chosen) if e.key == task.baseline.key()
+                     and tuple(e.weights) == task.baseline_weights)
+        # the plain baseline's Adam runs are needed whatever SGD shows: they train with
+        # the first round, and their curve is the bar the others' Adam runs must meet
+        early = _adam_items(settings, [chosen[plain]], seeds) if settings.selection_adam_lr else []
+        adam: dict[int, tuple[tuple[float, ...], ...]] = {}
 
         def measure(pairs: list[tuple[int, float]]) -> list[float]:
+            extra = early if plain not in adam else []
             values = iter(run([(chosen[i].expression, tuple(chosen[i].weights),
                                 settings.selection_steps, s, lr)
-                               for i, lr in pairs for s in seeds]))
+                               for i, lr in pairs for s in seeds] + extra))
             for i, lr in pairs:
                 per_run[(i, lr)] = tuple(next(values) for _ in seeds)
+            if extra:
+                adam[plain] = tuple(values)
             return [mean_or_inf(per_run[pair]) for pair in pairs]
 
         found = ladder_search(measure, len(chosen), rates,
                               max_extra=2 if settings.selection_lr_width else 0)
         best = [_best_lr(by_lr, settings.lr) for by_lr in found]
         means = [mean_or_inf(per_run[(i, lr)]) for i, lr in enumerate(best)]
-        plain = next(i for i, e in enumerate(chosen) if e.key == task.baseline.key()
-                     and tuple(e.weights) == task.baseline_weights)
-        contenders = _adam_contenders(means, plain) if settings.selection_adam_lr > 0 else []
-        adam = dict(zip(contenders, _adam_metrics(settings, [chosen[i] for i in contenders],
-                                                  seeds, run), strict=True))
+        if plain in adam:
+            others = [i for i in _adam_contenders(means, plain) if i != plain]
+            adam |= zip(others, _adam_metrics(settings, [chosen[i] for i in others], seeds,
+                                              run, _mean_curve(adam[plain])), strict=True)
     results = []
     for i, evaluation in enumerate(chosen):
         curves = adam.get(i, ())
@@ -215,23 +230,49 @@ def _best_lr(by_lr: dict[float, float], default: float) -> float:
 
 def _no_worse(finalist: Selection, plain: Selection) -> bool:
     """True when ``finalist`` did no worse than ``plain`` with SGD (each at its best rate)
-    and at every checkpoint of the Adam runs."""
-    return finalist.mean <= plain.mean and all(
-        ours <= theirs
-        for ours, theirs in zip(finalist.adam_curve, plain.adam_curve, strict=True))
+    and at every checkpoint of the Adam runs (all of which it reached)."""
+    return (finalist.mean <= plain.mean
+            and len(finalist.adam_curve) == len(plain.adam_curve)
+            and all(ours <= theirs
+                    for ours, theirs in zip(finalist.adam_curve, plain.adam_curve, strict=True)))
+
+
+def _mean_curve(curves: Sequence[Sequence[float]]) -> tuple[float, ...]:
+    """Mean over seeds at each checkpoint (inf where a run diverged)."""
+    return tuple(mean_or_inf(point) for point in zip(*curves, strict=True))
+
+
+def _adam_items(
+    settings: Settings, chosen: Sequence[Evaluation], seeds: Sequence[int],
+    bar: Sequence[float] = (),
+) -> list[TrainItem]:
+    """The Adam runs of ``chosen`` on ``seeds``, each stopping once its loss's mean is
+    over ``bar`` at a checkpoint (``()``: no bar)."""
+    limit = ((len(seeds), *bar),) if bar else ()
+    return [(e.expression, tuple(e.weights), settings.selection_steps, s,
+             settings.selection_adam_lr, True, ADAM_CHECKPOINTS, *limit)
+            for e in chosen for s in seeds]
 
 
 def _adam_metrics(
     settings: Settings, chosen: Sequence[Evaluation], seeds: Sequence[int],
-    run: Callable[[Sequence[TrainItem]], list],
+    run: Callable[[Sequence[TrainItem]], list], bar: Sequence[float],
 ) -> list[tuple[tuple[float, ...], ...]]:
     """Per finalist and selection seed, the validation metrics at the
     :data:`ADAM_CHECKPOINTS` points of ``selection_steps`` of Adam at
-    ``settings.selection_adam_lr``.
+    ``settings.selection_adam_lr``, up to the first point where the finalist's mean is
+    over ``bar`` (the plain baseline's mean curve): it has lost there, and its runs
+    stop (:func:`symloss.step_size.validation_metrics`).
 
     Adam divides out a loss's scale, so this asks whether the loss's *shape* also
     trains well in an ordinary loop it was not searched in."""
-    runs = [(e.expression, tuple(e.weights), settings.selection_steps, s,
-             settings.selection_adam_lr, True, ADAM_CHECKPOINTS) for e in chosen for s in seeds]
-    values = iter(run(runs))
-    return [tuple(next(values) for _ in seeds) for _ in chosen]
+    values = iter(run(_adam_items(settings, chosen, seeds, bar)))
+    results = []
+    for _ in chosen:
+        curves = [next(values) for _ in seeds]
+        over = first_over(curves, bar)
+        # runs trained one at a time go on past this point: cut every curve here, so
+        # that the result does not depend on how the runs were trained
+        results.append(tuple(tuple(curve[:over + 1]) if over is not None else tuple(curve)
+                             for curve in curves))
+    return results

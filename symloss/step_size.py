@@ -28,10 +28,15 @@ from symloss.serialization import MAX_ABS_VALUE, finite_or_none, none_as_inf
 from symloss.task import Task
 from symloss.training import SGDSettings, sgd_settings
 
-TrainItem = tuple  # (expression, weights, steps, seed, lr[, adam[, checkpoints]])
+TrainItem = tuple  # (expression, weights, steps, seed, lr[, adam[, checkpoints[, bar]]])
 """``(expression, weights, steps, seed, lr)``, optionally ``adam`` (train with Adam at
-``lr`` instead of the search's SGD) and ``checkpoints``: one training run of
-:func:`validation_metric`."""
+``lr`` instead of the search's SGD), ``checkpoints`` and ``bar``: one training run of
+:func:`validation_metric`.
+
+``bar`` is ``(n_seeds, limit at each checkpoint, ...)``: the run is one of the
+``n_seeds`` runs of its loss (the items of the same expression, weights and bar), whose
+mean metric must stay at or below the limit at every checkpoint. Once it did not, the
+loss has lost and its runs need not go on (see :func:`validation_metrics`)."""
 
 
 def validation_metric(
@@ -42,8 +47,10 @@ def validation_metric(
 
     With ``checkpoints`` (the item's 7th field) above 0, the metric is taken at that
     many evenly spaced steps instead, the last at the end, and returned as a tuple (inf
-    from a divergence on). ``payload`` is ``(task, settings, search_seed)``; the search
-    seed fixes the reference batch of the normalisation.
+    from a divergence on). With a ``bar`` (the 8th field, see :data:`TrainItem`), the
+    tuple may end early, but never before the first checkpoint at which the mean of its
+    loss's runs exceeded the bar (:func:`first_over`). ``payload`` is ``(task, settings,
+    search_seed)``; the search seed fixes the reference batch of the normalisation.
     """
     (metric,) = validation_metrics(payload, [item])
     return metric
@@ -55,7 +62,9 @@ def validation_metrics(
     """:func:`validation_metric` of every item, the runs trained together by
     :func:`symloss.batched.train_many` (one stacked computation where the model allows).
     The items share their steps, optimiser and checkpoints (:func:`_stack_key`; SGD
-    runs may differ in rate). Module-level so worker processes can run it."""
+    runs may differ in rate). Where every item has a ``bar`` and all runs of each of
+    their losses are here, training stops once every one of those losses has gone over
+    its bar. Module-level so worker processes can run it."""
     task, settings, search_seed = payload
     steps, _, _, checkpoints = _run_key(items[0])
     failed = (math.inf,) * checkpoints if checkpoints else math.inf
@@ -75,11 +84,14 @@ def validation_metrics(
     if not runs:
         return results
     trained = train_many(task, runs, steps, curve_split=task.val if checkpoints else None,
-                         curve_points=checkpoints)
+                         curve_points=checkpoints,
+                         stop=_stop_rule([items[slot] for slot in slots], len(items)))
     for slot, run in zip(slots, trained, strict=True):
         if checkpoints:
             curve = [m for step, m in run.curve if step > 0]
-            results[slot] = tuple(curve + [math.inf] * (checkpoints - len(curve)))
+            stopped = not run.diverged and run.steps < steps
+            results[slot] = tuple(curve if stopped else
+                                  curve + [math.inf] * (checkpoints - len(curve)))
         else:
             results[slot] = math.inf if run.diverged else task.metric(run.model, task.val)
     return results
@@ -92,12 +104,66 @@ def _run_key(item: TrainItem) -> tuple[int, float, bool, int]:
     return steps, lr, bool(adam), checkpoints
 
 
-def _stack_key(item: TrainItem) -> tuple[int, SGDSettings, int]:
+def _bar(item: TrainItem) -> tuple[float, ...]:
+    """An item's ``bar`` (``()``: none)."""
+    return tuple(item[7]) if len(item) > 7 else ()
+
+
+def _loss_of(item: TrainItem) -> tuple[str, tuple[float, ...], tuple[float, ...]]:
+    """What the runs of one loss against one bar share: expression, weights and bar."""
+    return item[0], tuple(float(w) for w in item[1]), _bar(item)
+
+
+def first_over(curves: Sequence[Sequence[float]], limits: Sequence[float]) -> int | None:
+    """The first checkpoint (index) at which the mean of ``curves`` (one per seed, as
+    far as each reached) is not at or below ``limits``: a diverged run (inf) counts
+    against it; ``None`` when the mean stayed within the limits as far as all curves
+    reached."""
+    for j, limit in enumerate(limits):
+        if any(len(curve) <= j for curve in curves):
+            return None
+        if not mean_or_inf([curve[j] for curve in curves]) <= limit:
+            return j
+    return None
+
+
+def _stop_rule(
+    items: Sequence[TrainItem], n_items: int
+) -> Callable[[Sequence[Sequence[tuple[int, float]]]], bool] | None:
+    """For :func:`symloss.batched.train_many`: True once every loss of ``items`` went
+    over its bar; ``None`` (never stop) unless all ``n_items`` items were trained, each
+    has a bar and each loss's runs are all here (its first bar value, ``n_seeds``)."""
+    bars = [_bar(item) for item in items]
+    if len(items) != n_items or not all(bars):
+        return None
+    losses: dict[tuple, list[int]] = {}
+    for k, item in enumerate(items):
+        losses.setdefault(_loss_of(item), []).append(k)
+    if any(len(ks) != int(key[2][0]) for key, ks in losses.items()):
+        return None
+
+    def stop(curves: Sequence[Sequence[tuple[int, float]]]) -> bool:
+        points = [[m for step, m in curve if step > 0] for curve in curves]
+        return all(first_over([points[k] for k in ks], key[2][1:]) is not None
+                   for key, ks in losses.items())
+
+    return stop
+
+
+def _stack_key(item: TrainItem) -> tuple:
     """What items must share to train as one stacked computation: their steps,
     checkpoints and :func:`symloss.batched.stack_key` (the items of one trainer share
-    the rest of their optimiser settings)."""
+    the rest of their optimiser settings); runs that may stop at a bar train with their
+    loss's other runs only, so that they stop when that loss has lost."""
     steps, lr, adam, checkpoints = _run_key(item)
-    return steps, stack_key(SGDSettings(lr=lr, adam=adam)), checkpoints
+    key = (steps, stack_key(SGDSettings(lr=lr, adam=adam)), checkpoints)
+    return (*key, _loss_of(item)) if _bar(item) else key
+
+
+def _unit(item: TrainItem) -> tuple | None:
+    """Runs at checkpoints train beside their loss's other seeds (one chunk of
+    :func:`symloss.batched.spread`): their curves are compared as means over seeds."""
+    return _loss_of(item) if _run_key(item)[3] else None
 
 
 @contextlib.contextmanager
@@ -127,12 +193,12 @@ def trainer(
                  lazy=True) as run:
         def metrics(items: Sequence[TrainItem]) -> list:
             if cache is None:
-                return spread(run, items, _stack_key, parts, size)
+                return spread(run, items, _stack_key, parts, size, unit=_unit)
             keys = {item: _cache_key(item) for item in items}
             missing = [item for item in keys if keys[item] not in cache]
             spread(run, missing, _stack_key, parts, size, done=lambda chunk, values: cache.add(
                 [(keys[item], _to_json(value))
-                 for item, value in zip(chunk, values, strict=True)]))
+                 for item, value in zip(chunk, values, strict=True)]), unit=_unit)
             return [_from_json(cache[keys[item]]) for item in items]
 
         yield metrics
@@ -142,8 +208,9 @@ def _cache_key(item: TrainItem) -> str:
     """An item's key in a :class:`~symloss.runs.TrainingCache`: every field spelt out."""
     expression, weights, _, seed, *_ = item
     steps, lr, adam, checkpoints = _run_key(item)
-    return json.dumps([expression, [float(w) for w in weights], steps, seed, lr, adam,
-                       checkpoints])
+    fields = [expression, [float(w) for w in weights], steps, seed, lr, adam, checkpoints]
+    bar = _bar(item)
+    return json.dumps(fields + [list(bar)] if bar else fields)
 
 
 def _to_json(value: float | tuple[float, ...]) -> Any:

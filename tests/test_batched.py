@@ -212,6 +212,23 @@ def test_spread_chunks_by_key_workers_and_size_and_keeps_the_order():
     assert all(len(chunk) == 1 for chunk in seen)
 
 
+def test_spread_keeps_the_items_of_a_unit_in_one_chunk():
+    seen: list[list[tuple[str, int]]] = []
+
+    def run(chunks):
+        seen.extend(chunks)
+        return [[n for _, n in chunk] for chunk in chunks]
+
+    items = [("a", n) for n in range(3)] + [("b", n) for n in range(3, 6)] + [("c", 6)]
+    assert spread(run, items, key=lambda item: 0, parts=2, size=16,
+                  unit=lambda item: item[0] if item[0] != "c" else None) == list(range(7))
+    # three units (a, b and the lone c) over two workers: whole units per chunk
+    assert sorted(sorted(n for _, n in chunk) for chunk in seen) == [[0, 1, 2, 3, 4, 5], [6]]
+    seen.clear()
+    spread(run, items, key=lambda item: 0, parts=3, size=16, unit=lambda item: item[0])
+    assert sorted(len(chunk) for chunk in seen) == [1, 3, 3]
+
+
 def test_the_long_softmax_is_the_softmax_to_rounding():
     logits = torch.randn(300, 10, generator=torch.Generator().manual_seed(0))
     labels = torch.arange(300) % 10

@@ -14,7 +14,7 @@ from symloss.kinds import CLASSIFICATION
 from symloss.records import CACHED, OK, REJECTED, Evaluation
 from symloss.runs import TrainingCache
 from symloss.selection import ADAM_CHECKPOINTS, SELECTION_SEED_OFFSET, Selection, finalists, select
-from symloss.step_size import validation_metric
+from symloss.step_size import validation_metric, validation_metrics
 from symloss.task import make_task, resolve_data
 
 BASELINE = Expression.parse("square(f - y)")
@@ -133,15 +133,24 @@ def test_a_loss_that_trains_worse_with_adam_cannot_win(sine_task, tiny_settings)
                  and not r.evaluation.weights)
     absolute = next(r for r in ranked if r.evaluation.expression == "abs(f - y)")
     assert absolute.mean <= plain.mean  # so that Adam decides
-    assert all(len(r.adam_metrics) == 2 for r in ranked)
-    assert all(len(r.adam_curve) == ADAM_CHECKPOINTS and r.adam_curve[-1] == r.adam_mean
-               for r in ranked)
-    # the median regression loss fits the sine's mean worse with Adam than squared error
-    assert not absolute.eligible and any(
-        ours > theirs for ours, theirs in zip(absolute.adam_curve, plain.adam_curve, strict=True))
+    assert all(len(r.adam_metrics) == 2 and r.adam_curve[-1] == r.adam_mean for r in ranked)
+    # the median regression loss fits the sine's mean worse with Adam than squared error:
+    # its Adam runs stop at the first checkpoint where it is behind
+    assert not absolute.eligible and absolute.adam_curve[-1] > plain.adam_curve[
+        len(absolute.adam_curve) - 1]
+    reached = len(absolute.adam_curve)
+    assert all(ours <= theirs for ours, theirs in zip(absolute.adam_curve[:-1],
+                                                      plain.adam_curve[:reached - 1],
+                                                      strict=True))
+    # stopped or not, the points it reached are those of runs trained to the end
+    full = validation_metrics((sine_task, settings, 0), [
+        ("abs(f - y)", (), 60, s, 0.01, True, ADAM_CHECKPOINTS)
+        for s in (SELECTION_SEED_OFFSET, SELECTION_SEED_OFFSET + 1)])
+    assert absolute.adam_metrics == tuple(curve[reached - 1] for curve in full)
     # normalised, 0.001 * MSE is MSE, and Adam ignores scale anyway: eligible
     scaled = next(r for r in ranked if r.evaluation.expression == "square(f - y) * 0.001")
     assert scaled.eligible and scaled.adam_metrics == pytest.approx(plain.adam_metrics, rel=1e-4)
+    assert len(plain.adam_curve) == len(scaled.adam_curve) == ADAM_CHECKPOINTS
     assert ranked.index(absolute) > max(ranked.index(plain), ranked.index(scaled))
     assert absolute.to_dict()["eligible"] is False
 

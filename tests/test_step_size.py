@@ -9,11 +9,13 @@ import pytest
 from symloss.step_size import (
     RateChoice,
     best_rate,
+    first_over,
     ladder_search,
     next_rung,
     rate_ladder,
     tune_search_lr,
     validation_metric,
+    validation_metrics,
 )
 
 
@@ -93,3 +95,29 @@ def test_checkpoints_give_the_metric_along_the_same_run(sine_task, tiny_settings
         assert len(set(curve)) == 4
     # a loss that cannot be normalised gives inf at every checkpoint
     assert validation_metric(payload, ("y * 0 * f", (), 40, 3, 0.01, True, 3)) == (math.inf,) * 3
+
+
+def test_first_over_is_the_first_checkpoint_where_the_mean_is_over_the_limit():
+    limits = (0.5, 0.4, 0.3)
+    assert first_over([(0.4, 0.4, 0.3), (0.6, 0.4, 0.3)], limits) is None  # means on the bar
+    assert first_over([(0.4, 0.5), (0.5, 0.4)], limits) == 1
+    assert first_over([(0.4,), (0.5, 0.4)], limits) is None  # not reached by every seed
+    assert first_over([(math.inf, math.inf, math.inf), (0.1, 0.1, 0.1)], limits) == 0
+
+
+def test_runs_stop_where_their_loss_is_over_the_bar(sine_task, tiny_settings):
+    """Runs with a bar stop, all seeds of a loss together, at the first checkpoint where
+    their mean is over it; the points they reached are those of runs trained to the end.
+    A loss whose runs are not all in the call is never stopped (its mean is unknown)."""
+    payload = (sine_task, tiny_settings, 0)
+    runs = [("abs(f - y)", (), 40, seed, 0.01, True, 4) for seed in (3, 4)]
+    full = validation_metrics(payload, runs)
+    means = [sum(point) / 2 for point in zip(*full, strict=True)]
+    bar = (2, means[0], means[1] * 0.9, math.inf, math.inf)  # over at the second point
+    stopped = validation_metrics(payload, [(*run, bar) for run in runs])
+    assert [len(curve) for curve in stopped] == [2, 2]
+    assert all(curve == tuple(whole[:2]) for curve, whole in zip(stopped, full, strict=True))
+    assert first_over(stopped, bar[1:]) == 1
+    within = (2, *(m + 1 for m in means))
+    assert validation_metrics(payload, [(*run, within) for run in runs]) == full
+    assert validation_metrics(payload, [(*runs[0], bar)]) == [full[0]]  # one of two seeds
