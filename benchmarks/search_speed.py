@@ -31,9 +31,11 @@ Usage::
     python benchmarks/search_speed.py --quality --json after.json [--compare before.json]
     python benchmarks/search_speed.py --only digits --set local_search_guard=false  # no guard
 
-``--before DIR`` first times the same searches (same ``--only``, ``--jobs``, ``--repeat``
-and ``--set``) with the symloss found in ``DIR`` (a checkout of an earlier version, run
-in a subprocess), so that the speed-up is measured on the same machine in the same run;
+``--before DIR`` also times the same searches (same ``--jobs``, ``--repeat`` and ``--set``)
+with the symloss found in ``DIR`` (a checkout of an earlier version, run in a subprocess),
+each repeat of the earlier code just before the same repeat of this code, so that the
+speed-up is measured on the same machine in the same run and a drift in the machine's
+speed hits both alike;
 each configuration's report then says how much faster this code is at each ``n_jobs``
 and whether it chose the same loss at the same rate.
 
@@ -410,21 +412,29 @@ def main() -> None:
     for config in configs:  # untimed: first-call costs (SymPy caches, torch kernels)
         for device in args.devices:
             _search(config, 1, args.seed, True, device)
-    earlier = _earlier(args) if args.before else None
     if args.repeat < 1:
         parser.error(f"--repeat must be at least 1, got {args.repeat}")
-    runs = []
+    runs: list[Run] = []
+    earlier: list[Run] | None = [] if args.before else None
     for config in configs:
         for device in args.devices:
             # off the CPU a search evaluates in process whatever n_jobs says
             jobs = args.jobs if device == "cpu" else [1]
             trials: dict[int, list[Run]] = {n_jobs: [] for n_jobs in jobs}
-            for _ in range(args.repeat):  # interleaved, so a change in load hits every n_jobs
+            before: dict[int, list[Run]] = {n_jobs: [] for n_jobs in jobs}
+            # interleaved, so that a change in load hits every n_jobs, and the earlier
+            # code as much as this one
+            for _ in range(args.repeat):
+                if earlier is not None and device == "cpu":
+                    for run in _earlier(args, config):
+                        before[run.n_jobs].append(run)
                 for n_jobs in jobs:
                     trials[n_jobs].append(timed(config, n_jobs, args.seed, args.quick, device))
                     print(f"  done: {config.name}, n_jobs={n_jobs}: "
                           f"{trials[n_jobs][-1].wall:.1f} s", flush=True)
             runs += [median_run(trials[n_jobs]) for n_jobs in jobs]
+            if earlier is not None:
+                earlier += [median_run(before[n_jobs]) for n_jobs in jobs if before[n_jobs]]
     if args.runs_json:
         with open(args.runs_json, "w") as handle:
             json.dump([dataclasses.asdict(r) for r in runs], handle)
@@ -432,12 +442,13 @@ def main() -> None:
     print(report(runs, earlier, args.quick))
 
 
-def _earlier(args: argparse.Namespace) -> list[Run]:
-    """The same searches with the symloss in ``args.before`` (a subprocess running this
-    script with that checkout first on the path), timed before this code's."""
+def _earlier(args: argparse.Namespace, config: Config) -> list[Run]:
+    """One repeat of ``config``'s search at each ``n_jobs`` with the symloss in
+    ``args.before`` (a subprocess running this script with that checkout first on the
+    path)."""
+    name = next(key for key, value in ONLY.items() if value.name == config.name)
     data = _with_earlier_code(args, ["--jobs", *map(str, args.jobs), "--seed", str(args.seed),
-                                     "--repeat", str(args.repeat)]
-                              + (["--only", *args.only] if args.only else []))
+                                     "--repeat", "1", "--only", name])
     runs = []
     for row in data:
         row["outcome"] = [tuple(o) for o in row["outcome"]]
