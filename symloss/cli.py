@@ -232,14 +232,18 @@ def _report(args: argparse.Namespace, search: SymbolicLossSearch, started: float
               f"{rates}" + (f"; and with Adam at {s.selection_adam_lr:g}, ranked by the "
                             "average of both (x: worse than the plain baseline with SGD, "
                             "then not run with Adam, or at one of "
-                            f"{ADAM_CHECKPOINTS} points of the Adam runs; cannot win)"
+                            f"{ADAM_CHECKPOINTS} points of the Adam runs, which then "
+                            "stopped there; cannot win)"
                             if s.selection_adam_lr > 0 else ""))
         kind = search.task_.kind
         for finalist in search.selection_:
             e = finalist.evaluation
             form = LearnedLoss(e.expression, kind, e.weights or None).sympy()
             tuned = "learned weights" if e.weights else "plain"
-            adam = (f"  Adam {finalist.adam_mean:.4f}{' ' if finalist.eligible else 'x'}"
+            reached = len(finalist.adam_curve)
+            stopped = f" (stopped at {reached}/{ADAM_CHECKPOINTS})" if reached < ADAM_CHECKPOINTS \
+                else ""
+            adam = (f"  Adam {finalist.adam_mean:.4f}{' ' if finalist.eligible else 'x'}{stopped}"
                     if finalist.adam_metrics else
                     "  Adam  not run x" if s.selection_adam_lr > 0 else "")
             print(f"  {finalist.mean:10.4f}  lr {finalist.lr:<7g}{adam}  {form}   ({tuned})")

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 import pytest
 import torch
@@ -70,3 +76,20 @@ def blobs() -> tuple[np.ndarray, np.ndarray]:
     x = rng.normal(size=(120, 4)).astype(np.float32) + y[:, None].astype(np.float32)
     x[:, 0] = np.arange(120, dtype=np.float32)
     return x, y
+
+
+@pytest.fixture(scope="session")
+def benchmark_script() -> Callable[[str], ModuleType]:
+    """Imports a script of ``benchmarks/`` by file name (they are not a package), once."""
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+
+    def load(name: str) -> ModuleType:
+        module_name = f"benchmark_{name}"
+        if module_name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(module_name, folder / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)
+        return sys.modules[module_name]
+
+    return load

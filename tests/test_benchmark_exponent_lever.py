@@ -3,25 +3,15 @@ and a short run prints the table and where the local search takes the exponent."
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from symloss.network import LearnedLoss
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "exponent_lever.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("benchmark_exponent_lever", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["benchmark_exponent_lever"] = module
-    spec.loader.exec_module(module)
-    return module
+def bench(benchmark_script):
+    return benchmark_script("exponent_lever")
 
 
 def test_the_power_loss_at_one_half_is_the_square_root_loss(bench, digits_task):

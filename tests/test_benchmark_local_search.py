@@ -3,11 +3,8 @@ means of fitness runs on the further seeds, of the weights the evaluator refines
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -17,16 +14,10 @@ from symloss.records import OK, Evaluation
 from symloss.scale import reference_batch, search_loss
 from symloss.training import sgd_settings, train
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "local_search.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("benchmark_local_search", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["benchmark_local_search"] = module
-    spec.loader.exec_module(module)
-    return module
+def bench(benchmark_script):
+    return benchmark_script("local_search")
 
 
 def test_seeds_mean_is_the_mean_of_fitness_runs(bench, digits_task, tiny_settings):
