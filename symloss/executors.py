@@ -172,8 +172,14 @@ class ProcessExecutor(Executor):
             max_workers=n_jobs, mp_context=context, initializer=_init_worker,
             initargs=(fn, payload, os.getpid(), main_thread),
         )
-        with _interrupts_deferred():
-            self._pool.submit(_started)  # forks the workers now, not at some later item
+        try:
+            with _interrupts_deferred():
+                self._pool.submit(_started)  # forks the workers now, not at some later item
+        except BaseException:
+            # a Ctrl-C held while the workers started: the caller never gets this pool to
+            # close, and the interpreter's exit would wait on its workers forever
+            self._stop()
+            raise
 
     def map(self, items: Sequence[Any]) -> Iterator[Any]:
         futures = [self.submit(item) for item in items]
@@ -191,6 +197,10 @@ class ProcessExecutor(Executor):
         if all(future.done() for future in self._submitted):
             self._pool.shutdown(wait=True, cancel_futures=True)
             return
+        self._stop()
+
+    def _stop(self) -> None:
+        """Stop the workers, whatever they are running."""
         # ProcessPoolExecutor has no public way to stop running work before Python 3.14
         workers = list((getattr(self._pool, "_processes", None) or {}).values())
         self._pool.shutdown(wait=False, cancel_futures=True)

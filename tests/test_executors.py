@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -113,6 +114,28 @@ def test_a_ctrl_c_while_workers_start_is_raised_after_not_lost():
         reached.append(True)
     assert reached == [True]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_ctrl_c_while_workers_start_stops_them(monkeypatch):
+    """The held Ctrl-C is raised inside the executor's constructor, whose caller never
+    gets the pool to close: the constructor stops the workers itself, or the
+    interpreter's exit would wait on them forever."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    submit = ProcessPoolExecutor.submit
+
+    def interrupted(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return submit(self, *args, **kwargs)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", interrupted)
+    before = set(threading.enumerate())
+    with pytest.raises(KeyboardInterrupt):
+        ProcessExecutor(score, None, 2)
+    assert multiprocessing.active_children() == []
+    for thread in set(threading.enumerate()) - before:  # the pool's manager, which exit joins
+        thread.join(timeout=30)
+        assert not thread.is_alive()
 
 
 def test_unknown_executor():
