@@ -204,7 +204,7 @@ def select(
         results.append(Selection(
             evaluation, per_run[(i, best[i])], best[i], dict(sorted(found[i].items())),
             adam_metrics=tuple(curve[-1] for curve in curves),
-            adam_curve=tuple(mean_or_inf(point) for point in zip(*curves, strict=True)),
+            adam_curve=_mean_curve(curves),
         ))
     if settings.selection_adam_lr > 0:
         results = [dataclasses.replace(r, eligible=i == plain or (
